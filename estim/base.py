@@ -1,0 +1,89 @@
+"""The gradient-estimator interface: the training loop asks an estimator for each step's gradient
+and never knows which method runs (the pattern of torch's DDP comm hooks: one small object per run).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+
+class BatchStream(Protocol):
+    """An endless, seeded, resumable stream of (inputs, targets) minibatches already on the run's device."""
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class GradientEstimator:
+    """Base class. `train_stream` feeds training steps; `aux_stream` feeds measurements (variance,
+    level statistics) so they never disturb the training data order."""
+
+    def __init__(self, opt: dict[str, Any], model: nn.Module, loss_fn: LossFn,
+                 train_stream: BatchStream, aux_stream: BatchStream) -> None:
+        self.opt = opt
+        self.model = model
+        self.loss_fn = loss_fn
+        self.train_stream = train_stream
+        self.aux_stream = aux_stream
+
+    def params(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def minibatch_grad(self, stream: BatchStream) -> tuple[list[torch.Tensor], float]:
+        """Gradient and loss of one minibatch drawn from `stream`."""
+        x, y = stream.next()
+        loss = self.loss_fn(self.model(x), y)
+        grads = torch.autograd.grad(loss, self.params())
+        return [g.detach() for g in grads], float(loss.detach())
+
+    def grad(self, stream: BatchStream | None = None) -> tuple[list[torch.Tensor], float]:
+        """The gradient the optimizer steps with (one tensor per parameter) and the training loss."""
+        raise NotImplementedError
+
+    def on_step(self, step: int) -> None:
+        """Called by the loop before step `step`'s gradient: schedule hooks (level re-fits)."""
+
+    def scalars(self) -> dict[str, float]:
+        """Scalars to log now (e.g. bits, levels/<i>, multiplier, nb_error)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Estimator state for checkpoints: tensors and plain Python values only (loaded weights_only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+_REGISTRY: dict[str, type[GradientEstimator]] = {}
+
+
+def register_estimator(name: str) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
+    def wrap(cls: type[GradientEstimator]) -> type[GradientEstimator]:
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def get_estimator_class(name: str) -> type[GradientEstimator]:
+    import estim  # noqa: F401  (importing the package registers every estimator)
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown g_estim {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+
+
+@register_estimator("sgd")
+class SGDEstimator(GradientEstimator):
+    """Plain minibatch SGD: the baseline."""
+
+    def grad(self, stream: BatchStream | None = None) -> tuple[list[torch.Tensor], float]:
+        return self.minibatch_grad(stream or self.train_stream)

@@ -1,0 +1,1 @@
+"""The `launch` command: expand grids, dispatch runs (dry-run, local, debug, SLURM), status, aggregation."""

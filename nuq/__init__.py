@@ -1,0 +1,1 @@
+"""Quantization: level sets, the snapping kernel and its reference, adaptive level fitting."""

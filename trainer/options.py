@@ -1,0 +1,181 @@
+"""The trainer's typed option schema: the one source the launcher validates grids against.
+
+Names and defaults follow the paper's code (ALQ/AMQ, NeurIPS 2020) so its grids expand unchanged.
+This module must stay import-light (no torch): the launcher imports it to validate 10,000-run grids.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
+# "intlist" is a comma list of ints ("100,2000,10000") or a single int.
+KINDS = ("int", "float", "str", "bool", "milestones", "intlist")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+class ConfigError(ValueError):
+    """A config key or value the trainer cannot accept; the message names run, key and fix."""
+
+
+ESTIMATORS = ("sgd", "nuq", "nuq_dist")
+NUQ_METHODS = ("none", "q", "qinf", "nuq", "trn", "alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb")
+DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
+
+_OPTIONS = [
+    # data and model
+    Option("dataset", "str", "digits", "Dataset name.", DATASETS),
+    Option("data", "str", "./data", "Folder holding the dataset files (unused for digits and synthetic data)."),
+    Option("arch", "str", "digits_mlp", "Model name from the model registry."),
+    Option("pretrained", "bool", False, "Start from pretrained weights (kept for the paper's grids; unsupported offline)."),
+    Option("batch_size", "int", 128, "Minibatch size per (simulated) worker."),
+    Option("test_batch_size", "int", 1000, "Batch size for evaluation."),
+    # optimisation
+    Option("optim", "str", "sgd", "Optimizer.", ("sgd", "adam")),
+    Option("lr", "float", 0.1, "Learning rate."),
+    Option("momentum", "float", 0.9, "SGD momentum."),
+    Option("nesterov", "bool", False, "Nesterov momentum."),
+    Option("weight_decay", "float", 5e-4, "L2 weight decay."),
+    Option("niters", "int", 0, "Training iterations (0: epochs x epoch_iters)."),
+    Option("epochs", "int", 10, "Epochs, used when niters is 0."),
+    Option("epoch_iters", "int", 0, "Iterations per epoch (0: dataset size / batch size)."),
+    Option("lr_decay_epoch", "milestones", "", "Decay lr x lr_decay_rate every N iterations, or at a comma list of iterations."),
+    Option("lr_decay_rate", "float", 0.1, "Learning-rate decay factor."),
+    Option("seed", "int", 1, "Random seed; a CPU run is bit-for-bit repeatable for a seed."),
+    Option("no_cuda", "bool", False, "Force CPU even when CUDA is available."),
+    # logging and checkpoints
+    Option("log_interval", "int", 50, "Iterations between plain log lines."),
+    Option("tblog_interval", "int", 100, "Iterations between TensorBoard/metrics.jsonl scalars."),
+    Option("chkpt_iter", "int", 2000, "Iterations between evaluation + checkpoint."),
+    Option("train_accuracy", "bool", False, "Also evaluate on the training set (Tloss, Tacc)."),
+    # gradient estimator
+    Option("g_estim", "str", "sgd", "Gradient estimator.", ESTIMATORS),
+    Option("g_epoch", "bool", False, "Paper flag: estimator epochs (kept for grid compatibility)."),
+    Option("gvar_log_iter", "int", 100, "Iterations between gradient-variance measurements."),
+    Option("gvar_start", "int", 0, "Iteration from which variance is measured and levels are adapted."),
+    Option("gvar_estim_iter", "int", 10, "Samples used per gradient-variance measurement."),
+    Option("g_osnap_iter", "intlist", "100,2000,10000", "Level re-fit iterations: listed ones, then every last value."),
+    Option("g_bsnap_iter", "int", 10000, "Paper flag: snapshot interval (kept for grid compatibility)."),
+    Option("g_optim", "bool", False, "Adapt the quantization levels during training."),
+    Option("g_optim_start", "int", 0, "Iteration from which the levels are adapted."),
+    # quantization
+    Option("nuq_method", "str", "q", "Quantization method.", NUQ_METHODS),
+    Option("nuq_bits", "int", 4, "Bits per coordinate (2^bits levels)."),
+    Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm."),
+    Option("nuq_ngpu", "int", 1, "Simulated workers: minibatches quantized independently and averaged."),
+    Option("nuq_mul", "float", 0.5, "Multiplier of the exponential (NUQSGD) levels."),
+    Option("nuq_amq_lr", "float", 0.7, "AMQ: learning rate of the multiplier."),
+    Option("nuq_amq_epochs", "int", 50, "AMQ: gradient steps on the multiplier."),
+    Option("nuq_cd_epochs", "int", 30, "ALQ: coordinate-descent sweeps."),
+    Option("dist_num", "int", 100, "Buckets with the largest norms kept for the norm-based fits."),
+    Option("nuq_layer", "bool", False, "Network-wide quantization: flatten all layers into one vector before bucketing."),
+    Option("nuq_ig_sm_bkts", "bool", False, "Pass a final partial bucket through unquantized."),
+    Option("nuq_truncated_interval", "float", 1.0, "Truncation interval [-t, t] of the fitted normals."),
+    Option("nuq_number_of_samples", "int", 10, "Minibatch gradients sampled per level update."),
+    Option("nuq_sym", "bool", False, "Keep adapted levels symmetric about 0."),
+    Option("nuq_inv", "bool", False, "ALQ: closed-form inverse update instead of the numerical step."),
+    Option("nuq_clip", "bool", False, "TernGrad clipping of normalised values at 2.5 standard deviations."),
+]
+
+OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}
+
+
+def defaults() -> dict[str, Any]:
+    """Every option at its default value."""
+    return {name: opt.default for name, opt in OPTIONS.items()}
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _coerce(opt: Option, value: Any) -> Any:
+    """Return value converted to opt's kind, or raise TypeError/ValueError with a short reason."""
+    kind = opt.kind
+    if kind == "bool":
+        if value == "" or value is True:  # the paper writes flags as ''
+            return True
+        if value is False or value is None:
+            return False
+        raise TypeError(f"expected a flag (True, False or ''), got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an int, got {type(value).__name__} {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__} {value!r}")
+        if opt.choices and value not in opt.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(opt.choices)}")
+        return value
+    if kind in ("milestones", "intlist"):
+        if isinstance(value, bool):
+            raise TypeError(f"expected an int or a comma list of ints, got {value!r}")
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, str):
+            try:
+                _int_list(value)
+            except ValueError:
+                raise ValueError(f"expected an int or a comma list of ints, got {value!r}") from None
+            return value
+        raise TypeError(f"expected an int or a comma list of ints, got {type(value).__name__} {value!r}")
+    raise AssertionError(f"unknown option kind {kind}")
+
+
+def closest_keys(key: str, n: int = 3) -> list[str]:
+    return difflib.get_close_matches(key, list(OPTIONS), n=n, cutoff=0.5)
+
+
+def validate_config(config: Mapping[str, Any], run: str = "<config>") -> dict[str, Any]:
+    """Check every key and type; return the config with values normalised (flags to bool, ints to floats...).
+
+    Keys not given keep their defaults only in `full_config`; this returns just the given keys so run
+    identity is what the grid wrote.
+    """
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        opt = OPTIONS.get(key)
+        if opt is None:
+            near = closest_keys(key)
+            hint = f"; did you mean {', '.join(near)}?" if near else "; see `launch options` for the valid keys"
+            raise ConfigError(f"run {run}: unknown config key {key!r}{hint}")
+        try:
+            out[key] = _coerce(opt, value)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"run {run}: bad value for {key!r}: {err}") from None
+    return out
+
+
+def full_config(config: Mapping[str, Any], run: str = "<config>") -> dict[str, Any]:
+    """Defaults overlaid with the validated config: what the trainer actually runs with."""
+    merged = defaults()
+    merged.update(validate_config(config, run))
+    return merged
+
+
+def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
+    """'40000,60000' -> (None, [40000, 60000]); '30' or 30 -> (30, []); '' -> (None, [])."""
+    if isinstance(value, int):
+        return value, []
+    items = _int_list(value)
+    if len(items) == 1 and "," not in value:
+        return items[0], []
+    return None, items
+
+
+def parse_int_list(value: str | int) -> list[int]:
+    return [value] if isinstance(value, int) else _int_list(value)
