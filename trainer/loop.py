@@ -291,7 +291,8 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     except Interrupted:
         raise
     except BaseException as err:
-        last = traceback.format_exception_only(type(err), err)[-1].strip().splitlines()[0]  # "Type: message"
+        text = str(err).strip()
+        last = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
         log.file_only("run failed:\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__)))
         status.write(runfiles.FAILED, error=last)
         raise
