@@ -203,6 +203,7 @@ class Training:
         if every > 0 and it % every == 0:
             self.log.progress(f"it {it}/{self.niters} epoch {it / self.epoch_iters:.2f} loss {loss:.4f} "
                               f"{self.progress.train_s / max(it, 1):.4f} s/it")
+            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
             logger.flush()
             self.status.beat(it, force=True)
         else:
@@ -227,8 +228,8 @@ class Training:
         logger.last.update(p.last)
         p.last = logger.last
         from tqdm import tqdm
-        bar = tqdm(total=self.niters, initial=p.iteration, disable=not self.log.tty or not is_main(),
-                   dynamic_ncols=True)
+        self.bar = bar = tqdm(total=self.niters, initial=p.iteration, disable=not self.log.tty or not is_main(),
+                              dynamic_ncols=True)
         self._session_start, self._wall_before = time.monotonic(), p.wall_s
         self.status.niters = self.niters
         self.status.beat(p.iteration, force=True)
