@@ -10,6 +10,7 @@ with one seed give them disjoint ranges (offset += numel) so no two elements sha
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -45,18 +46,33 @@ def _threads(num_threads: int | None) -> int:
     return torch.get_num_threads() if num_threads is None else max(1, int(num_threads))
 
 
+def _stream(t: torch.Tensor) -> int:
+    """torch's current CUDA stream handle for t's device (0 on CPU): the kernel runs in stream order."""
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _compiled(device_type: str) -> Backend:
     def q(x, levels, bucket_size, norm, seed, offset, num_threads=None):
-        return _extension(device_type).quantize(x, levels, bucket_size, norm == "linf", seed, offset,
-                                                _threads(num_threads))
+        ext = _extension(device_type)
+        with _on_device(x):
+            return ext.quantize(x, levels, bucket_size, norm == "linf", seed, offset, _threads(num_threads),
+                                _stream(x))
 
     def qi(x, levels, bucket_size, norm, seed, offset, num_threads=None):
-        return tuple(_extension(device_type).quantize_indices(x, levels, bucket_size, norm == "linf", seed,
-                                                              offset, _threads(num_threads)))
+        ext = _extension(device_type)
+        with _on_device(x):
+            return tuple(ext.quantize_indices(x, levels, bucket_size, norm == "linf", seed, offset,
+                                              _threads(num_threads), _stream(x)))
 
     def dq(indices, norms, levels, bucket_size, num_threads=None):
-        return _extension(device_type).dequantize_indices(indices, norms, levels, bucket_size,
-                                                          _threads(num_threads))
+        ext = _extension(device_type)
+        with _on_device(indices):
+            return ext.dequantize_indices(indices, norms, levels, bucket_size, _threads(num_threads),
+                                          _stream(indices))
     return Backend(q, qi, dq)
 
 

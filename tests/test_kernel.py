@@ -12,6 +12,16 @@ from nuq.philox import philox4x32, uniforms
 FIXED = ["q", "qinf", "nuq", "trn"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The reference's small tensors gain nothing from torch's intra-op threads on a shared machine; the
+    kernel's own thread count is passed explicitly where it matters."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _levels(method: str, bits: int = 3) -> torch.Tensor:
     return get_method(method).init_levels(bits, 0.5)
 
@@ -99,7 +109,9 @@ def test_values_snap_to_adjacent_levels():
 
 # ---------------------------------------------------------------- kernel == reference
 
-CASES = [(1000, 128), (30, 7), (1000, 1000), (20000, 8192), (5000, 300), (3, 1000), (4096, 1)]
+# the kernel uses one thread per 2^15 values, so the last cases are big enough for 3 threads to split them
+CASES = [(1000, 128), (30, 7), (1000, 1000), (20000, 8192), (5000, 300), (3, 1000), (4096, 1), (110007, 4096),
+         (100000, 100000)]
 
 
 @pytest.mark.parametrize("method,bits", [("q", 2), ("q", 3), ("qinf", 4), ("nuq", 3), ("nuq", 8), ("trn", 2),
@@ -251,9 +263,9 @@ def test_extension_direct_call_checks_do_not_crash():
     """A caller bypassing nuq.kernel gets a RuntimeError from the extension, never a crash."""
     from nuq import _quant
     with pytest.raises(RuntimeError, match="contiguous float32"):
-        _quant.quantize(torch.randn(4, 4).t(), LV, 4, False, 0, 0, 1)
+        _quant.quantize(torch.randn(4, 4).t(), LV, 4, False, 0, 0, 1, 0)
     with pytest.raises(RuntimeError, match="exceeds"):
-        _quant.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, 4, 1)
+        _quant.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, 4, 1, 0)
 
 
 def test_missing_extension_is_a_clear_error(monkeypatch):
