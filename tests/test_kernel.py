@@ -154,6 +154,20 @@ def test_non_contiguous_input_is_made_contiguous():
     assert torch.equal(got, kernel.quantize(x.contiguous(), lv, 100, "l2", 2, 0))
 
 
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_out_argument_writes_in_place(backend):
+    x = torch.randn(10, 300)
+    lv = _levels("q")
+    out = torch.full((3000,), 7.0)
+    got = kernel.quantize(x, lv, 256, "l2", 3, 9, out=out, backend=backend)
+    assert got.data_ptr() == out.data_ptr() and got.shape == x.shape
+    assert torch.equal(got, kernel.quantize(x, lv, 256, "l2", 3, 9, backend="reference"))
+    with pytest.raises(ValueError, match="out has 10 values"):
+        kernel.quantize(x, lv, 256, out=torch.empty(10))
+    with pytest.raises(TypeError, match="out must be a contiguous float32"):
+        kernel.quantize(x, lv, 256, out=torch.empty(3000, dtype=torch.float16))
+
+
 def test_same_seed_repeats_and_offsets_differ():
     x = torch.randn(5000)
     lv = _levels("q")
@@ -264,6 +278,8 @@ def test_extension_direct_call_checks_do_not_crash():
     from nuq import _quant
     with pytest.raises(RuntimeError, match="contiguous float32"):
         _quant.quantize(torch.randn(4, 4).t(), LV, 4, False, 0, 0, 1, 0)
+    with pytest.raises(RuntimeError, match="out must be"):
+        _quant.quantize_out(torch.empty(3), torch.randn(4), LV, 4, False, 0, 0, 1, 0)
     with pytest.raises(RuntimeError, match="exceeds"):
         _quant.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, 4, 1, 0)
 

@@ -18,14 +18,12 @@ void check_cuda(const char* err) { TORCH_CHECK(err == nullptr, "nuq._quant CUDA 
 
 void* as_stream(int64_t stream) { return reinterpret_cast<void*>(static_cast<intptr_t>(stream)); }
 
-torch::Tensor quantize_cuda(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf,
-                            int64_t seed, int64_t offset, int64_t stream) {
-  auto out = torch::empty_like(x);
+void quantize_cuda(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                   int64_t offset, int64_t stream, torch::Tensor& out) {
   auto norms = torch::empty({(x.numel() + bucket - 1) / bucket}, x.options());
   check_cuda(cuda_quantize(x.data_ptr<float>(), x.numel(), bucket, linf, levels.data_ptr<float>(),
                            static_cast<int>(levels.numel()), static_cast<uint64_t>(seed), static_cast<uint64_t>(offset),
                            norms.data_ptr<float>(), out.data_ptr<float>(), nullptr, as_stream(stream)));
-  return out;
 }
 
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cuda(const torch::Tensor& x, const torch::Tensor& levels,
@@ -68,15 +66,28 @@ bool on_cuda(const torch::Tensor& t) {
 #endif
 }
 
-torch::Tensor quantize(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
-                       int64_t offset, int64_t threads, int64_t stream) {
+torch::Tensor quantize_out(torch::Tensor out, const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket,
+                           bool linf, int64_t seed, int64_t offset, int64_t threads, int64_t stream) {
   check_quant_inputs(x, levels, bucket, seed, offset);
+  TORCH_CHECK(out.scalar_type() == torch::kFloat32 && out.is_contiguous() && out.numel() == x.numel() &&
+                  out.device() == x.device(),
+              "out must be a contiguous float32 tensor with x's size on x's device");
 #ifdef NUQ_WITH_CUDA
-  if (on_cuda(x)) return quantize_cuda(x, levels, bucket, linf, seed, offset, stream);
+  if (on_cuda(x)) {
+    quantize_cuda(x, levels, bucket, linf, seed, offset, stream, out);
+    return out;
+  }
 #else
   on_cuda(x);
 #endif
-  return quantize_cpu(x, levels, bucket, linf, seed, offset, threads);
+  quantize_cpu(x, levels, bucket, linf, seed, offset, threads, out);
+  return out;
+}
+
+torch::Tensor quantize(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                       int64_t offset, int64_t threads, int64_t stream) {
+  check_quant_inputs(x, levels, bucket, seed, offset);
+  return quantize_out(torch::empty_like(x), x, levels, bucket, linf, seed, offset, threads, stream);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices(const torch::Tensor& x, const torch::Tensor& levels,
@@ -125,6 +136,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // (indices, norms, levels, bucket_size, cpu_threads, cuda_stream); cuda_stream is torch's current stream
   // handle (torch.cuda.current_stream().cuda_stream), ignored on CPU.
   m.def("quantize", &nuq::quantize, "quantize-dequantize flat float32 x");
+  m.def("quantize_out", &nuq::quantize_out, "quantize_out(out, x, ...): quantize into a given float32 tensor");
   m.def("quantize_indices", &nuq::quantize_indices, "(uint8 level indices, float32 bucket norms)");
   m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");

@@ -40,11 +40,9 @@ void run_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket
 
 }  // namespace
 
-torch::Tensor quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf,
-                           int64_t seed, int64_t offset, int64_t threads) {
-  auto out = torch::empty_like(x);
+void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                  int64_t offset, int64_t threads, torch::Tensor& out) {
   run_cpu(x, levels, bucket, linf, seed, offset, threads, out.data_ptr<float>(), nullptr, nullptr);
-  return out;
 }
 
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,

@@ -6,8 +6,9 @@
 
 namespace nuq {
 
-torch::Tensor quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf,
-                           int64_t seed, int64_t offset, int64_t threads);
+// Writes into `out` (contiguous float32, x.numel() values, on the CPU).
+void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                  int64_t offset, int64_t threads, torch::Tensor& out);
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,
                                                               int64_t bucket, bool linf, int64_t seed,
                                                               int64_t offset, int64_t threads);
