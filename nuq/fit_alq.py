@@ -3,10 +3,11 @@
 Each sweep moves every free level to the minimiser of the variance of the intervals it touches, with
 its neighbours fixed. Levels two apart touch disjoint intervals, so a sweep is two vectorised half-steps
 (even-indexed, then odd-indexed levels): the same fixed points as a left-to-right sweep.
-The minimiser is found either numerically (safeguarded Newton on the convex one-level objective, the
-default) or with `nuq_inv`'s closed form l = ppf(cdf(b) - int_a^b (r - a) f dr / (b - a)), which is
-where that objective's derivative vanishes. A move is kept only if it lowers the variance, so a fit
-never ends above its start.
+The move goes towards the minimiser found either numerically (a safeguarded Newton step on the convex
+one-level objective, the default) or with `nuq_inv`'s closed form
+l = ppf(cdf(b) - int_a^b (r - a) f dr / (b - a)), which is where that objective's derivative vanishes.
+The full move and two damped ones are tried at once and a level only moves if its variance drops, so a
+fit never ends above its start. Sweeps stop early once they no longer lower the variance.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from estim.dists import Distribution
 from nuq.fit_base import (FitOptions, LevelSpace, best_row, level_derivatives, register_fitter,
                           start_levels, theta_derivatives)
 
-NEWTON_STEPS = 2  # per level and sweep; sweeps repeat, so the warm-started root converges quickly
-# a sweep that moves no level by more than this fraction of its bracket is a fixed point: stop there
-CONVERGED = 1e-7
+# each candidate move is also tried at 1/4 and 1/16 of its length; the best of these and "stay" wins
+DAMPING = np.array([1.0, 0.25, 0.0625])
+# stop when a sweep lowers no start's variance by more than this fraction: a fixed point
+CONVERGED = 1e-12
 
 
 def _local_objective(space: LevelSpace, v: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -26,77 +28,75 @@ def _local_objective(space: LevelSpace, v: np.ndarray, cols: np.ndarray) -> np.n
     return v @ space.touch[cols].T
 
 
-def _newton_block(dist: Distribution, space: LevelSpace, theta: np.ndarray, cols: np.ndarray
-                  ) -> np.ndarray:
-    """Candidate minimisers of the parameters `cols` (others fixed), best iterate of each kept."""
-    lo, hi = (x[:, cols] for x in space.bounds(theta))
-    work = theta.copy()
-    best_x = theta[:, cols].copy()
-    best_f = None
-    for step in range(NEWTON_STEPS + 1):
-        v, m0, g, h = level_derivatives(dist, space.levels(work))
-        f = _local_objective(space, v, cols)
-        x = work[:, cols]
-        if best_f is None:
-            best_f = f
-        else:
-            better = f < best_f
-            best_x = np.where(better, x, best_x)
-            best_f = np.where(better, f, best_f)
-        if step == NEWTON_STEPS:
-            break
-        gt, ht = theta_derivatives(space, g, h, m0)
-        gt, ht = gt[:, cols], ht[:, cols]
-        # the root lies left of x where the derivative is positive: shrink the bracket to it
-        hi = np.where(gt > 0, x, hi)
-        lo = np.where(gt <= 0, x, lo)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            newton = x - gt / ht
-        ok = (ht > 0) & (newton > lo) & (newton < hi)
-        work[:, cols] = np.where(ok, newton, (lo + hi) / 2.0)
-    return best_x
+def _newton_target(space: LevelSpace, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray,
+                   h: np.ndarray, m0: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """One safeguarded Newton step towards the root of dV/dtheta (bisection where Newton leaves the
+    bracket that the derivative's sign gives)."""
+    gt, ht = theta_derivatives(space, g, h, m0)
+    gt, ht = gt[:, cols], ht[:, cols]
+    hi = np.where(gt > 0, x, hi)
+    lo = np.where(gt <= 0, x, lo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        newton = x - gt / ht
+    ok = (ht > 0) & (newton >= lo) & (newton <= hi)
+    return np.where(ok, newton, (lo + hi) / 2.0)
 
 
-def _inverse_block(dist: Distribution, sym_dist: Distribution | None, space: LevelSpace,
-                   theta: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Closed-form minimisers l = ppf(cdf(b) - int_a^b (r - a) f / (b - a)) for the parameters `cols`.
-
-    Under `nuq_sym` a pair (theta, -theta) minimises the same formula on the symmetrised density; the
-    innermost pair of an even set shares an interval, has no such form and takes Newton steps."""
-    lo, hi = (x[:, cols] for x in space.bounds(theta))
-    d = sym_dist if space.sym else dist
-    _, p1, _ = d.interval_moments(lo, hi)
+def _inverse_target(dist: Distribution, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The closed form l = ppf(cdf(b) - int_a^b (r - a) f dr / (b - a)) between neighbours a, b."""
+    _, p1, _ = dist.interval_moments(lo, hi)
     width = hi - lo
     with np.errstate(divide="ignore", invalid="ignore"):
-        target = d.cdf(hi) - np.where(width > 0, p1 / width, 0.0)
-    x = np.minimum(np.maximum(d.ppf(np.minimum(np.maximum(target, 0.0), 1.0)), lo), hi)
-    if space.shared_center and cols.size and cols[0] == 0:
-        x[:, 0] = _newton_block(dist, space, theta, cols)[:, 0]
-    return x
+        target = dist.cdf(hi) - np.where(width > 0, p1 / width, 0.0)
+    x = dist.ppf(np.minimum(np.maximum(target, 0.0), 1.0))
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def _color_step(dist: Distribution, sym_dist: Distribution | None, space: LevelSpace, theta: np.ndarray,
+                cols: np.ndarray, inv: bool) -> np.ndarray:
+    """Move the parameters `cols` (others fixed) towards their minimisers, each only if its variance
+    drops; returns the total variance of every start before the move."""
+    v, m0, g, h = level_derivatives(dist, space.levels(theta))
+    x = theta[:, cols]
+    lo, hi = (b[:, cols] for b in space.bounds(theta))
+    if inv:
+        # under nuq_sym a pair (theta, -theta) has the same closed form on the symmetrised density;
+        # the innermost pair of an even set shares an interval, has no closed form, and takes Newton
+        target = _inverse_target(sym_dist if space.sym else dist, lo, hi)
+        if space.shared_center and cols[0] == 0:
+            target[:, 0] = _newton_target(space, x, lo, hi, g, h, m0, cols)[:, 0]
+    else:
+        target = _newton_target(space, x, lo, hi, g, h, m0, cols)
+    nb, nd = theta.shape[0], DAMPING.size
+    trial = np.repeat(theta[None], nd, axis=0)
+    trial[:, :, cols] = x[None] + DAMPING[:, None, None] * (target - x)[None]
+    lv = space.levels(trial.reshape(nd * nb, -1))
+    v_trial = dist.interval_variance(lv[:, :-1], lv[:, 1:])
+    f_trial = _local_objective(space, v_trial, cols).reshape(nd, nb, -1)
+    f_all = np.concatenate([_local_objective(space, v, cols)[None], f_trial])
+    x_all = np.concatenate([x[None], trial[:, :, cols]])
+    pick = np.argmin(f_all, axis=0)  # ties keep the earliest: the current value
+    theta[:, cols] = np.take_along_axis(x_all, pick[None], axis=0)[0]
+    return v.sum(axis=1)
 
 
 def coordinate_descent(dist: Distribution, space: LevelSpace, starts: np.ndarray, opts: FitOptions
                        ) -> np.ndarray:
-    """Run `opts.cd_epochs` sweeps from each row of `starts`; returns the final level sets."""
+    """Up to `opts.cd_epochs` sweeps from each row of `starts`; returns the final level sets."""
     theta = space.theta(starts)
+    if space.P == 0:
+        return starts.copy()
     sym_dist = dist.symmetrized() if (opts.inv and space.sym) else None
+    previous = None
     for _ in range(opts.cd_epochs):
-        before = theta.copy()
+        entry = None
         for cols in space.colors:
-            if cols.size == 0:
-                continue
-            if not opts.inv:  # Newton keeps its best iterate: never worse than where it started
-                theta[:, cols] = _newton_block(dist, space, theta, cols)
-                continue
-            cand = _inverse_block(dist, sym_dist, space, theta, cols)
-            trial = theta.copy()
-            trial[:, cols] = cand
-            old = _local_objective(space, level_derivatives(dist, space.levels(theta))[0], cols)
-            new = _local_objective(space, level_derivatives(dist, space.levels(trial))[0], cols)
-            theta[:, cols] = np.where(new < old, cand, theta[:, cols])
-        lo, hi = space.bounds(before)
-        if np.all(np.abs(theta - before) <= CONVERGED * (hi - lo)):
+            if cols.size:
+                var = _color_step(dist, sym_dist, space, theta, cols, opts.inv)
+                entry = var if entry is None else entry
+        if previous is not None and np.all(previous - entry <= CONVERGED * previous):
             break
+        previous = entry
     return space.levels(theta)
 
 
