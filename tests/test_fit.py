@@ -146,3 +146,39 @@ def test_library_use_from_plain_numbers():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def paper_style_alq(dist, levels, sweeps):
+    """The paper's algorithm written the slow way (test-only reference): left-to-right sweeps, each level
+    set to the bounded scalar minimiser of its two intervals' variance, integrated with scipy quad."""
+    from scipy import integrate, optimize
+
+    def var(a, b):
+        return integrate.quad(lambda r: (r - a) * (b - r) * dist.pdf(r), a, b, epsabs=1e-14, limit=200)[0]
+
+    lv = list(levels)
+    for _ in range(sweeps):
+        for j in range(1, len(lv) - 1):
+            a, b = lv[j - 1], lv[j + 1]
+            lv[j] = optimize.minimize_scalar(lambda x: var(a, x) + var(x, b), bounds=(a, b),
+                                             method="bounded", options={"xatol": 1e-10}).x
+    return np.array(lv)
+
+
+REF_DIST = TruncNorm(0.02, 0.1)
+
+
+@pytest.fixture(scope="module")
+def slow_reference_levels():
+    return paper_style_alq(REF_DIST, uniform_levels(3).double().numpy(), sweeps=40)
+
+
+@pytest.mark.parametrize("inv", [False, True])
+def test_alq_gives_the_levels_of_the_slow_reference(inv, slow_reference_levels):
+    start = uniform_levels(3).double().numpy()
+    ours = coordinate_descent(REF_DIST, LevelSpace(8, False), start[None],
+                              FitOptions(cd_epochs=40, inv=inv))[0]
+    # both run 40 sweeps of exact coordinate minimisation from the same start; the sweep orders differ
+    # (left-to-right vs even/odd), so they approach the same fixed point along different paths: after
+    # 40 sweeps both are within ~1e-6 of it (linear convergence), far inside 1e-5
+    np.testing.assert_allclose(ours, slow_reference_levels, atol=1e-5)
