@@ -104,20 +104,20 @@ def test_symmetric_fits_are_symmetric(method, bits):
     torch.testing.assert_close(res.levels, -res.levels.flip(0), atol=0, rtol=0)
 
 
-def test_amq_multiplier_is_no_worse_than_any_start_point():
-    stats = skewed_stats(6)
-    d = TruncNorm(stats["mean"], stats["sigma"])
-    res = fit_levels("amq", 3, stats)
-    fam = ExponentialFamily(3)
-    start_var = d.variance(fam.levels(np.array([0.5]))[0])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("mean,sigma", [(0.05, 0.08), (0.01, 0.02)])
+def test_amq_multiplier_is_no_worse_than_any_start_point(bits, mean, sigma):
+    d = TruncNorm(mean, sigma)
+    res = fit_levels("amq", bits, {"mean": mean, "sigma": sigma})
+    fam = ExponentialFamily(bits)
     for p in START_POINTS:
         assert res.variance <= d.variance(fam.levels(np.array([p]))[0]) * (1 + 1e-9)
-    assert res.variance < start_var
     # the levels are the exponential family at the returned multiplier
-    torch.testing.assert_close(res.levels, exponential_levels(3, res.multiplier), atol=1e-6, rtol=0)
-    # gradient descent ends near the best multiplier of a fine grid (the variance is flat there)
+    torch.testing.assert_close(res.levels, exponential_levels(bits, res.multiplier), atol=1e-6, rtol=0)
+    # descent ends at the best multiplier of a fine grid (V is smooth in p: within 1% of its minimum);
+    # plain steps of 0.7 oscillate around p ~ 0.04 at 2 bits, sigma 0.02: the step halving settles them
     grid = np.linspace(0.01, 0.99, 981)
-    best = min(d.variance(l) for l in fam.levels(grid))
+    best = min(d.variance(lv) for lv in fam.levels(grid))
     assert res.variance <= best * 1.01
 
 
