@@ -108,16 +108,16 @@ class LevelSpace:
             for j in (self.pos[k],) + ((self.neg[k],) if sym else ()):
                 touch[k, j - 1] = touch[k, j] = 1.0
         self.touch = touch
+        # levels = fixed + theta @ lift: the ends -1, 1 (and 0) plus each parameter and its mirror
+        self.fixed = np.zeros(n)
+        self.fixed[0], self.fixed[-1] = -1.0, 1.0
+        self.lift = np.zeros((self.P, n))
+        self.lift[np.arange(self.P), self.pos] = 1.0
+        if sym:
+            self.lift[np.arange(self.P), self.neg] = -1.0
 
     def levels(self, theta: np.ndarray) -> np.ndarray:
-        out = np.empty((theta.shape[0], self.n))
-        out[:, 0], out[:, -1] = -1.0, 1.0
-        if self.sym and self.n % 2 == 1:
-            out[:, self.n // 2] = 0.0
-        out[:, self.pos] = theta
-        if self.sym:
-            out[:, self.neg] = -theta
-        return out
+        return self.fixed + theta @ self.lift
 
     def theta(self, levels: np.ndarray) -> np.ndarray:
         return levels[:, self.pos].copy()
