@@ -72,8 +72,11 @@ def start_levels(dist: Distribution, bits: int, sym: bool, previous: np.ndarray 
     quant = dist.ppf(np.linspace(0.0, 1.0, n))
     quant[0], quant[-1] = -1.0, 1.0
     rows = [np.sort(quant), uni, exponential_levels(bits, 0.5).double().numpy()]
-    if previous is not None and np.asarray(previous).size == n:
-        rows.append(np.sort(np.asarray(previous, dtype=np.float64)))
+    if previous is not None:
+        if np.asarray(previous).size != n:
+            raise ValueError(f"previous levels have {np.asarray(previous).size} values; {bits} bits "
+                             f"need {n}")
+        rows.append(np.sort(np.asarray(previous, dtype=np.float64).ravel()))
     starts = np.stack(rows)
     if sym:
         starts = (starts - starts[:, ::-1]) / 2.0

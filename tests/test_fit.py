@@ -142,6 +142,10 @@ def test_library_use_from_plain_numbers():
     (lambda: fit_levels("alq", 3, {"mean": 0.0, "sigma": 0.1}, nuq_cd_epoch=3), "unknown option.*nuq_cd_epoch"),
     (lambda: fit_levels("alq", 3, {"mean": 0.0, "sigma": 0.0}), "pooled sigma"),
     (lambda: fit_levels("amq", 3, {"mean": 0.0, "sigma": 0.1}, nuq_amq_lr=-1.0), "nuq_amq_lr"),
+    (lambda: fit_levels("alq", 3, {"mean": 0.0, "sigma": 0.1}, nuq_sym=""), "nuq_sym must be True or False"),
+    (lambda: fit_levels("alq", 3, {"mean": 0.0, "sigma": 0.1}, levels=[-1.0, 1.0]), "previous levels"),
+    (lambda: fit_levels("alq", 3, {"mean": 0.0, "sigma": 0.1}, nuq_truncated_interval="1"),
+     "nuq_truncated_interval"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
