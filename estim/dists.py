@@ -85,7 +85,8 @@ class Distribution:
 
 
 class TruncNorm(Distribution):
-    """Normal(mean, sigma) truncated to [begin, end]: the paper's norm-less model of normalised coordinates."""
+    """Normal(mean, sigma) truncated to [begin, end]: the paper's norm-less model of the normalised
+    coordinates."""
 
     def __init__(self, mean: float, sigma: float, begin: float = -1.0, end: float = 1.0) -> None:
         _check_interval(begin, end)
@@ -138,7 +139,8 @@ class TruncNorm(Distribution):
 
     def symmetrized(self, nbins: int = 50000) -> "CondTruncNormHist":
         if self.begin != -self.end:
-            raise ValueError(f"symmetrizing needs an interval symmetric about 0, got [{self.begin}, {self.end}]")
+            raise ValueError(f"symmetrizing needs an interval symmetric about 0, "
+                             f"got [{self.begin}, {self.end}]")
         return CondTruncNormHist([self.mean, -self.mean], [self.sigma] * 2, [1.0, 1.0],
                                  self.begin, self.end, nbins)
 
@@ -201,7 +203,8 @@ class Histogram(Distribution):
 
     def symmetrized(self) -> "Histogram":
         if self.begin != -self.end:
-            raise ValueError(f"symmetrizing needs an interval symmetric about 0, got [{self.begin}, {self.end}]")
+            raise ValueError(f"symmetrizing needs an interval symmetric about 0, "
+                             f"got [{self.begin}, {self.end}]")
         return Histogram((self.masses + self.masses[::-1]) / 2.0, self.begin, self.end)
 
 
