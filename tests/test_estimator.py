@@ -202,3 +202,28 @@ def test_bad_workers_is_named():
         _estimator("q", workers=0)
     with pytest.raises(ValueError, match="gvar_estim_iter"):
         measure_variance(_estimator("q"), 1)
+
+
+def test_adaptive_levels_refit_and_are_used_and_checkpointed():
+    """With g_optim, the LevelAdapter re-fits on schedule from aux-stream gradients, quantization uses its
+    levels, and its state (levels included) travels in the estimator's state_dict."""
+    extra = {"g_optim": True, "g_osnap_iter": "2", "nuq_number_of_samples": 2, "gvar_start": 0,
+             "g_optim_start": 0}
+    est = _estimator("alq", bits=3, bucket=16, stream=RandomStream(1), aux=RandomStream(2), **extra)
+    init = est.levels.clone()
+    est.on_step(0)  # due: step 0 is a multiple of 2 from gvar_start
+    assert est.adapter.nfits == 1 and not torch.equal(est.levels, init)
+    est.on_step(1)  # not due
+    assert est.adapter.nfits == 1
+    grads = [torch.randn(4, 12), torch.randn(4)]
+    q = torch.cat([t.reshape(-1) for t in est.quantize(grads)])
+    flat = torch.cat([t.reshape(-1) for t in grads])
+    for b in range(0, 52, 16):  # every value is (bucket norm) x (one of the adapter's levels)
+        part, norm = q[b:b + 16], flat[b:b + 16].norm()
+        dist = (part[:, None] / norm - est.levels[None, :]).abs().min(dim=1).values
+        assert float(dist.max()) < 1e-5
+    s = est.scalars()
+    assert [s[f"levels/{i}"] for i in range(8)] == est.levels.tolist()
+    other = _estimator("alq", bits=3, bucket=16, **extra)
+    other.load_state_dict(est.state_dict())
+    assert torch.equal(other.levels, est.levels) and other.calls == est.calls
