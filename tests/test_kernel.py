@@ -224,6 +224,21 @@ def test_zero_buckets_give_zeros_not_nan(backend, method):
     assert torch.all(q[:200] != 0) or method == "trn"
 
 
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_non_finite_values_poison_only_their_bucket(norm):
+    """A NaN gradient value is never turned into finite garbage: its bucket comes out NaN, others are
+    untouched; kernel and reference agree (NaN positions included)."""
+    x = torch.randn(300)
+    x[150] = float("nan")
+    lv = _levels("q")
+    for backend in (None, "reference"):
+        q = kernel.quantize(x, lv, 100, norm, 1, 0, backend=backend)
+        assert torch.all(torch.isnan(q[100:200])) and torch.all(torch.isfinite(q[:100])) \
+            and torch.all(torch.isfinite(q[200:]))
+    ref = kernel.quantize(x, lv, 100, norm, 1, 0, backend="reference")
+    torch.testing.assert_close(kernel.quantize(x, lv, 100, norm, 1, 0), ref, rtol=0, atol=0, equal_nan=True)
+
+
 def test_all_zero_input():
     q = kernel.quantize(torch.zeros(100), _levels("nuq"), 16, "l2", 1, 0)
     assert torch.equal(q, torch.zeros(100))

@@ -38,7 +38,7 @@ NUQ_CPU_INLINE float bucket_norm(const float* __restrict x, int64_t len, int64_t
     float m = 0.0f;
     for (int64_t i = 0; i < len; ++i) {
       const float a = std::fabs(x[i]);
-      m = a > m ? a : m;
+      m = (a > m || a != a) ? a : m;  // a NaN sticks (as torch.amax), so a NaN bucket gives NaNs, not values
     }
     return m;
   }

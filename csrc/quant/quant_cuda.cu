@@ -17,6 +17,9 @@ namespace {
 constexpr int kThreads = 256;  // == kMaxLanes: one thread per L2 lane
 static_assert(kThreads == kMaxLanes, "the norm kernel maps one thread to one lane");
 
+// Max that keeps a NaN (fmaxf drops it), like torch.amax and the CPU kernel: a NaN bucket gives NaNs.
+__device__ __forceinline__ float nan_max(float m, float a) { return (a > m || a != a) ? a : m; }
+
 // One block per bucket: lane t sums the squares of elements t, t+L, t+2L, ... in order (coalesced), then
 // the L lane sums are added as a pairwise tree, exactly as the CPU kernel and the reference do.
 __global__ void bucket_norms_kernel(const float* __restrict__ x, int64_t n, int64_t bucket, int lanes, bool linf,
@@ -29,11 +32,11 @@ __global__ void bucket_norms_kernel(const float* __restrict__ x, int64_t n, int6
   const int t = threadIdx.x;
   if (linf) {
     float mx = 0.0f;
-    for (int64_t i = t; i < len; i += kThreads) mx = fmaxf(mx, fabsf(x[start + i]));
+    for (int64_t i = t; i < len; i += kThreads) mx = nan_max(mx, fabsf(x[start + i]));
     m[t] = mx;
     __syncthreads();
     for (int w = kThreads / 2; w >= 1; w /= 2) {
-      if (t < w) m[t] = fmaxf(m[t], m[t + w]);
+      if (t < w) m[t] = nan_max(m[t], m[t + w]);
       __syncthreads();
     }
     if (t == 0) norms[blockIdx.x] = m[0];
