@@ -1,0 +1,18 @@
+// Declarations of the CPU entry points; quant.cpp binds them after checking their inputs.
+#pragma once
+#include <torch/extension.h>
+
+#include <tuple>
+
+namespace nuq {
+
+// Writes into `out` (contiguous float32, x.numel() values, on the CPU).
+void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                  int64_t offset, int64_t threads, torch::Tensor& out);
+std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,
+                                                              int64_t bucket, bool linf, int64_t seed,
+                                                              int64_t offset, int64_t threads);
+torch::Tensor dequantize_indices_cpu(const torch::Tensor& idx, const torch::Tensor& norms,
+                                     const torch::Tensor& levels, int64_t bucket, int64_t threads);
+
+}  // namespace nuq
