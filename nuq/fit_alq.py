@@ -19,13 +19,9 @@ from nuq.fit_base import (FitOptions, LevelSpace, best_row, level_derivatives, r
 
 # each candidate move is also tried at 1/4 and 1/16 of its length; the best of these and "stay" wins
 DAMPING = np.array([1.0, 0.25, 0.0625])
+_FACTORS = np.concatenate([[0.0], DAMPING])  # step factor of each option, "stay" first
 # stop when a sweep lowers no start's variance by more than this fraction: a fixed point
 CONVERGED = 1e-12
-
-
-def _local_objective(space: LevelSpace, v: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Variance of the intervals each parameter in `cols` touches, [B, len(cols)]."""
-    return v @ space.touch[cols].T
 
 
 def _newton_target(space: LevelSpace, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray,
@@ -55,7 +51,8 @@ def _color_step(dist: Distribution, sym_dist: Distribution | None, space: LevelS
                 cols: np.ndarray, inv: bool) -> np.ndarray:
     """Move the parameters `cols` (others fixed) towards their minimisers, each only if its variance
     drops; returns the total variance of every start before the move."""
-    v, m0, g, h = level_derivatives(dist, space.levels(theta))
+    levels = space.levels(theta)
+    v, m0, g, h = level_derivatives(dist, levels)
     x = theta[:, cols]
     lo, hi = (b[:, cols] for b in space.bounds(theta))
     if inv:
@@ -66,18 +63,15 @@ def _color_step(dist: Distribution, sym_dist: Distribution | None, space: LevelS
             target[:, 0] = _newton_target(space, x, lo, hi, g, h, m0, cols)[:, 0]
     else:
         target = _newton_target(space, x, lo, hi, g, h, m0, cols)
-    nb, nd = theta.shape[0], DAMPING.size
-    trial = np.repeat(theta[None], nd, axis=0)
-    trial[:, :, cols] = x[None] + DAMPING[:, None, None] * (target - x)[None]
-    lv = space.levels(trial.reshape(nd * nb, -1))
-    v_trial = dist.interval_variance(lv[:, :-1], lv[:, 1:])
-    f_trial = _local_objective(space, v_trial, cols).reshape(nd, nb, -1)
-    best_x, best_f = x, _local_objective(space, v, cols)
-    for k in range(nd):  # strict improvement only: ties keep the current value
-        better = f_trial[k] < best_f
-        best_x = np.where(better, trial[k][:, cols], best_x)
-        best_f = np.where(better, f_trial[k], best_f)
-    theta[:, cols] = best_x
+    # the damped moves of all starts as one batch of level sets: [damping x starts, n]
+    step = target - x
+    moves = DAMPING[:, None, None] * step[None]
+    trial = (levels[None] + moves @ space.lift[cols]).reshape(-1, space.n)
+    touch = space.touch[cols].T
+    f_trial = (dist.interval_variance(trial[:, :-1], trial[:, 1:]) @ touch).reshape(DAMPING.size, *x.shape)
+    # option 0 = stay; argmin takes the first of equal values, so a move must strictly lower the variance
+    pick = np.argmin(np.concatenate([(v @ touch)[None], f_trial]), axis=0)
+    theta[:, cols] = x + _FACTORS[pick] * step
     return v.sum(axis=1)
 
 
