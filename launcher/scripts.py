@@ -21,6 +21,7 @@ from trainer import runfiles
 
 # sbatch reads #SBATCH lines itself (no shell quoting), so a path only goes there when it is plain.
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
+PYTHON_ENV = "NUQLAB_PYTHON"  # set it to run the scripts with another interpreter (e.g. on cluster nodes)
 DEFAULT_DIRECTIVES = ("--gres=gpu:1", "--cpus-per-task=4", "--signal=USR2@120", "--open-mode=append")
 
 
@@ -69,7 +70,9 @@ def task_script(run: RunSpec, python: str | None = None) -> str:
         f'  printf \'%s\' "$config" > "$run_dir/.{runfiles.CONFIG}.$$"',
         f'  mv -f "$run_dir/.{runfiles.CONFIG}.$$" "$run_dir/{runfiles.CONFIG}"',
         "fi",
-        f'exec {q(python or sys.executable)} -m trainer --config "$run_dir/{runfiles.CONFIG}"',
+        f"python={q(python or sys.executable)}",
+        f'if [ -n "${{{PYTHON_ENV}:-}}" ]; then python=${PYTHON_ENV}; fi',
+        f'exec "$python" -m trainer --config "$run_dir/{runfiles.CONFIG}"',
         "",
     ])
 
