@@ -142,7 +142,7 @@ def test_options_prints_the_schema(launch):
     (["--grid", "nuq", "--run", "digits", "--limit", "0"], "argument --limit: '0' must be at least 1"),
     (["--grid", "nuq", "--run", "digits", "--limit", "x"], "argument --limit: invalid positive_int value"),
     (["--grid", "nuq"], "the following arguments are required: --run"),
-    (["--grid", "nuq", "--run", "digits", "--cluster", "moon"], "argument --cluster: invalid choice: 'moon'"),
+    (["--grid", "nuq", "--run", "digits", "--cluster", "moon"], "unknown --cluster 'moon'; available: debug, dryrun, local"),
     (["--grid", "nuq", "--run", "digits", "--bogus"], "unrecognized arguments: --bogus"),
     (["show", "--grid", "nuq", "--run", "nope"], "unknown run 'nope'"),
     (["list", "--grid", "nope"], "unknown grid 'nope'"),
@@ -196,6 +196,12 @@ def test_unavailable_subcommand_says_so(launch, monkeypatch):
     monkeypatch.setitem(cli.SUBCOMMANDS, "frobnicate", "launcher.no_such_module_here")
     code, _, err = launch("frobnicate")
     assert code == 2 and "`launch frobnicate` is not available" in err and "Traceback" not in err
+
+
+def test_missing_executor_plugin_says_so(launch, monkeypatch):
+    monkeypatch.setattr(executors, "PLUGINS", executors.PLUGINS + ("launcher.no_such_cluster",))
+    code, _, err = launch("--grid", "nuq", "--run", "digits", "--cluster", "no_such_cluster")
+    assert code == 2 and "--cluster no_such_cluster is not available in this installation" in err
 
 
 def test_every_subcommand_of_others_is_mapped():
