@@ -93,7 +93,11 @@ def runs_of(module: ModuleType) -> dict[str, Callable[[], GridRun]]:
 
 def get_run(grid: str, run: str) -> GridRun:
     """Call run `run` of family `grid`; unknown runs list the family's runs."""
-    module = load_family(grid)
+    return call_run(load_family(grid), grid, run)
+
+
+def call_run(module: ModuleType, grid: str, run: str) -> GridRun:
+    """Call run `run` of an imported family; its exceptions become UsageError naming file and line."""
     runs = runs_of(module)
     if run not in runs:
         raise UsageError(f"unknown run {run!r} in grid {grid!r}; its runs: {', '.join(runs) or '(none)'}")
