@@ -22,10 +22,12 @@ RUN_MARK = "__nuqlab_run__"
 
 @dataclass(frozen=True)
 class GridRun:
-    """What a registered run returns: the grid, its results folder (under --root) and the keys left out of names."""
+    """What a registered run returns: the grid, its results folder (under --root), the keys left out of
+    names, and optional SLURM resource defaults for the slurm executor (flags win over them)."""
     grid: Any
     folder: str
     exclude: tuple[str, ...] = field(default_factory=tuple)
+    slurm: dict[str, Any] | None = None
 
 
 def register(fn: Callable[[], GridRun]) -> Callable[[], GridRun]:
