@@ -35,6 +35,16 @@ def write_job_json(run: RunSpec, cluster: str, job_id: str, stdout: str | None, 
         "stdout": stdout, "stderr": stderr})
 
 
+SUMMARY_KEYS = ("Vacc", "Vloss", "est_nvar")
+
+
+def summary(results: Any) -> str:
+    """A short line from a results dict: the headline metrics only, not every scalar."""
+    final = results.get("final", {}) if isinstance(results, dict) else {}
+    parts = [f"{key} {final[key]:.4g}" for key in SUMMARY_KEYS if isinstance(final.get(key), (int, float))]
+    return ", ".join(parts) or "finished"
+
+
 @register_executor("dryrun")
 class DryRunExecutor(Executor):
     """Writes jobs/<prefix>_<i>.sh and jobs/<prefix>_slurm.sbatch; runs and submits nothing."""
@@ -72,7 +82,7 @@ class DebugExecutor(Executor):
                     import pdb
                     pdb.post_mortem(sys.exc_info()[2])
                 raise
-            print(f"[{run.index}] {results.get('status', 'finished')}: final {results.get('final', {})}", flush=True)
+            print(f"[{run.index}] done: {summary(results)}", flush=True)
         return 0
 
 
@@ -171,8 +181,7 @@ class LocalExecutor(Executor):
         except Exception as err:  # submitit wraps the run's exception; show its last line, not the traceback
             print(f"[{run.index}] FAILED: {_error_line(run, err)} (log: {job.paths.stderr})", flush=True)
             return False
-        final = results.get("final", {}) if isinstance(results, dict) else {}
-        print(f"[{run.index}] done: {final}", flush=True)
+        print(f"[{run.index}] done: {summary(results)}", flush=True)
         return True
 
 

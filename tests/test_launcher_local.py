@@ -93,3 +93,9 @@ def test_procs_per_run_needs_the_distributed_module(launch, monkeypatch):
     monkeypatch.setitem(sys.modules, "launcher.distributed", None)  # as if launcher/distributed.py were absent
     code, _, err = launch(*SMOKE, "--limit", "1", "--cluster", "local", "--procs-per-run", "2")
     assert code == 2 and "--procs-per-run 2 is not available" in err
+
+
+def test_summary_line_keeps_the_headline_metrics():
+    from launcher.local_executors import summary
+    assert summary({"final": {"Vacc": 97.7715, "Vloss": 0.0812, "levels/0": -1.0}}) == "Vacc 97.77, Vloss 0.0812"
+    assert summary({"status": "done"}) == "finished" and summary(None) == "finished"
