@@ -4,6 +4,7 @@ Every selected run is checked before any file is written, so a refused launch ch
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -34,6 +35,7 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 _RESERVED = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "nan", "inf"}
 
 
+@functools.lru_cache(maxsize=65536, typed=True)  # grids repeat values; typed: True and 1 differ
 def yaml_scalar(value: Any) -> str:
     """One scalar as YAML that PyYAML's safe loader reads back as the same value and type."""
     if value is None:

@@ -24,6 +24,8 @@ def is_done(run_dir: str | Path) -> bool:
 def run_state(run_dir: str | Path, now: float | None = None) -> str:
     """One of STATES for the folder."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():  # one stat for the common case of a fresh grid (10,000-run dry-runs)
+        return NOT_SUBMITTED
     if is_done(run_dir):
         return DONE
     status = runfiles.read_json(run_dir / runfiles.STATUS)
