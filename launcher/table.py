@@ -7,6 +7,7 @@ table never silently drops or averages in a run that did not finish. Import-ligh
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,10 +101,11 @@ AT_PARSERS: dict[str, Callable[[str], At]] = {"final": _parse_final, "best": _pa
 
 def parse_at(text: str) -> At:
     """'final' | 'best:<metric>' | 'iter=<N>' -> At."""
-    for prefix, parser in AT_PARSERS.items():
-        if text.startswith(prefix):
-            return parser(text[len(prefix):])
-    raise TableError(f"unknown --at {text!r}; use final, best:<metric> or iter=<N>")
+    name = re.split(r"[:=]", text, maxsplit=1)[0]
+    parser = AT_PARSERS.get(name)
+    if parser is None:
+        raise TableError(f"unknown --at {text!r}; use final, best:<metric> or iter=<N>")
+    return parser(text[len(name):])
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -118,11 +120,9 @@ class RunRecord:
     metrics: RunMetrics
 
     def option(self, key: str) -> Any:
-        """The run's value of config key `key` (the schema default when the grid did not set it)."""
-        if key in self.config:
-            return self.config[key]
-        opt = options.OPTIONS.get(key)
-        return opt.default if opt is not None else None
+        """The run's value of config key `key` as the grid set it (None when it did not: an sgd run has
+        no nuq_method, and showing the schema default there would be misleading)."""
+        return hashable(self.config.get(key))
 
 
 def load_records(runs: Iterable[tuple[str, str | Path, dict]], state_of: Callable[[Path], str],
@@ -150,12 +150,15 @@ def available_metrics(records: Sequence[RunRecord]) -> list[str]:
 def default_metrics(records: Sequence[RunRecord]) -> list[str]:
     """DEFAULT_METRICS present in these runs; every logged metric when none of them is."""
     have = set(available_metrics(records))
+    set_keys = {key for rec in records for key in rec.config}
     chosen = []
     for alternatives in DEFAULT_METRICS:
         for name in alternatives:
-            if name in have or name in options.OPTIONS:
+            if name in have or name in set_keys:
                 chosen.append(name)
                 break
+    if not have:  # nothing logged yet: show the usual columns, all missing
+        return [alternatives[0] for alternatives in DEFAULT_METRICS]
     if not any(name in have for name in chosen):
         return sorted(have)
     return chosen
@@ -163,6 +166,8 @@ def default_metrics(records: Sequence[RunRecord]) -> list[str]:
 
 def check_metrics(records: Sequence[RunRecord], metrics: Sequence[str]) -> None:
     have = set(available_metrics(records))
+    if not have:  # no run has logged anything: nothing to check names against, every value is missing
+        return
     for name in metrics:
         if name not in have and name not in options.OPTIONS:
             shown = ", ".join(sorted(have)) or "none (no run has logged anything yet)"
@@ -242,19 +247,24 @@ def hashable(value: Any) -> Any:
     return value
 
 
+def value_column(metric: str) -> str:
+    """The run_rows column of a metric ('@' keeps a config-key metric such as nuq_bits apart from its key column)."""
+    return f"@{metric}"
+
+
 def run_rows(records: Sequence[RunRecord], metrics: Sequence[str], at: At,
              keys: Sequence[str]) -> pd.DataFrame:
-    """One row per run: run, keys..., status, step, metrics..., counted (bool), state (or why not counted)."""
+    """One row per run: run, keys..., status, step, @metric..., counted (bool), state (or why not counted)."""
     rows = []
     for rec in records:
         why_not, step, values = point_values(rec, metrics, at)
         row: dict[str, Any] = {"run": rec.name}
-        row.update({key: hashable(rec.option(key)) for key in keys})
+        row.update({key: rec.option(key) for key in keys})
         row.update({"status": status_text(rec), "step": step})
-        row.update(zip(metrics, values))
+        row.update(zip(map(value_column, metrics), values))
         row.update({"counted": why_not is None, "state": why_not or rec.state})
         rows.append(row)
-    columns = ["run", *keys, "status", "step", *metrics, "counted", "state"]
+    columns = ["run", *keys, "status", "step", *map(value_column, metrics), "counted", "state"]
     frame = pd.DataFrame(rows, columns=columns)
     frame["step"] = frame["step"].astype("Int64")
     return frame
@@ -285,6 +295,7 @@ class Table:
     not_counted: list[tuple[str, str]]
     best: set[tuple[int, int]] = field(default_factory=set)  # (row, column index) of marked cells
     title: str = ""
+    hidden: list[str] = field(default_factory=list)  # key columns display formats leave out (implied)
 
     @property
     def nrows(self) -> int:
@@ -304,6 +315,8 @@ class Table:
             names = ", ".join(name for name, _ in self.not_counted[:max_names])
             more = f" and {len(self.not_counted) - max_names} more" if len(self.not_counted) > max_names else ""
             lines.append(f"not counted ({parts}): {names}{more}")
+        if self.hidden:
+            lines.append(f"not shown (follow from the keys shown): {', '.join(self.hidden)}")
         if self.best:
             where = "row (across the pivot columns of a metric)" if self.pivot else "column"
             lines.append(f"best value per {where} marked")
@@ -333,8 +346,9 @@ def _group_stats(rows: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) 
     stats["n"] = groups["counted"].sum().astype(int)
     counted = keyed[keyed["counted"]]
     if len(metrics):
-        agg = counted.groupby(keys, sort=False, dropna=False)[list(metrics)].agg(["mean", "std", "count"])
-        stats = stats.join(agg.set_axis([f"{m}\t{s}" for m, s in agg.columns], axis=1), how="left")
+        values = [value_column(m) for m in metrics]
+        agg = counted.groupby(keys, sort=False, dropna=False)[values].agg(["mean", "std", "count"])
+        stats = stats.join(agg.set_axis([f"{c[1:]}\t{s}" for c, s in agg.columns], axis=1), how="left")
     for metric in metrics:
         if f"{metric}\tmean" not in stats:
             stats[[f"{metric}\tmean", f"{metric}\tstd", f"{metric}\tcount"]] = math.nan
@@ -367,9 +381,22 @@ def _pivot_columns(stats: pd.DataFrame, row_keys: Sequence[str], pivot: str, met
                 columns.append(Column(label, metric, take(f"{metric}\tmean"), take(f"{metric}\tstd"),
                                       take(f"{metric}\tcount", 0).astype(int)))
             else:
-                columns.append(Column(label, metric, take(metric)))
+                columns.append(Column(label, metric, take(value_column(metric))))
     left = pd.DataFrame(row_ids, columns=list(row_keys)) if row_keys else pd.DataFrame(index=range(len(row_ids)))
     return left, columns
+
+
+def implied_keys(left: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """Key columns whose value follows from the key columns before them, e.g. nuq_bits when every
+    nuq run has 3 bits and sgd runs none: displays leave them out so the table shows what varies."""
+    kept: list[str] = []
+    hidden = []
+    for key in keys:
+        if kept and left.groupby(kept, dropna=False, sort=False)[key].nunique(dropna=False).max() <= 1:
+            hidden.append(key)
+        else:
+            kept.append(key)
+    return hidden
 
 
 def mark_best(table: Table) -> set[tuple[int, int]]:
@@ -426,9 +453,10 @@ def build_table(records: Sequence[RunRecord], metrics: Sequence[str], at: At, ke
                           stats[f"{m}\tcount"].to_numpy(int)) for m in metrics]
     else:
         left = rows[["run", *keys, "status", "step"]].reset_index(drop=True)
-        columns = [Column(m, m, rows[m].to_numpy(float)) for m in metrics]
+        columns = [Column(m, m, rows[value_column(m)].to_numpy(float)) for m in metrics]
+    key_columns = [c for c in left.columns if c in row_keys]
     table = Table(left=left, columns=columns, at=at, grouped=grouped, pivot=pivot, counts=counts,
-                  not_counted=not_counted, title=title)
+                  not_counted=not_counted, title=title, hidden=implied_keys(left, key_columns))
     if mark:
         table.best = mark_best(table)
     return table

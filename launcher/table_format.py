@@ -65,7 +65,7 @@ def _full_n(table: Table, i: int) -> int:
 def _left(table: Table) -> tuple[list[str], list[list[str]]]:
     """Left-hand headers and cells; a grouped table shows n as 'counted/runs' when some did not count."""
     frame = table.left
-    headers = [c for c in frame.columns if c != "runs"]
+    headers = [c for c in frame.columns if c != "runs" and c not in table.hidden]
     rows = []
     for i in range(len(frame)):
         row = []
