@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from launcher.errors import UsageError
-from launcher.table import (Table, TableError, build_table, default_metrics, load_records,
-                            parse_at, parse_by)
+from launcher.table import (DEFAULT_METRICS, Table, TableError, available_metrics, build_table,
+                            default_metrics, load_records, parse_at, parse_by)
 from launcher.table_format import FORMATS, format_for_path, render
 from trainer import runfiles
 
@@ -28,8 +28,13 @@ def make_table(runs: Iterable[tuple[str, str | Path, dict]], state_of: Callable[
     """
     point = parse_at(at)
     groups = parse_by(by, varying)
-    tags = None if metrics is None else [*metrics, *([point.metric] if point.metric else [])]
-    records = load_records(runs, state_of, tags)
+    runs = list(runs)
+    best = [point.metric] if point.metric else []
+    # read only the tags the table needs: the asked metrics, or the default candidates first
+    wanted = list(metrics) if metrics is not None else [m for names in DEFAULT_METRICS for m in names]
+    records = load_records(runs, state_of, [*wanted, *best])
+    if metrics is None and not set(available_metrics(records)) & set(wanted):
+        records = load_records(runs, state_of)  # none of the usual metrics: show whatever was logged
     chosen = list(metrics) if metrics is not None else default_metrics(records)
     table = build_table(records, chosen, point, list(varying), groups, pivot, mark, title)
     return table, [w for rec in records for w in rec.metrics.warnings]

@@ -11,6 +11,7 @@ import glob
 import json
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ class RunMetrics:
         return max(ends) if ends else None
 
 
-def _make_series(steps: list, values: list, walls: list) -> Series:
+def _make_series(steps: Any, values: Any, walls: Any) -> Series:
     """Sort by step; keep the last point written for a repeated step (a resumed run re-logs them)."""
     s = np.asarray(steps, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
@@ -68,49 +69,81 @@ def _make_series(steps: list, values: list, walls: list) -> Series:
     return Series(s, v, w)
 
 
+_NUMBER_OR_NULL = {int, float, type(None)}
+
+
 def _valid_record(rec: Any) -> bool:
     if not isinstance(rec, dict):
         return False
-    step, value = rec.get("step"), rec.get("value")
+    step, value, wall = rec.get("step"), rec.get("value"), rec.get("wall")
     return (isinstance(rec.get("tag"), str) and type(step) is int
-            and (value is None or type(value) in (int, float)))
+            and type(value) in _NUMBER_OR_NULL and type(wall) in _NUMBER_OR_NULL)
 
 
-def _collect(records: list, tags: Collection[str] | None) -> dict[str, tuple[list, list, list]]:
-    """Bucket valid records by tag; raises ValueError at the first invalid one (caller falls back)."""
-    buckets: dict[str, tuple[list, list, list]] = {}
-    for rec in records:
-        if not _valid_record(rec):
-            raise ValueError("invalid record")
-        tag = rec["tag"]
-        if tags is not None and tag not in tags:
-            continue
-        bucket = buckets.get(tag)
-        if bucket is None:
-            bucket = buckets[tag] = ([], [], [])
-        value = rec["value"]
-        bucket[0].append(rec["step"])
-        bucket[1].append(math.nan if value is None else value)
-        bucket[2].append(rec.get("wall") or math.nan)
-    return buckets
+def _series_by_tag(records: list, tags: Collection[str] | None) -> dict[str, Series]:
+    """Series per tag of valid records, column-wise (a million records in well under a second).
+
+    Raises ValueError at any invalid record; the caller then re-reads the file line by line.
+    """
+    if not records:
+        return {}
+    try:
+        tag_list = [r["tag"] for r in records]
+        step_list = [r["step"] for r in records]
+        value_list = [r["value"] for r in records]
+        wall_list = [r.get("wall") for r in records]
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError("invalid record") from err
+    if (set(map(type, tag_list)) != {str} or set(map(type, step_list)) != {int}
+            or not set(map(type, value_list)) <= _NUMBER_OR_NULL or not set(map(type, wall_list)) <= _NUMBER_OR_NULL):
+        raise ValueError("invalid record")
+    tag_array = np.array(tag_list, dtype=object)
+    steps = np.array(step_list, dtype=np.int64)
+    values = np.array(value_list, dtype=np.float64)  # JSON null (a non-finite value) -> NaN
+    walls = np.array(wall_list, dtype=np.float64)
+    out = {}
+    for tag in dict.fromkeys(tag_list):  # first-seen order
+        if tags is None or tag in tags:
+            mask = tag_array == tag
+            out[tag] = _make_series(steps[mask], values[mask], walls[mask])
+    return out
+
+
+def _looks_clean(lines: list[str]) -> bool:
+    """Every line is one {...} object: lines of tags that are not parsed can still be checked for a
+    crash-cut or garbage line (which then sends the file down the slow path and gets its warning)."""
+    return all(line[:1] == "{" and line[-1:] == "}" for line in lines)
+
+
+def _lines_with_tags(lines: list[str], tags: Collection[str]) -> list[str]:
+    """The lines that mention one of `tags` as a JSON string: a superset of their records, so records
+    of other tags are never parsed."""
+    needles = sorted({json.dumps(t) for t in tags} | {f'"{t}"' for t in tags})
+    search = re.compile("|".join(re.escape(n) for n in needles)).search
+    return [line for line in lines if search(line)]
 
 
 def read_metrics_jsonl(path: str | os.PathLike, tags: Collection[str] | None = None,
                        warnings: list[str] | None = None) -> dict[str, Series]:
-    """The series in a metrics.jsonl file, optionally only `tags`; bad lines are skipped with a warning."""
+    """The series in a metrics.jsonl file, optionally only `tags`; bad lines are skipped with a warning.
+
+    Fast path: the (wanted) lines are parsed as one JSON array. Any bad line sends the whole file
+    down the slow path, which parses line by line and warns with the line number.
+    """
     path = Path(path)
     with open(path, "r", encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
-    lines = text.splitlines()
-    try:  # fast path: the whole file is one JSON array of valid records
-        buckets = _collect(json.loads("[" + ",".join(lines) + "]"), tags)
-    except ValueError:
-        buckets = _collect_line_by_line(path, lines, tags, warnings)
-    return {tag: _make_series(*b) for tag, b in buckets.items()}
+        lines = fh.read().splitlines()
+    if tags is None or _looks_clean(lines):
+        wanted = lines if tags is None else _lines_with_tags(lines, tags)
+        try:
+            return _series_by_tag(json.loads("[" + ",".join(wanted) + "]"), tags)
+        except ValueError:
+            pass
+    return _series_by_tag(_valid_lines(path, lines, warnings), tags)
 
 
-def _collect_line_by_line(path: Path, lines: list[str], tags: Collection[str] | None,
-                          warnings: list[str] | None) -> dict[str, tuple[list, list, list]]:
+def _valid_lines(path: Path, lines: list[str], warnings: list[str] | None) -> list[dict]:
+    """The valid records among lines; each bad line adds a warning naming file and line number."""
     good = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -124,7 +157,7 @@ def _collect_line_by_line(path: Path, lines: list[str], tags: Collection[str] | 
         elif warnings is not None:
             shown = line if len(line) <= 60 else line[:57] + "..."
             warnings.append(f"{path}: line {number}: skipped a malformed metrics record: {shown!r}")
-    return _collect(good, tags)
+    return good
 
 
 def _tfrecords(path: str) -> Iterator[bytes]:

@@ -99,3 +99,16 @@ def test_large_clean_file_uses_every_line(tmp_path):
     write_lines(path, [rec("x", int(s), float(s) * 0.5) for s in steps])
     series = read_metrics_jsonl(path)["x"]
     assert len(series) == 5000 and series.values[-1] == 4999 * 0.5
+
+
+def test_tag_filter_reads_only_those_tags_and_still_warns(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    write_lines(path, [rec("loss", 1, 9.0), rec("Vloss", 1, 8.0), rec("Vacc", 1, 90.0), '{"tag": "loss", "st'])
+    warnings: list[str] = []
+    series = read_metrics_jsonl(path, tags={"loss"}, warnings=warnings)
+    assert set(series) == {"loss"} and series["loss"].values.tolist() == [9.0]  # not Vloss's line
+    assert len(warnings) == 1 and "line 4" in warnings[0]
+    write_lines(path, [rec("Vacc", 1, 90.0), json.dumps({"tag": "Vacc", "step": 2, "value": "high"})])
+    warnings.clear()
+    series = read_metrics_jsonl(path, tags={"Vacc"}, warnings=warnings)
+    assert series["Vacc"].steps.tolist() == [1] and "line 2" in warnings[0]
