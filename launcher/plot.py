@@ -182,20 +182,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the PNG and PDF files (default <root>/<results folder>/plots)")
 
 
-def _metrics(args: argparse.Namespace, records: Sequence[RunRecord]) -> list[str]:
-    logged = {tag for r in records for tag in r.metrics.series}
-    if args.metric is None:
-        chosen = [m for m in default_metrics(records) if m in logged]
+def _metrics(asked: list[str] | None, kind: str, records: Sequence[RunRecord],
+             read_all: Callable[[], list[RunRecord]]) -> list[str]:
+    """The metrics to plot: `asked`, checked against what the runs logged, else the table's defaults.
+    `read_all` re-reads every tag, only to list them when an asked one is missing."""
+    def usable(recs: Sequence[RunRecord]) -> set[str]:
+        logged = {tag for r in recs for tag in r.metrics.series}
+        return logged if kind == "line" else logged | set(available_metrics(recs))
+
+    if asked is None:
+        chosen = [m for m in default_metrics(records) if m in usable(records)]
         if not chosen:
             raise UsageError("no run has logged metrics yet; nothing to plot")
         return chosen
-    chosen = [m.strip() for m in args.metric.split(",") if m.strip()]
-    usable = logged if args.kind == "line" else set(available_metrics(records)) | logged
-    for metric in chosen:
-        if metric not in usable:
-            raise UsageError(f"--metric {metric!r} was not logged by any run; logged: "
-                             f"{', '.join(sorted(usable)) or 'nothing yet'}")
-    return chosen
+    missing = [m for m in asked if m not in usable(records)]
+    if missing:
+        have = usable(read_all())
+        raise UsageError(f"--metric {missing[0]!r} was not logged by any run; logged: "
+                         f"{', '.join(sorted(have)) or 'nothing yet'}")
+    return asked
 
 
 def main(args: argparse.Namespace) -> int:
@@ -208,11 +213,13 @@ def main(args: argparse.Namespace) -> int:
         by = parse_by(args.by, selection.varying_keys)
     except TableError as err:
         raise UsageError(str(err)) from None
-    records = load_records(((r.name, r.dir, r.config) for r in selection.runs), run_state)
+    runs = [(r.name, r.dir, r.config) for r in selection.runs]
+    asked = None if args.metric is None else [m.strip() for m in args.metric.split(",") if m.strip()]
+    records = load_records(runs, run_state, None if asked is None else [*asked, *([at.metric] if at.metric else [])])
     for rec in records:
         for warning in rec.metrics.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-    metrics = _metrics(args, records)
+    metrics = _metrics(asked, args.kind, records, lambda: load_records(runs, run_state))
     out_dir = Path(args.out) if args.out else selection.meta.results_dir / "plots"
     title = f"{selection.meta.grid}.{selection.meta.run}"
     for metric in metrics:

@@ -180,15 +180,6 @@ def _as_of(series: Series, step: int) -> float:
     return float(series.values[i]) if i >= 0 else math.nan
 
 
-def _final_value(rec: RunRecord, metric: str) -> float:
-    series = rec.metrics.series.get(metric)
-    if series is not None and len(series):
-        return float(series.values[-1])
-    results = rec.metrics.results or {}
-    value = (results.get("final") or {}).get(metric, results.get(metric) if metric in RESULT_FIELDS else None)
-    return _number(value)
-
-
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
@@ -201,14 +192,21 @@ def _best_step(rec: RunRecord, metric: str) -> int | None:
     return int(series.steps[pick(series.values)])
 
 
-def _value(rec: RunRecord, metric: str, at: At, step: int) -> float:
+def _value(rec: RunRecord, metric: str, at: At, step: int | None) -> float:
+    """One metric of a counted run: from its series; else results.json (its numbers such as wall_s hold
+    for any point, its final values only for --at final); else the run's config value; else NaN."""
     series = rec.metrics.series.get(metric)
-    if series is None and metric not in RESULT_FIELDS and metric in options.OPTIONS:
+    if series is not None and len(series):
+        return float(series.values[-1]) if at.kind == "final" else _as_of(series, step)
+    results = rec.metrics.results or {}
+    if metric in RESULT_FIELDS and metric in results:
+        return _number(results[metric])
+    final = results.get("final") or {}
+    if at.kind == "final" and metric in final:
+        return _number(final[metric])
+    if metric in options.OPTIONS:
         return _number(rec.option(metric))  # a config key as a column (e.g. nuq_bits)
-    if at.kind == "final" or series is None:
-        # final values; results.json numbers (wall_s...) are the same at any point of the run
-        return _final_value(rec, metric) if at.kind == "final" or metric in RESULT_FIELDS else math.nan
-    return _as_of(series, step)
+    return math.nan
 
 
 def point_values(rec: RunRecord, metrics: Sequence[str], at: At) -> tuple[str | None, int | None, list[float]]:
@@ -221,7 +219,8 @@ def point_values(rec: RunRecord, metrics: Sequence[str], at: At) -> tuple[str | 
     if rec.state != DONE:
         return rec.state, None, [math.nan] * len(metrics)
     if at.kind == "iter" and (last is None or last < at.step):
-        return f"done before iter={at.step}", None, [math.nan] * len(metrics)
+        why = "done, nothing logged" if last is None else f"done before iter={at.step}"
+        return why, None, [math.nan] * len(metrics)
     if at.kind == "best":
         step = _best_step(rec, at.metric)
         if step is None:  # done, but never logged a finite value of the metric: counted, no values
@@ -315,6 +314,9 @@ class Table:
             names = ", ".join(name for name, _ in self.not_counted[:max_names])
             more = f" and {len(self.not_counted) - max_names} more" if len(self.not_counted) > max_names else ""
             lines.append(f"not counted ({parts}): {names}{more}")
+        if self.pivot:
+            metrics = ", ".join(dict.fromkeys(c.metric for c in self.columns))
+            lines.append(f"columns: {metrics} for each {self.pivot}")
         if self.hidden:
             lines.append(f"not shown (follow from the keys shown): {', '.join(self.hidden)}")
         if self.best:

@@ -327,3 +327,41 @@ def test_build_table_with_no_runs_logged_yet(tmp_path):
     assert table.nrows == 1 and table.left["n"][0] == 0 and table.left["runs"][0] == 2
     assert "2 not submitted" in "\n".join(table.caption_lines())
     assert "—" in render(table, "term")
+
+
+def test_grouped_pivot_cells_show_n_when_below_the_largest(toy):
+    table, _ = table_of(toy, metrics=["Vacc"], by="all", pivot="nuq_method")
+    assert table.nrows == 1 and [c.n[0] for c in table.columns] == [3, 2, 1]
+    term = render(table, "term")
+    assert "columns: Vacc for each nuq_method" in term
+    q_mean = statistics.mean(vacc("q", s)[-1] for s in (1, 2, 3))
+    assert f"{q_mean:.4g} ± " in term and "(n=2)" in term and "(n=1)" in term and "(n=3)" not in term
+
+
+def test_iter_past_the_end_of_a_done_run_is_not_counted(toy):
+    table, _ = table_of(toy, metrics=["Vacc"], at="iter=500", by="run")
+    reasons = dict(table.not_counted)
+    run = next(r.name for r in toy["selection"].runs if (r.config["nuq_method"], r.config["seed"]) == ("q", 1))
+    assert reasons[run] == "done before iter=500"
+    assert all(math.isnan(v) for v in table.columns[0].mean)
+
+
+def test_results_json_alone_gives_final_values(tmp_path):
+    runfiles.atomic_write_json(tmp_path / "r" / runfiles.RESULTS,
+                               {"status": "done", "final": {"Vacc": 91.5}, "wall_s": 12.0})
+    records = load_records([("r", tmp_path / "r", {"seed": 1})], run_state)
+    table = build_table(records, ["Vacc", "wall_s"], parse_at("final"), ["seed"])
+    assert [c.mean[0] for c in table.columns] == [91.5, 12.0]
+    best = build_table(records, ["Vacc"], parse_at("best:Vacc"), ["seed"])
+    assert math.isnan(best.columns[0].mean[0])  # no series: there is no best step to read
+
+
+def test_key_columns_implied_by_earlier_ones_are_hidden_from_displays(tmp_path):
+    configs = [{"g_estim": "sgd", "seed": 1}, {"g_estim": "nuq", "nuq_bits": 3, "nuq_method": "q", "seed": 1},
+               {"g_estim": "nuq", "nuq_bits": 3, "nuq_method": "alq", "seed": 1}]
+    records = load_records([(f"r{i}", tmp_path / f"r{i}", c) for i, c in enumerate(configs)], run_state)
+    keys = ["g_estim", "nuq_bits", "nuq_method"]
+    table = build_table(records, ["Vacc"], parse_at("final"), keys + ["seed"], by=keys)
+    assert table.hidden == ["nuq_bits"]  # 3 for every nuq run, unset for sgd: follows from g_estim
+    assert "nuq_bits" not in render(table, "term").split("\n\n")[1]
+    assert "nuq_bits" in render(table, "csv").splitlines()[0]  # data formats keep every key
