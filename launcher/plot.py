@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from launcher.errors import UsageError
 from launcher.metrics_io import Series
 from launcher.table import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
-                            load_records, parse_at, parse_by, point_values)
+                            implied_keys, load_records, parse_at, parse_by, point_values)
 from trainer import runfiles
 
 FILE_TYPES = ("png", "pdf")
@@ -49,12 +49,16 @@ def group_runs(records: Sequence[RunRecord], by: Sequence[str] | None) -> dict[t
     return groups
 
 
-def group_label(by: Sequence[str] | None, key: tuple) -> str:
+def group_labels(by: Sequence[str] | None, keys: Sequence[tuple]) -> list[str]:
+    """Legend labels of groups: the values of the `by` keys that tell groups apart (keys implied by
+    earlier ones are left out, as in tables), 'key=value' when several, unset keys skipped."""
     if by is None or len(by) == 1:
-        return str(key[0])
+        return [str(key[0]) for key in keys]
     if not by:
-        return "all runs"
-    return ", ".join(f"{k}={v}" for k, v in zip(by, key))
+        return ["all runs" for _ in keys]
+    hidden = set(implied_keys(pd.DataFrame(list(keys), columns=list(by)), by))
+    shown = [i for i, k in enumerate(by) if k not in hidden]
+    return [", ".join(f"{by[i]}={key[i]}" for i in shown if key[i] is not None) for key in keys]
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -82,13 +86,19 @@ def band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
 
 
 def _curve(rec: RunRecord, metric: str, x_axis: XAxis, window: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, smoothed y) of one run's metric, sorted by x; None when it has no point with a finite x."""
     series = rec.metrics.series.get(metric)
     if series is None or not len(series):
         return None
-    start = min(float(np.nanmin(s.walls)) for s in rec.metrics.series.values() if len(s))
-    x = x_axis.values(series, start)
-    order = np.argsort(x, kind="stable")
-    return x[order], smooth(series.values, window)[order]
+    walls = [s.walls[np.isfinite(s.walls)] for s in rec.metrics.series.values()]
+    firsts = [w.min() for w in walls if len(w)]
+    x = x_axis.values(series, min(firsts) if firsts else np.nan)
+    y = smooth(series.values, window)
+    keep = np.isfinite(x)
+    if not keep.any():
+        return None
+    order = np.argsort(x[keep], kind="stable")
+    return x[keep][order], y[keep][order]
 
 
 def plot_lines(records: Sequence[RunRecord], metric: str, by: Sequence[str] | None, x: str = "niters",
@@ -97,12 +107,13 @@ def plot_lines(records: Sequence[RunRecord], metric: str, by: Sequence[str] | No
     x_axis = X_AXES[x]
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    for key, runs in group_runs([r for r in records if r.state == DONE], by).items():
+    groups = group_runs([r for r in records if r.state == DONE], by)
+    for label, runs in zip(group_labels(by, list(groups)), groups.values()):
         curves = [c for c in (_curve(r, metric, x_axis, window) for r in runs) if c is not None]
         if not curves:
             continue
         grid, mean, std, n = band(curves)
-        label = group_label(by, key) + (f" (n={len(curves)})" if len(curves) > 1 else "")
+        label += f" (n={len(curves)})" if len(curves) > 1 else ""
         (line,) = ax.plot(grid, mean, label=label, linewidth=1.5)
         if (n > 1).any():
             ax.fill_between(grid, mean - std, mean + std, where=n > 1, color=line.get_color(),
@@ -117,12 +128,13 @@ def plot_bars(records: Sequence[RunRecord], metric: str, by: Sequence[str] | Non
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
     labels, means, stds = [], [], []
-    for key, runs in group_runs(records, by).items():
+    groups = group_runs(records, by)
+    for label, runs in zip(group_labels(by, list(groups)), groups.values()):
         values = np.array([v[0] for why, _, v in (point_values(r, [metric], at) for r in runs) if why is None])
         values = values[np.isfinite(values)]
         if not len(values):
             continue
-        labels.append(group_label(by, key) + (f"\n(n={len(values)})" if len(values) > 1 else ""))
+        labels.append(label + (f"\n(n={len(values)})" if len(values) > 1 else ""))
         means.append(values.mean())
         stds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
     positions = np.arange(len(labels))

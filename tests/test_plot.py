@@ -147,3 +147,11 @@ def test_cli_unknown_metric_is_a_usage_error(runs, capsys):
                      "--metric", "Vloss"])
     err = capsys.readouterr().err
     assert code == 2 and "'Vloss' was not logged" in err and "Vacc" in err
+
+
+def test_group_labels_skip_implied_and_unset_keys():
+    from launcher.plot import group_labels
+    by = ["g_estim", "nuq_bits", "nuq_method"]
+    keys = [("sgd", None, None), ("nuq", 3, "q"), ("nuq", 3, "alq")]
+    assert group_labels(by, keys) == ["g_estim=sgd", "g_estim=nuq, nuq_method=q", "g_estim=nuq, nuq_method=alq"]
+    assert group_labels(["nuq_method"], [("q",)]) == ["q"] and group_labels([], [()]) == ["all runs"]
