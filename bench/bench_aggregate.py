@@ -3,7 +3,8 @@
 Builds a grid of 10 methods x 5 bit widths x 20 seeds in a temporary root, writes each run's
 metrics.jsonl (1,000 records: Vacc, Vloss, est_var and loss over 250 steps), status.json and results.json
 in the trainer's formats, then times the whole `launch aggregate` command in-process (grid expansion,
-state of every run, reading every metrics file, grouping over seeds, rendering). Target: under 5 s.
+state of every run, reading every metrics file, grouping over seeds, rendering), and once more as a new
+`python -m launcher aggregate` process (interpreter start and imports included). Target: under 5 s.
 Writes bench/results/aggregate.json with keys runs, points, aggregate_s (median of 3 timed runs).
 
     PYTHONPATH=$PWD python bench/bench_aggregate.py [--runs 1000] [--points 1000]
@@ -16,6 +17,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,6 +85,18 @@ def time_aggregate(grid: Path, root: Path, *extra: str) -> tuple[float, float]:
     return elapsed, cpu
 
 
+def time_subprocess(grid: Path, root: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of `python -m launcher aggregate` as a user runs it: interpreter start and imports too."""
+    argv = [sys.executable, "-m", "launcher", "aggregate", "--grid", str(grid), "--run", "bench", "--root", str(root)]
+    before = os.times()
+    start = time.perf_counter()
+    subprocess.run(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    after = os.times()
+    return elapsed, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -98,6 +112,7 @@ def main() -> None:
                  "per-run csv": ("--by", "run", "--format", "csv")}
         timings = {name: [time_aggregate(grid, root, *extra) for _ in range(args.repeat)]
                    for name, extra in cases.items()}
+        timings["new process (python -m)"] = [time_subprocess(grid, root) for _ in range(args.repeat)]
     print(f"{args.runs} runs x {args.points} points (folders built in {build_s:.1f} s), "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'case':<26} {'median s':>9} {'min s':>7} {'max s':>7} {'median CPU s':>13}")
