@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 from launcher.errors import UsageError
 from launcher.table import (DEFAULT_METRICS, Table, TableError, available_metrics, build_table,
-                            default_metrics, load_records, parse_at, parse_by)
+                            default_metrics, load_records, parse_at, parse_by, title_of)
 from launcher.table_format import FORMATS, format_for_path, render
 from trainer import runfiles
 
@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
 
     selection = select_runs(args)
     metrics = None if args.metric is None else [m.strip() for m in args.metric.split(",") if m.strip()]
-    title = f"{selection.meta.grid}.{selection.meta.run}"
+    title = title_of(selection.meta.grid, selection.meta.run)
     try:
         table, warnings = make_table(((r.name, r.dir, r.config) for r in selection.runs), run_state,
                                      selection.varying_keys, metrics, args.at, args.by, args.pivot,

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from launcher.errors import UsageError
 from launcher.metrics_io import Series
 from launcher.table import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
-                            implied_keys, load_records, parse_at, parse_by, point_values)
+                            implied_keys, load_records, parse_at, parse_by, point_values, title_of)
 from trainer import runfiles
 
 FILE_TYPES = ("png", "pdf")
@@ -233,7 +233,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     metrics = _metrics(asked, args.kind, records, lambda: load_records(runs, run_state))
     out_dir = Path(args.out) if args.out else selection.meta.results_dir / "plots"
-    title = f"{selection.meta.grid}.{selection.meta.run}"
+    title = title_of(selection.meta.grid, selection.meta.run)
     for metric in metrics:
         if args.kind == "line":
             fig = plot_lines(records, metric, by, args.x, args.smooth, args.logy, title)

@@ -32,6 +32,11 @@ class TableError(ValueError):
     """Bad table request (unknown metric, key or --at); the message names the value and the choices."""
 
 
+def title_of(grid: str, run: str) -> str:
+    """'family.run' for captions and figure titles ('nuq.digits'; a grid file shows its stem)."""
+    return f"{Path(grid).stem if grid.endswith('.py') else grid}.{run}"
+
+
 def higher_is_better(metric: str) -> bool:
     return metric.lower().endswith(HIGHER_IS_BETTER_SUFFIXES)
 

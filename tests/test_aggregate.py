@@ -300,7 +300,7 @@ def run_cli(toy, capsys, *args):
 def test_cli_prints_the_table_and_warnings(toy, capsys):
     code, out, err = run_cli(toy, capsys)
     assert code == 0
-    assert "toy: 9 runs, 6 counted; values at final" in out and "nuq_method" in out
+    assert "toygrid.toy: 9 runs, 6 counted; values at final" in out and "nuq_method" in out
     assert "warning:" in err and "line 4" in err
 
 
