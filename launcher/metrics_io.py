@@ -225,10 +225,13 @@ def read_run_metrics(run_dir: str | os.PathLike, tags: Collection[str] | None = 
     jsonl = run_dir / runfiles.METRICS
     source = "none"
     series: dict[str, Series] = {}
-    if jsonl.is_file():
-        series, source = read_metrics_jsonl(jsonl, tags, warnings), "metrics.jsonl"
-    if not series and has_event_files(run_dir):  # no (or an empty) metrics.jsonl: older runs
-        series, source = read_event_files(run_dir, tags, warnings), "events"
+    try:
+        if jsonl.is_file() and jsonl.stat().st_size > 0:
+            series, source = read_metrics_jsonl(jsonl, tags, warnings), "metrics.jsonl"
+        elif has_event_files(run_dir):  # no (or an empty) metrics.jsonl: e.g. runs of older code
+            series, source = read_event_files(run_dir, tags, warnings), "events"
+    except OSError as err:  # unreadable file: the run shows without values, the warning says why
+        warnings.append(f"{run_dir}: cannot read metrics: {err}")
     return RunMetrics(series=series, results=runfiles.read_json(run_dir / runfiles.RESULTS),
                       status=runfiles.read_json(run_dir / runfiles.STATUS), source=source,
                       warnings=warnings)

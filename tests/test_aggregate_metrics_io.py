@@ -112,3 +112,16 @@ def test_tag_filter_reads_only_those_tags_and_still_warns(tmp_path):
     warnings.clear()
     series = read_metrics_jsonl(path, tags={"Vacc"}, warnings=warnings)
     assert series["Vacc"].steps.tolist() == [1] and "line 2" in warnings[0]
+
+
+def test_unreadable_metrics_file_is_a_warning_not_a_crash(tmp_path, monkeypatch):
+    write_lines(tmp_path / runfiles.METRICS, [rec("a", 1, 1.0)])
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    # tests run as root here, where chmod cannot make a file unreadable: the module's open() is replaced
+    monkeypatch.setattr("launcher.metrics_io.open", denied, raising=False)
+    metrics = read_run_metrics(tmp_path)
+    assert metrics.series == {} and len(metrics.warnings) == 1
+    assert "cannot read metrics" in metrics.warnings[0] and "Permission denied" in metrics.warnings[0]
