@@ -435,6 +435,10 @@ def build_table(records: Sequence[RunRecord], metrics: Sequence[str], at: At, ke
     metrics = list(metrics)
     if at.kind == "best":
         check_metrics(records, [at.metric])
+        logged = {tag for rec in records for tag in rec.metrics.series}
+        if logged and at.metric not in logged:
+            raise TableError(f"--at best:{at.metric}: {at.metric!r} has no logged history to find a best "
+                             f"step in; logged: {', '.join(sorted(logged))}")
     check_metrics(records, metrics)
     grouped = by is not None
     by = list(by or [])

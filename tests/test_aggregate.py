@@ -365,3 +365,8 @@ def test_key_columns_implied_by_earlier_ones_are_hidden_from_displays(tmp_path):
     assert table.hidden == ["nuq_bits"]  # 3 for every nuq run, unset for sgd: follows from g_estim
     assert "nuq_bits" not in render(table, "term").split("\n\n")[1]
     assert "nuq_bits" in render(table, "csv").splitlines()[0]  # data formats keep every key
+
+
+def test_best_needs_a_logged_history(toy):
+    with pytest.raises(TableError, match="best:wall_s.*no logged history"):
+        table_of(toy, metrics=["Vacc"], at="best:wall_s")
