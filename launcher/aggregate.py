@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from launcher.errors import UsageError
-from launcher.table import (DEFAULT_METRICS, Table, TableError, available_metrics, build_table,
-                            default_metrics, load_records, parse_at, parse_by, title_of)
+from launcher.table import Table, build_table, parse_by, title_of
+from launcher.table_points import (DEFAULT_METRICS, TableError, available_metrics, default_metrics,
+                                   load_records, parse_at)
 from launcher.table_format import FORMATS, format_for_path, render
 from trainer import runfiles
 

@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 
 from launcher.errors import UsageError
 from launcher.metrics_io import Series
-from launcher.table import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
-                            implied_keys, load_records, parse_at, parse_by, point_values, title_of)
+from launcher.table import implied_keys, parse_by, title_of
+from launcher.table_points import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
+                                   load_records, parse_at, point_values)
 from trainer import runfiles
 
 FILE_TYPES = ("png", "pdf")

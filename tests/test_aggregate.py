@@ -19,7 +19,8 @@ import pytest
 from launcher import cli
 from launcher.aggregate import make_table
 from launcher.state import run_state
-from launcher.table import TableError, build_table, load_records, parse_at
+from launcher.table import build_table
+from launcher.table_points import TableError, load_records, parse_at
 from launcher.table_format import FORMATS, render
 from trainer import runfiles
 from trainer.logger import RunLogger

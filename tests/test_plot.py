@@ -16,7 +16,7 @@ from launcher import cli
 from launcher.plot import band, file_stem, plot_bars, plot_lines, save_figure, smooth
 from launcher.selection import select_runs
 from launcher.state import run_state
-from launcher.table import load_records, parse_at
+from launcher.table_points import load_records, parse_at
 from trainer import runfiles
 from trainer.logger import RunLogger
 from trainer.runinfo import StatusWriter
