@@ -1,0 +1,88 @@
+"""Aggregate a grid's runs into a results table (terminal, Markdown, CSV, LaTeX or JSON).
+
+`launch aggregate --grid G --run R` reads every selected run folder, takes each run's metrics at
+`--at` (final, best:<metric>, iter=N), groups seeds (mean ± std, n) and prints the table with a caption
+that counts and names the runs that are missing, failed or unfinished (never averaged in).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from launcher.errors import UsageError
+from launcher.table import Table, build_table, parse_by, title_of
+from launcher.table_points import (DEFAULT_METRICS, TableError, available_metrics, default_metrics,
+                                   load_records, parse_at)
+from launcher.table_format import FORMATS, format_for_path, render
+from trainer import runfiles
+
+
+def make_table(runs: Iterable[tuple[str, str | Path, dict]], state_of: Callable[[Path], str],
+               varying: Sequence[str], metrics: Sequence[str] | None = None, at: str = "final",
+               by: str | None = None, pivot: str | None = None, mark: bool = True,
+               title: str = "") -> tuple[Table, list[str]]:
+    """The table of runs (name, dir, config) and the warnings met reading them; TableError on bad input.
+
+    `by` is the --by text (None: group seeds when they vary); `varying` the keys that vary in the grid.
+    """
+    point = parse_at(at)
+    groups = parse_by(by, varying)
+    runs = list(runs)
+    best = [point.metric] if point.metric else []
+    # read only the tags the table needs: the asked metrics, or the default candidates first
+    wanted = list(metrics) if metrics is not None else [m for names in DEFAULT_METRICS for m in names]
+    records = load_records(runs, state_of, [*wanted, *best])
+    if metrics is None and not set(available_metrics(records)) & set(wanted):
+        records = load_records(runs, state_of)  # none of the usual metrics: show whatever was logged
+    chosen = list(metrics) if metrics is not None else default_metrics(records)
+    table = build_table(records, chosen, point, list(varying), groups, pivot, mark, title)
+    return table, [w for rec in records for w in rec.metrics.warnings]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from launcher.selection import add_selection_arguments, positive_int
+
+    add_selection_arguments(parser)
+    parser.add_argument("--at", default="final", help="final (default) | best:<metric> (other metrics at "
+                        "that metric's best step) | iter=<N>")
+    parser.add_argument("--metric", default=None, metavar="M1,M2",
+                        help="columns: logged tags, results.json numbers (wall_s...) or config keys "
+                             "(default: Vacc, est_var and bits per coordinate)")
+    parser.add_argument("--by", default=None, metavar="K1,K2",
+                        help="group by these keys, mean ± std and n over the rest (default: every varying "
+                             "key but seed; 'run': one row per run; 'all': one row)")
+    parser.add_argument("--pivot", default=None, metavar="KEY", help="spread KEY's values across columns")
+    parser.add_argument("--format", default=None, choices=sorted(FORMATS),
+                        help="output format (default: from --out's suffix, else term)")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the table to FILE instead of stdout")
+    parser.add_argument("--digits", type=positive_int, default=4, help="significant digits (default 4)")
+    parser.add_argument("--no-mark", action="store_true", help="do not mark the best value per column")
+
+
+def main(args: argparse.Namespace) -> int:
+    from launcher.selection import select_runs
+    from launcher.state import run_state
+
+    selection = select_runs(args)
+    metrics = None if args.metric is None else [m.strip() for m in args.metric.split(",") if m.strip()]
+    title = title_of(selection.meta.grid, selection.meta.run)
+    try:
+        table, warnings = make_table(((r.name, r.dir, r.config) for r in selection.runs), run_state,
+                                     selection.varying_keys, metrics, args.at, args.by, args.pivot,
+                                     not args.no_mark, title)
+    except TableError as err:
+        raise UsageError(str(err)) from None
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    fmt = args.format or (format_for_path(args.out) if args.out else "term")
+    text = render(table, fmt, args.digits)
+    if not FORMATS[fmt].holds_caption:
+        print("\n".join(table.caption_lines()), file=sys.stderr)
+    if args.out:
+        runfiles.atomic_write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

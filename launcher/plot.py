@@ -1,0 +1,249 @@
+"""Plot metric curves of a grid's runs: one line per group with a band over seeds, or bars of final values.
+
+Figures are built with matplotlib's object API (no pyplot, no display), so they render headless on a
+cluster login node, and are written as PNG and PDF. Like the table, only done runs are drawn; the others
+are listed, never averaged in.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from launcher.errors import UsageError
+from launcher.metrics_io import Series
+from launcher.table import implied_keys, parse_by, title_of
+from launcher.table_points import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
+                                   load_records, parse_at, point_values)
+from trainer import runfiles
+
+FILE_TYPES = ("png", "pdf")
+
+
+@dataclass(frozen=True)
+class XAxis:
+    label: str
+    values: Callable[[Series, float], np.ndarray]  # (series, run start wall time) -> x
+
+
+X_AXES: dict[str, XAxis] = {
+    "niters": XAxis("iteration", lambda s, start: s.steps.astype(float)),
+    "wall": XAxis("wall-clock time (s)", lambda s, start: s.walls - start),
+}
+KINDS = ("line", "bar")
+
+
+def group_runs(records: Sequence[RunRecord], by: Sequence[str] | None) -> dict[tuple, list[RunRecord]]:
+    """Runs by their values of `by` keys, in grid order (by=None: every run its own group)."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for rec in records:
+        key = (rec.name,) if by is None else tuple(rec.option(k) for k in by)
+        groups.setdefault(key, []).append(rec)
+    return groups
+
+
+def group_labels(by: Sequence[str] | None, keys: Sequence[tuple]) -> list[str]:
+    """Legend labels of groups: the values of the `by` keys that tell groups apart (keys implied by
+    earlier ones are left out, as in tables), 'key=value' when several, unset keys skipped."""
+    if by is None or len(by) == 1:
+        return [str(key[0]) for key in keys]
+    if not by:
+        return ["all runs" for _ in keys]
+    hidden = set(implied_keys(pd.DataFrame(list(keys), columns=list(by)), by))
+    shown = [i for i, k in enumerate(by) if k not in hidden]
+    return [", ".join(f"{by[i]}={key[i]}" for i in shown if key[i] is not None) for key in keys]
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over `window` points (NaNs skipped), so curves keep their first points."""
+    if window <= 1:
+        return values
+    return pd.Series(values).rolling(window, min_periods=1).mean().to_numpy()
+
+
+def band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, std, n) over curves put on the union of their x values (linear interpolation inside
+    each curve's own range, nothing outside it); std is the sample std (n-1), NaN where n < 2."""
+    grid = np.unique(np.concatenate([x for x, _ in curves]))
+    ys = np.full((len(curves), len(grid)), np.nan)
+    for k, (x, y) in enumerate(curves):
+        inside = (grid >= x[0]) & (grid <= x[-1])
+        ys[k, inside] = np.interp(grid[inside], x, y)
+    finite = np.isfinite(ys)
+    n = finite.sum(axis=0)
+    total = np.where(finite, ys, 0.0).sum(axis=0)
+    mean = np.divide(total, n, out=np.full(len(grid), np.nan), where=n > 0)
+    sq = np.where(finite, (ys - mean) ** 2, 0.0).sum(axis=0)
+    std = np.sqrt(np.divide(sq, n - 1, out=np.full(len(grid), np.nan), where=n > 1))
+    return grid, mean, std, n
+
+
+def _curve(rec: RunRecord, metric: str, x_axis: XAxis, window: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, smoothed y) of one run's metric, sorted by x; None when it has no point with a finite x."""
+    series = rec.metrics.series.get(metric)
+    if series is None or not len(series):
+        return None
+    walls = [s.walls[np.isfinite(s.walls)] for s in rec.metrics.series.values()]
+    firsts = [w.min() for w in walls if len(w)]
+    x = x_axis.values(series, min(firsts) if firsts else np.nan)
+    y = smooth(series.values, window)
+    keep = np.isfinite(x)
+    if not keep.any():
+        return None
+    order = np.argsort(x[keep], kind="stable")
+    return x[keep][order], y[keep][order]
+
+
+def plot_lines(records: Sequence[RunRecord], metric: str, by: Sequence[str] | None, x: str = "niters",
+               window: int = 1, logy: bool = False, title: str = "") -> Figure:
+    """One line per group of done runs (mean over its runs) with a shaded mean ± std band."""
+    x_axis = X_AXES[x]
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    groups = group_runs([r for r in records if r.state == DONE], by)
+    for label, runs in zip(group_labels(by, list(groups)), groups.values()):
+        curves = [c for c in (_curve(r, metric, x_axis, window) for r in runs) if c is not None]
+        if not curves:
+            continue
+        grid, mean, std, n = band(curves)
+        label += f" (n={len(curves)})" if len(curves) > 1 else ""
+        (line,) = ax.plot(grid, mean, label=label, linewidth=1.5)
+        if (n > 1).any():
+            ax.fill_between(grid, mean - std, mean + std, where=n > 1, color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+    _decorate(ax, x_axis.label, metric, by, logy, title)
+    return fig
+
+
+def plot_bars(records: Sequence[RunRecord], metric: str, by: Sequence[str] | None, at: At = At("final"),
+              logy: bool = False, title: str = "") -> Figure:
+    """One bar per group: mean of its counted runs at `at`, error bar one sample std."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    labels, means, stds = [], [], []
+    groups = group_runs(records, by)
+    for label, runs in zip(group_labels(by, list(groups)), groups.values()):
+        values = np.array([v[0] for why, _, v in (point_values(r, [metric], at) for r in runs) if why is None])
+        values = values[np.isfinite(values)]
+        if not len(values):
+            continue
+        labels.append(label + (f"\n(n={len(values)})" if len(values) > 1 else ""))
+        means.append(values.mean())
+        stds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
+    positions = np.arange(len(labels))
+    ax.bar(positions, means, yerr=stds, capsize=4, color=[f"C{i % 10}" for i in positions])
+    ax.set_xticks(positions, labels)
+    _decorate(ax, "", f"{metric} ({at})", by, logy, title, legend=False)
+    return fig
+
+
+def _decorate(ax, xlabel: str, ylabel: str, by: Sequence[str] | None, logy: bool, title: str,
+              legend: bool = True) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if legend and ax.get_lines():
+        ax.legend(title=by[0] if by and len(by) == 1 else None, fontsize="small")
+
+
+def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write fig as <stem>.png and <stem>.pdf in out_dir (atomically); returns the paths."""
+    paths = []
+    for ext in FILE_TYPES:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, dpi=150)
+        path = Path(out_dir) / f"{stem}.{ext}"
+        runfiles.atomic_write_bytes(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def file_stem(run: str, metric: str, kind: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{run}_{metric}")
+    return name if kind == "line" else f"{name}_bar"
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from launcher.selection import add_selection_arguments, positive_int
+
+    add_selection_arguments(parser)
+    parser.add_argument("--metric", default=None, metavar="M1,M2",
+                        help="logged metrics to plot, one figure each (default: Vacc and est_var when logged)")
+    parser.add_argument("--x", default="niters", choices=sorted(X_AXES), help="x axis (default niters)")
+    parser.add_argument("--by", default=None, metavar="K1,K2",
+                        help="one line per value of these keys, band over the rest (default: every varying "
+                             "key but seed; 'run': one line per run; 'all': one line)")
+    parser.add_argument("--smooth", type=positive_int, default=1, metavar="K",
+                        help="trailing moving average over K points before averaging (default 1: none)")
+    parser.add_argument("--kind", default="line", choices=KINDS, help="line: curves; bar: values at --at")
+    parser.add_argument("--at", default="final", help="for --kind bar: final | best:<metric> | iter=<N>")
+    parser.add_argument("--logy", action="store_true", help="log-scale y axis (e.g. for variances)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for the PNG and PDF files (default <root>/<results folder>/plots)")
+
+
+def _metrics(asked: list[str] | None, kind: str, records: Sequence[RunRecord],
+             read_all: Callable[[], list[RunRecord]]) -> list[str]:
+    """The metrics to plot: `asked`, checked against what the runs logged, else the table's defaults.
+    `read_all` re-reads every tag, only to list them when an asked one is missing."""
+    def usable(recs: Sequence[RunRecord]) -> set[str]:
+        logged = {tag for r in recs for tag in r.metrics.series}
+        return logged if kind == "line" else logged | set(available_metrics(recs))
+
+    if asked is None:
+        chosen = [m for m in default_metrics(records) if m in usable(records)]
+        if not chosen:
+            raise UsageError("no run has logged metrics yet; nothing to plot")
+        return chosen
+    missing = [m for m in asked if m not in usable(records)]
+    if missing:
+        have = usable(read_all())
+        raise UsageError(f"--metric {missing[0]!r} was not logged by any run; logged: "
+                         f"{', '.join(sorted(have)) or 'nothing yet'}")
+    return asked
+
+
+def main(args: argparse.Namespace) -> int:
+    from launcher.selection import select_runs
+    from launcher.state import run_state
+
+    selection = select_runs(args)
+    try:
+        at = parse_at(args.at)
+        by = parse_by(args.by, selection.varying_keys)
+    except TableError as err:
+        raise UsageError(str(err)) from None
+    runs = [(r.name, r.dir, r.config) for r in selection.runs]
+    asked = None if args.metric is None else [m.strip() for m in args.metric.split(",") if m.strip()]
+    records = load_records(runs, run_state, None if asked is None else [*asked, *([at.metric] if at.metric else [])])
+    for rec in records:
+        for warning in rec.metrics.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    metrics = _metrics(asked, args.kind, records, lambda: load_records(runs, run_state))
+    out_dir = Path(args.out) if args.out else selection.meta.results_dir / "plots"
+    title = title_of(selection.meta.grid, selection.meta.run)
+    for metric in metrics:
+        if args.kind == "line":
+            fig = plot_lines(records, metric, by, args.x, args.smooth, args.logy, title)
+        else:
+            fig = plot_bars(records, metric, by, at, args.logy, title)
+        for path in save_figure(fig, out_dir, file_stem(selection.meta.run, metric, args.kind)):
+            print(path)
+    not_done = [r for r in records if r.state != DONE]
+    print(f"{len(records) - len(not_done)} of {len(records)} runs drawn (done runs only)"
+          + (": not drawn " + ", ".join(f"{r.name} ({r.state})" for r in not_done[:12])
+             + (" ..." if len(not_done) > 12 else "") if not_done else ""))
+    return 0
