@@ -1,0 +1,172 @@
+"""The executors that need no cluster: dryrun (write job scripts), debug (in-process), local (submitit)."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from launcher.executors import EXECUTORS, Executor, register_executor
+from launcher.naming import safe_token
+from launcher.scripts import DEFAULT_DIRECTIVES, repo_root, write_job_scripts
+from launcher.selection import RunSpec, Selection, positive_float, positive_int
+from trainer import runfiles
+
+POLL_S = 0.5
+DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
+
+
+def job_prefix(selection: Selection, args: argparse.Namespace) -> str:
+    """--prefix, else '<grid>_<run>' (a grid given as a path contributes its file stem)."""
+    if getattr(args, "prefix", None):
+        return safe_token(args.prefix)
+    return safe_token(f"{Path(selection.meta.grid).stem}_{selection.meta.run}")
+
+
+def write_job_json(run: RunSpec, cluster: str, job_id: str, stdout: str | None, stderr: str | None,
+                   array_index: int | None = None) -> None:
+    runfiles.atomic_write_json(run.dir / runfiles.JOB, {
+        "cluster": cluster, "job_id": job_id, "array_index": array_index, "submitted": time.time(),
+        "stdout": stdout, "stderr": stderr})
+
+
+@register_executor("dryrun")
+class DryRunExecutor(Executor):
+    """Writes jobs/<prefix>_<i>.sh and jobs/<prefix>_slurm.sbatch; runs and submits nothing."""
+    help = "write the job scripts only (same as --dry-run)"
+    writes_run_folders = False
+
+    def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
+        slurm = EXECUTORS.get("slurm")
+        directives = getattr(slurm, "sbatch_directives", None)
+        directives = directives(args) if callable(directives) else DEFAULT_DIRECTIVES
+        prefix = job_prefix(selection, args)
+        sbatch, tasks = write_job_scripts(runs, prefix, Path(args.jobs_dir), directives)
+        print(f"dry run: wrote {len(tasks)} task scripts {tasks[0].parent}/{prefix}_<i>.sh and {sbatch}")
+        print(f"submit by hand with: sbatch {sbatch}   (or run one: bash {tasks[0]})")
+        return 0
+
+
+@register_executor("debug")
+class DebugExecutor(Executor):
+    """Runs each run in this process, one after another, so pdb and prints work."""
+    help = "run in-process, sequentially (for pdb)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--pdb", action="store_true", help="with --cluster debug: post-mortem pdb on an exception")
+
+    def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
+        from launcher.entry import run_one
+        for run in runs:
+            write_job_json(run, "debug", str(os.getpid()), None, None)
+            print(f"[{run.index}] running in-process: {run.dir}", flush=True)
+            try:
+                results = run_one(str(run.dir))
+            except Exception:
+                if getattr(args, "pdb", False):
+                    import pdb
+                    pdb.post_mortem(sys.exc_info()[2])
+                raise
+            print(f"[{run.index}] {results.get('status', 'finished')}: final {results.get('final', {})}", flush=True)
+        return 0
+
+
+def visible_gpus() -> list[int]:
+    """GPU indices visible to this process, found without importing torch."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return list(range(len([d for d in env.split(",") if d.strip() and d.strip() != "-1"])))
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return list(range(sum(1 for line in out.splitlines() if line.startswith("GPU "))))
+
+
+def _error_line(run: RunSpec, err: BaseException) -> str:
+    status = runfiles.read_json(run.dir / runfiles.STATUS) or {}
+    if status.get("error"):
+        return str(status["error"])
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+@register_executor("local")
+class LocalExecutor(Executor):
+    """Runs through submitit's LocalExecutor, at most --max-parallel at a time (one per GPU with GPUs)."""
+    help = "run on this machine through submitit"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--max-parallel", type=positive_int, default=None, metavar="N",
+                            help="local runs at a time (default 1; with GPUs, one per visible GPU)")
+        parser.add_argument("--timeout-min", type=positive_float, default=DEFAULT_TIMEOUT_MIN, metavar="MIN",
+                            help="kill a local run after MIN minutes (default 7 days)")
+
+    def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
+        import submitit
+
+        gpus = visible_gpus()
+        cap = args.max_parallel or max(1, len(gpus))
+        _put_repo_on_pythonpath()
+        queue = list(runs)
+        running: dict[Any, tuple[RunSpec, int | None]] = {}
+        free = list(gpus)
+        failed = 0
+        print(f"running {len(runs)} runs locally, {cap} at a time", flush=True)
+        try:
+            while queue or running:
+                while queue and len(running) < cap:
+                    run = queue.pop(0)
+                    gpu = free.pop(0) if free else None
+                    running[self._submit(submitit, run, gpu, args)] = (run, gpu)
+                time.sleep(POLL_S)
+                for job in [j for j in running if j.done()]:
+                    run, gpu = running.pop(job)
+                    if gpu is not None:
+                        free.append(gpu)
+                    failed += not self._report(job, run)
+        except KeyboardInterrupt:
+            for job in running:
+                job.cancel(check=False)
+            raise
+        print(f"local: {len(runs) - failed} finished, {failed} failed", flush=True)
+        return 1 if failed else 0
+
+    @staticmethod
+    def _submit(submitit: Any, run: RunSpec, gpu: int | None, args: argparse.Namespace) -> Any:
+        from launcher.entry import run_one
+        executor = submitit.LocalExecutor(folder=run.dir / "submitit")
+        params: dict[str, Any] = {"timeout_min": args.timeout_min}
+        if gpu is not None:
+            params.update(gpus_per_node=1, visible_gpus=(gpu,))
+        executor.update_parameters(**params)
+        job = executor.submit(run_one, str(run.dir.absolute()))
+        write_job_json(run, "local", str(job.job_id), str(job.paths.stdout), str(job.paths.stderr))
+        where = f" on GPU {gpu}" if gpu is not None else ""
+        print(f"[{run.index}] started{where}: {run.dir}", flush=True)
+        return job
+
+    @staticmethod
+    def _report(job: Any, run: RunSpec) -> bool:
+        try:
+            results = job.result()
+        except Exception as err:  # submitit wraps the run's exception; show its last line, not the traceback
+            print(f"[{run.index}] FAILED: {_error_line(run, err)} (log: {job.paths.stderr})", flush=True)
+            return False
+        final = results.get("final", {}) if isinstance(results, dict) else {}
+        print(f"[{run.index}] done: {final}", flush=True)
+        return True
+
+
+def _put_repo_on_pythonpath() -> None:
+    """submitit starts fresh interpreters: make sure they import this checkout's packages."""
+    root = str(repo_root())
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root] + paths)
