@@ -1,0 +1,25 @@
+"""Tiny grids for the SLURM integration tests (`--grid tests/slurm_grids.py`): digits, seconds per run."""
+from launcher.registry import GridRun, register
+
+BASE = {"dataset": "digits", "arch": "digits_mlp", "optim": "sgd", "batch_size": 32, "lr": 0.05,
+        "niters": 60, "chkpt_iter": 20, "log_interval": 20, "tblog_interval": 20}
+
+
+@register
+def small() -> GridRun:
+    """4 runs for the array test (packing 2 per task, 1 task at a time)."""
+    return GridRun({**BASE, "lr": [0.05, 0.1], "seed": [1, 2]}, "small", tuple(BASE))
+
+
+@register
+def broken() -> GridRun:
+    """One good run and one that raises: cifar10 from a data folder that does not exist."""
+    return GridRun([{**BASE, "seed": 1},
+                    {**BASE, "dataset": "cifar10", "arch": "resnet8", "data": "/nonexistent/nuqlab-cifar10"}],
+                   "broken", tuple(BASE))
+
+
+@register
+def long() -> GridRun:
+    """Runs long enough (about 20 s of training) to be preempted mid-way; 2 seeds, one per preemption kind."""
+    return GridRun({**BASE, "niters": 800, "chkpt_iter": 200, "seed": [1, 2]}, "long", tuple(BASE))
