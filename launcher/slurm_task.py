@@ -26,6 +26,10 @@ from trainer import runfiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 60.0  # how long checkpoint() waits for the children to checkpoint and exit
+# Preemption sends SIGTERM then SIGUSR2 to every process of the task. A child may checkpoint and exit on the
+# SIGTERM before this process has handled its SIGUSR2; waiting a little lets submitit's handler requeue the
+# task instead of the task ending as failed. (A cancelled task is killed by SLURM during this wait.)
+SIGNAL_GRACE_S = 10.0
 
 
 def child_command(run_dir: str | Path) -> list[str]:
@@ -61,6 +65,8 @@ class PackedRuns(submitit.helpers.Checkpointable):
             while waiter.is_alive():
                 waiter.join(timeout=1.0)
         states = {d: _final_state(d, c.returncode) for d, c in zip(run_dirs, self._children)}
+        if any(s.startswith(runfiles.INTERRUPTED) for s in states.values()):
+            time.sleep(SIGNAL_GRACE_S)
         bad = {d: s for d, s in states.items() if s != runfiles.DONE}
         if bad:
             # A non-zero task lets sacct show FAILED; the run folders say which run failed and why.
