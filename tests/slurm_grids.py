@@ -7,8 +7,9 @@ BASE = {"dataset": "digits", "arch": "digits_mlp", "optim": "sgd", "batch_size":
 
 @register
 def small() -> GridRun:
-    """4 runs for the array test (packing 2 per task, 1 task at a time)."""
-    return GridRun({**BASE, "lr": [0.05, 0.1], "seed": [1, 2]}, "small", tuple(BASE))
+    """4 runs for the array test (packing 2 per task, 1 task at a time); 2 s of training each."""
+    return GridRun({**BASE, "niters": 400, "chkpt_iter": 100, "lr": [0.05, 0.1], "seed": [1, 2]}, "small",
+                   tuple(BASE))
 
 
 @register
@@ -21,5 +22,6 @@ def broken() -> GridRun:
 
 @register
 def long() -> GridRun:
-    """Runs long enough (about 20 s of training) to be preempted mid-way; 2 seeds, one per preemption kind."""
-    return GridRun({**BASE, "niters": 800, "chkpt_iter": 200, "seed": [1, 2]}, "long", tuple(BASE))
+    """Runs long enough (about 15 s of training) to be preempted mid-way; 2 seeds, one per preemption kind."""
+    return GridRun({**BASE, "niters": 3000, "chkpt_iter": 500, "log_interval": 100, "tblog_interval": 100,
+                    "seed": [1, 2]}, "long", tuple(BASE))

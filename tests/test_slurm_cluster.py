@@ -1,0 +1,193 @@
+"""`launch --cluster slurm`, `launch status` and `launch cancel` on a real single-node SLURM cluster.
+
+The cluster (scripts/slurm_cluster.sh) is started by the slurm_cluster fixture; runs are real trainer runs on
+the digits data (tests/slurm_grids.py), seconds each. Nothing here is mocked.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+
+from launcher import cli
+from launcher.slurm import LOG_DIR
+from slurm_fixture import REPO, slurm_cluster  # noqa: F401  (pytest fixture)
+from trainer import runfiles
+
+GRIDS = str(Path(__file__).with_name("slurm_grids.py"))
+pytestmark = pytest.mark.usefixtures("slurm_cluster")
+
+
+def launch(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    """Run the `launch` CLI in-process; assert it succeeded; return its stdout."""
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, f"launch {' '.join(argv)} -> {code}\n{out}\n{err}"
+    return out
+
+
+def run_dirs(root: Path, folder: str) -> list[Path]:
+    return sorted(p for p in (root / folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read(path: Path) -> dict:
+    return runfiles.read_json(path) or {}
+
+
+def wait_until(what: str, predicate, timeout: float = 240.0, every: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; squeue:\n"
+                        + subprocess.run(["squeue"], capture_output=True, text=True).stdout)
+        time.sleep(every)
+
+
+def log_span(d: Path) -> tuple[float, float]:
+    """Unix times of the first and last line of a run's train.log ('2026-01-01 12:00:00,123 INFO ...')."""
+    stamps = [time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+              for line in (d / runfiles.LOG).read_text().splitlines() if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    return stamps[0], stamps[-1]
+
+
+def finished(d: Path) -> bool:
+    """The run ended (done or failed) and its job left the queue."""
+    state = read(d / runfiles.STATUS).get("state")
+    job = read(d / runfiles.JOB).get("job_id", "")
+    queued = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", job.split("_")[0]],
+                            capture_output=True, text=True).stdout.split()
+    return (read(d / runfiles.RESULTS).get("status") == "done" or state == "failed") and job not in queued
+
+
+def test_array_with_packing_and_throttling_then_relaunch_submits_nothing(tmp_path, capsys):
+    args = ["--grid", GRIDS, "--run", "small", "--root", str(tmp_path)]
+    out = launch(capsys, *args, "--cluster", "slurm", "--runs-per-task", "2", "--array-parallelism", "1",
+                 "--partition", "debug", "--mem-gb", "1.5", "--time-min", "10")
+    array_id = re.search(r"submitted job (\d+): 4 runs in 2 array tasks", out).group(1)
+    assert "logs:" in out
+    dirs = run_dirs(tmp_path, "small")
+    jobs = [read(d / runfiles.JOB) for d in dirs]
+    assert sorted(j["job_id"] for j in jobs) == [f"{array_id}_0"] * 2 + [f"{array_id}_1"] * 2
+    # throttling: SLURM's %N on the array, as submitted
+    script = (tmp_path / "small" / LOG_DIR / array_id / f"{array_id}_submission.sh").read_text()
+    assert "#SBATCH --array=0-1%1" in script and "#SBATCH --mem=1536MB" in script
+
+    wait_until("the 4 runs to finish", lambda: all(finished(d) for d in dirs))
+    for d in dirs:
+        results = read(d / runfiles.RESULTS)
+        assert results["status"] == "done" and results["niters"] == 400
+        # 400 SGD steps on digits reach >85% validation accuracy (about 96% in practice) (10 classes; chance is 10%)
+        assert results["final"]["Vacc"] > 85, (d, results["final"])
+    # packing: the two runs of a task trained at the same time, in two processes
+    by_task: dict[str, list[Path]] = {}
+    for d in dirs:
+        by_task.setdefault(read(d / runfiles.JOB)["job_id"], []).append(d)
+    for task, pair in by_task.items():
+        assert len({read(d / runfiles.STATUS)["pid"] for d in pair}) == 2
+        spans = [log_span(d) for d in pair]
+        assert max(s[0] for s in spans) < min(s[1] for s in spans), (task, spans)  # the intervals overlap
+
+    out = launch(capsys, "status", *args)
+    assert "summary: 4 done" in out
+    out = launch(capsys, *args, "--cluster", "slurm")
+    assert "submitted job" not in out
+    assert [read(d / runfiles.JOB) for d in dirs] == jobs  # no run was resubmitted
+
+
+def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys, monkeypatch):
+    args = ["--grid", GRIDS, "--run", "broken", "--root", str(tmp_path)]
+    launch(capsys, *args, "--cluster", "slurm")
+    dirs = run_dirs(tmp_path, "broken")
+    wait_until("both runs to end", lambda: all(finished(d) for d in dirs))
+    bad = next(d for d in dirs if read(d / runfiles.STATUS).get("state") == "failed")
+    good = next(d for d in dirs if d != bad)
+    out = launch(capsys, "status", *args, "--failed")
+    assert "summary: 1 done, 1 failed" in out
+    assert "/nonexistent/nuqlab-cifar10" in out.split("summary:")[0]  # the error line names the missing folder
+    assert f"log: {bad / runfiles.LOG}" in out
+    assert "run failed:" in out.split("summary:")[1]  # --failed prints the log's last lines (the traceback)
+
+    # status from the run folders alone: sacct (and squeue) unavailable
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    out = launch(capsys, "status", *args)
+    assert "summary: 1 done, 1 failed" in out and "states come from the run folders alone" in out
+    monkeypatch.undo()
+
+    before_good, before_bad = read(good / runfiles.JOB), read(bad / runfiles.JOB)
+    out = launch(capsys, *args, "--cluster", "slurm", "--mode", "failed")
+    assert re.search(r"submitted job \d+: 1 runs", out)
+    assert read(good / runfiles.JOB) == before_good
+    assert read(bad / runfiles.JOB)["job_id"] != before_bad["job_id"]
+    out = launch(capsys, "status", *args)
+    assert re.search(r"(pending|running)\s.*" + re.escape(bad.name), out)  # the rerun, not the old failure
+    wait_until("the rerun to end", lambda: finished(bad))
+    assert read(bad / runfiles.STATUS)["state"] == "failed"  # the data is still missing: it fails again
+
+
+def reference_run(config_path: Path, where: Path) -> subprocess.Popen:
+    """The same config trained uninterrupted, outside SLURM."""
+    where.mkdir(parents=True)
+    (where / runfiles.CONFIG).write_text(config_path.read_text())
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")  # as in a 1-CPU SLURM task
+    return subprocess.Popen([sys.executable, "-m", "trainer", "--config", str(where / runfiles.CONFIG)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_preempted_runs_resume_from_checkpoint_with_the_same_final_metrics(tmp_path, capsys):
+    args = ["--grid", GRIDS, "--run", "long", "--root", str(tmp_path / "runs")]
+    launch(capsys, *args, "--cluster", "slurm", "--time-min", "10")
+    dirs = run_dirs(tmp_path / "runs", "long")
+    refs = [reference_run(d / runfiles.CONFIG, tmp_path / f"ref{i}") for i, d in enumerate(dirs)]
+    mid = lambda d: read(d / runfiles.STATUS).get("iteration", 0) >= 300  # noqa: E731
+    # run 0: submitit's simulated preemption (SIGTERM + SIGUSR2 -> checkpoint() -> requeue)
+    wait_until("run 0 to be mid-training", lambda: mid(dirs[0]), every=0.1)
+    job0 = read(dirs[0] / runfiles.JOB)["job_id"]
+    submitit.SlurmJob(folder=tmp_path, job_id=job0)._interrupt()
+    # run 1: the scheduler requeues the running task (SIGTERM to the trainer, which checkpoints)
+    wait_until("run 1 to be mid-training", lambda: mid(dirs[1]), every=0.1)
+    job1 = read(dirs[1] / runfiles.JOB)["job_id"]
+    subprocess.run(["scontrol", "requeue", job1], check=True)
+
+    wait_until("both preempted runs to finish", lambda: all(finished(d) for d in dirs), timeout=300)
+    for proc in refs:
+        assert proc.wait(timeout=300) == 0
+    for i, d in enumerate(dirs):
+        log = (d / runfiles.LOG).read_text()
+        resumed = [int(n) for n in re.findall(r"resuming at iteration (\d+)/3000", log)]
+        assert resumed and 300 <= resumed[0] < 3000, log[-2000:]
+        got, want = read(d / runfiles.RESULTS)["final"], read(tmp_path / f"ref{i}" / runfiles.RESULTS)["final"]
+        # CPU training is bit-for-bit repeatable and the checkpoint holds the full state, so: exact equality
+        assert {k: got[k] for k in ("Vacc", "Vloss", "loss")} == {k: want[k] for k in ("Vacc", "Vloss", "loss")}
+
+
+def test_cancel_cancels_the_selected_runs(tmp_path, capsys):
+    args = ["--grid", GRIDS, "--run", "long", "--root", str(tmp_path)]
+    launch(capsys, *args, "--cluster", "slurm")
+    dirs = run_dirs(tmp_path, "long")
+    job_ids = [read(d / runfiles.JOB)["job_id"] for d in dirs]
+    out = launch(capsys, "cancel", *args, "--only", "seed=1")
+    assert "cancelled 1 array tasks" in out
+    seed1 = next(d for d in dirs if "seed_1" in d.name)
+    cancelled = read(seed1 / runfiles.JOB)["job_id"]
+
+    def gone() -> bool:
+        queued = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        return cancelled not in queued
+    wait_until("the cancelled task to leave the queue", gone)
+    # accounting records it as cancelled (slurmdbd is written asynchronously: poll)
+    wait_until("sacct to record the cancellation", lambda: "CANCELLED" in subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", cancelled], capture_output=True, text=True).stdout)
+    out = launch(capsys, "status", *args)
+    line = next(line for line in out.splitlines() if seed1.name in line)
+    assert "running" not in line and "pending" not in line
+    launch(capsys, "cancel", *args)
+    other = [j for j in job_ids if j != cancelled][0]
+    wait_until("the other task to be cancelled", lambda: other not in subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout.split())
+    assert "nothing to cancel" in launch(capsys, "cancel", *args)
