@@ -80,21 +80,32 @@ class SlurmOptions:
     array_parallelism: int = 256
 
 
+def parse_sbatch_item(item: str) -> tuple[str, str]:
+    """'KEY=VALUE' -> (key, value); unknown or reserved keys raise UsageError naming the valid keys."""
+    key, sep, value = item.partition("=")
+    key = key.strip().lstrip("-").replace("_", "-")
+    if not sep or not key:
+        raise UsageError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. --sbatch mail-type=END")
+    if key in RESERVED:
+        instead = RESERVED[key]
+        raise UsageError(f"--sbatch {key}: set by the launcher" + (f"; use {instead} instead" if instead else ""))
+    if key not in SBATCH_KEYS:
+        raise UsageError(f"--sbatch {key}: unknown sbatch option; valid keys: {', '.join(sorted(SBATCH_KEYS))}")
+    return key, value
+
+
 def parse_sbatch(items: list[str]) -> dict[str, str]:
-    """--sbatch KEY=VALUE items -> {key: value}; unknown or reserved keys raise UsageError with the valid list."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip().lstrip("-").replace("_", "-")
-        if not sep or not key:
-            raise UsageError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. --sbatch mail-type=END")
-        if key in RESERVED:
-            instead = RESERVED[key]
-            raise UsageError(f"--sbatch {key}: set by the launcher" + (f"; use {instead}" if instead else ""))
-        if key not in SBATCH_KEYS:
-            raise UsageError(f"--sbatch {key}: unknown sbatch option; valid keys: {', '.join(sorted(SBATCH_KEYS))}")
-        out[key] = value
-    return out
+    """--sbatch KEY=VALUE items -> {key: value} (later items win)."""
+    return dict(parse_sbatch_item(item) for item in items)
+
+
+def _sbatch_flag(item: str) -> str:
+    """argparse type of --sbatch: refuse a bad item before anything is written."""
+    try:
+        parse_sbatch_item(item)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return item
 
 
 def grid_defaults(selection: Selection | None) -> dict[str, Any]:
@@ -157,7 +168,7 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     for name, resource in RESOURCES.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=resource.parse, default=None,
                             metavar=name.split("_")[0].upper(), help=f"with --cluster slurm: {resource.help}")
-    parser.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE",
+    parser.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE", type=_sbatch_flag,
                         help="with --cluster slurm: any other sbatch option (repeatable); unknown keys are refused")
     parser.add_argument("--setup", action="append", default=None, metavar="LINE",
                         help="with --cluster slurm: a shell line run before the job (module load, venv activation)")
