@@ -10,7 +10,7 @@ import json
 import sys
 
 from launcher.display import format_table
-from launcher.executors import load_executors
+from launcher.executors import get_executor, load_executors
 from launcher.rundirs import check_runs, prepare_runs
 from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs
 from launcher.state import DONE, RUNNING, run_state
@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("launching")
     group.add_argument("--dry-run", action="store_true",
                        help="show the runs and write job scripts into --jobs-dir; run and submit nothing")
-    group.add_argument("--cluster", default="local", choices=sorted(executors),
-                       help="where to run: " + "; ".join(f"{n}: {e.help}" for n, e in sorted(executors.items())))
+    group.add_argument("--cluster", default="local", metavar="NAME",
+                       help="where to run (default local): " + "; ".join(f"{n}: {e.help}" for n, e in sorted(executors.items())))
     group.add_argument("--json", action="store_true",
                        help="print the selected runs as JSON ([{name, dir, config}]) and do nothing else")
     group.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, metavar="DIR",
@@ -50,8 +50,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(runs_json(selection.runs))
         return 0
-    cluster = "dryrun" if args.dry_run else args.cluster
-    executor = load_executors()[cluster]
+    executor = get_executor("dryrun" if args.dry_run else args.cluster)
     check_runs(selection.runs)
     states = {r.index: run_state(r.dir) for r in selection.runs}
     meta = selection.meta

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from launcher.errors import UsageError
 from launcher.executors import EXECUTORS, Executor, register_executor
 from launcher.naming import safe_token
 from launcher.scripts import DEFAULT_DIRECTIVES, repo_root, write_job_scripts
@@ -78,8 +79,12 @@ class DebugExecutor(Executor):
 def visible_gpus() -> list[int]:
     """GPU indices visible to this process, found without importing torch."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return list(range(len([d for d in env.split(",") if d.strip() and d.strip() != "-1"])))
+    if env is not None:  # submitit sets each run's CUDA_VISIBLE_DEVICES to one of these physical indices
+        ids = [d.strip() for d in env.split(",") if d.strip()]
+        ids = ids[:ids.index("-1")] if "-1" in ids else ids
+        if not all(d.isdigit() for d in ids):
+            raise UsageError(f"CUDA_VISIBLE_DEVICES={env!r}: the local executor needs integer GPU indices")
+        return [int(d) for d in ids]
     if shutil.which("nvidia-smi") is None:
         return []
     try:

@@ -5,6 +5,7 @@ any key (excluded from the readable part or not) changes the hash.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,6 +32,11 @@ def safe_token(text: str) -> str:
     return _UNSAFE.sub("_", text)
 
 
+@functools.lru_cache(maxsize=65536, typed=True)  # typed: True and 1 are different values here
+def _token(key: str, value: Any) -> str:
+    return safe_token(key) if value is True else f"{safe_token(key)}_{safe_token(format_value(value))}"
+
+
 def run_name(config: dict[str, Any], exclude: Iterable[str] = ()) -> str:
     """'key_value,key_value,...,<hash>' from the non-excluded keys in config order.
 
@@ -38,11 +44,7 @@ def run_name(config: dict[str, Any], exclude: Iterable[str] = ()) -> str:
     hash ends the name, so no name is '.', '..', starts with '-' or contains '/'.
     """
     skip = set(exclude)
-    parts = []
-    for key, value in config.items():
-        if key in skip:
-            continue
-        parts.append(safe_token(key) if value is True else f"{safe_token(key)}_{safe_token(format_value(value))}")
+    parts = [_token(key, value) for key, value in config.items() if key not in skip]
     readable = ",".join(parts)[:MAX_READABLE].rstrip(",")
     digest = config_hash(config)
     return f"{readable},{digest}" if readable else f"h{digest}"

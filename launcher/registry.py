@@ -80,7 +80,8 @@ def load_family(grid: str) -> ModuleType:
     except UsageError:
         raise
     except Exception as err:  # a broken grid file: name it, no traceback
-        raise UsageError(f"grid {grid!r} failed to import: {type(err).__name__}: {err} "
+        text = err.msg if isinstance(err, SyntaxError) else str(err)
+        raise UsageError(f"grid {grid!r} failed to import: {type(err).__name__}: {text} "
                          f"(at {_where(err, None)})") from None
 
 

@@ -4,6 +4,9 @@ Every selected run is checked before any file is written, so a refused launch ch
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +17,46 @@ from launcher.selection import RunSpec
 from launcher.state import is_done
 from trainer import runfiles
 
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MISSING = "<missing>"
 
 
 def dump_config(config: dict[str, Any]) -> str:
-    """config.yaml text: keys in grid order, one per line."""
-    return yaml.dump(config, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    """config.yaml text: keys in grid order, one `key: value` per line.
+
+    Configs hold only scalars, so this writes them directly instead of through PyYAML's representer,
+    which is ~20x slower and dominated a 10,000-run dry-run; tests check it loads back equal.
+    """
+    return "".join(f"{key}: {yaml_scalar(value)}\n" for key, value in config.items())
+
+
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+_RESERVED = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "nan", "inf"}
+
+
+def yaml_scalar(value: Any) -> str:
+    """One scalar as YAML that PyYAML's safe loader reads back as the same value and type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        if "e" in text and "." not in text:  # YAML 1.1 floats need a dot: 1e-05 -> 1.0e-05
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    if isinstance(value, str):
+        if _PLAIN.match(value) and value.lower() not in _RESERVED:
+            return value
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
+    raise TypeError(f"config values must be scalars, got {type(value).__name__} {value!r}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ shlex.quote, so spaces, quotes, `$()` or `../` in a config or a path stay one in
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -20,9 +21,11 @@ from trainer import runfiles
 
 # sbatch reads #SBATCH lines itself (no shell quoting), so a path only goes there when it is plain.
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
+PYTHON_ENV = "NUQLAB_PYTHON"  # set it to run the scripts with another interpreter (e.g. on cluster nodes)
 DEFAULT_DIRECTIVES = ("--gres=gpu:1", "--cpus-per-task=4", "--signal=USR2@120", "--open-mode=append")
 
 
+@functools.lru_cache(maxsize=1)
 def repo_root() -> Path:
     """The checkout holding the launcher package (put on PYTHONPATH so scripts work uninstalled)."""
     return Path(__file__).resolve().parents[1]
@@ -48,25 +51,28 @@ def array_spec(indices: Iterable[int]) -> str:
 
 
 def task_script(run: RunSpec, python: str | None = None) -> str:
-    """The bash script that prepares and runs one run."""
+    """The bash script that prepares and runs one run (every inserted value is one quoted word)."""
     q = shlex.quote
-    run_dir = run.dir.absolute()
-    config = run_dir / runfiles.CONFIG
-    tmp = run_dir / f".{runfiles.CONFIG}.{run.index}.tmp"
     return "\n".join([
         "#!/usr/bin/env bash",
         f"# nuqlab run {run.index}: {run.name}",
         "set -euo pipefail",
         f"export PYTHONPATH={q(str(repo_root()))}\"${{PYTHONPATH:+:$PYTHONPATH}}\"",
-        f"mkdir -p {q(str(run_dir))}",
-        f"printf '%s' {q(dump_config(run.config))} > {q(str(tmp))}",
-        f"if [ -e {q(str(config))} ] && ! cmp -s {q(str(tmp))} {q(str(config))}; then",
-        f"  rm -f {q(str(tmp))}",
-        f"  echo {q(f'refusing {run_dir}: its config.yaml differs from this run')} >&2",
-        "  exit 2",
+        f"run_dir={q(str(run.dir.absolute()))}",
+        f"config={q(dump_config(run.config))}",
+        'mkdir -p "$run_dir"',
+        f'if [ -e "$run_dir/{runfiles.CONFIG}" ]; then',
+        f'  if [ "$(cat "$run_dir/{runfiles.CONFIG}")" != "$(printf \'%s\' "$config")" ]; then',
+        '    echo "refusing $run_dir: its config.yaml differs from this run\'s config" >&2',
+        "    exit 2",
+        "  fi",
+        "else",
+        f'  printf \'%s\' "$config" > "$run_dir/.{runfiles.CONFIG}.$$"',
+        f'  mv -f "$run_dir/.{runfiles.CONFIG}.$$" "$run_dir/{runfiles.CONFIG}"',
         "fi",
-        f"mv -f {q(str(tmp))} {q(str(config))}",
-        f"exec {q(python or sys.executable)} -m trainer --config {q(str(config))}",
+        f"python={q(python or sys.executable)}",
+        f'if [ -n "${{{PYTHON_ENV}:-}}" ]; then python=${PYTHON_ENV}; fi',
+        f'exec "$python" -m trainer --config "$run_dir/{runfiles.CONFIG}"',
         "",
     ])
 
@@ -86,20 +92,31 @@ def sbatch_script(prefix: str, jobs_dir: Path, indices: list[int], directives: I
 
 
 def write_generated(path: Path, text: str, executable: bool = False) -> None:
-    """Temp file + rename (readers never see half a script), without fsync.
+    """Write a generated script so no reader ever sees it half-written, as cheaply as possible.
 
-    Generated scripts are rewritten by every dry-run, so they need atomicity, not durability; skipping the
-    fsync of runfiles.atomic_write_text keeps a 10,000-run dry-run under 2 s.
+    Unchanged content is left alone; a new file is created exclusively (nothing can be reading a file
+    that did not exist, and the sbatch that names the task scripts is written last); a changed file is
+    replaced by temp file + rename, so a job already executing the old one keeps reading the old inode.
+    No fsync: every dry-run regenerates these. (Renaming every file made a 10,000-run dry-run 5x slower.)
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = text.encode("utf-8")
+    mode = 0o755 if executable else 0o644
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        if executable:
-            os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        try:
+            if path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        runfiles.atomic_write_bytes(path, data)
+        os.chmod(path, mode)
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
 
 
