@@ -68,6 +68,7 @@ wait-all-nodes wckey
 RESERVED = {r.sbatch: f"--{k.replace('_', '-')}" for k, r in RESOURCES.items()} | {
     "array": "--array-parallelism", "job-name": None, "output": None, "error": None, "open-mode": None,
     "signal": None, "wckey": None}
+VALID_SBATCH_KEYS = sorted(SBATCH_KEYS - set(RESERVED))
 
 
 @dataclass
@@ -90,7 +91,7 @@ def parse_sbatch_item(item: str) -> tuple[str, str]:
         instead = RESERVED[key]
         raise UsageError(f"--sbatch {key}: set by the launcher" + (f"; use {instead} instead" if instead else ""))
     if key not in SBATCH_KEYS:
-        raise UsageError(f"--sbatch {key}: unknown sbatch option; valid keys: {', '.join(sorted(SBATCH_KEYS))}")
+        raise UsageError(f"--sbatch {key}: unknown sbatch option; valid keys: {', '.join(VALID_SBATCH_KEYS)}")
     return key, value
 
 

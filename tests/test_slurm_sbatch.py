@@ -77,7 +77,7 @@ def test_grid_defaults_fill_missing_flags_and_flags_win():
 def test_unknown_and_reserved_sbatch_keys_are_refused_with_the_valid_list():
     with pytest.raises(UsageError) as err:
         parse_sbatch(["mail-typo=END"])
-    assert "mail-typo" in str(err.value) and "mail-type" in str(err.value) and "wckey" in str(err.value)
+    assert "mail-typo" in str(err.value) and "mail-type" in str(err.value) and "gres," not in str(err.value)
     with pytest.raises(UsageError, match="use --partition instead"):
         parse_sbatch(["partition=gpu"])
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
