@@ -28,6 +28,7 @@ from trainer import runfiles
 
 LOG_DIR = ".slurm"  # under the grid's results folder: <results>/.slurm/<array job id>/...
 MODES = ("missing", "failed", "force")
+SIGNAL_DELAY_S = 120  # a checkpoint of the paper's models takes seconds; 2 minutes leaves room for slow disks
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,16 @@ def options_from_args(args: argparse.Namespace, selection: Selection | None = No
                         runs_per_task, pick("array_parallelism"))
 
 
+def signal_delay_s(time_min: int) -> int:
+    """Seconds before the time limit at which SIGUSR2 asks the trainers to checkpoint: 120, less for short jobs."""
+    return int(min(SIGNAL_DELAY_S, max(10, time_min * 60 // 4)))
+
+
 def executor_parameters(opts: SlurmOptions, job_name: str) -> dict[str, Any]:
     """Keyword arguments of submitit.SlurmExecutor.update_parameters for these options."""
     params: dict[str, Any] = {"job_name": job_name, "array_parallelism": opts.array_parallelism,
                               "setup": list(opts.setup), "additional_parameters": dict(opts.sbatch),
-                              "signal_delay_s": 120}
+                              "signal_delay_s": signal_delay_s(opts.resources["time_min"])}
     for name, value in opts.resources.items():
         resource = RESOURCES[name]
         params[resource.sbatch.replace("-", "_")] = resource.to_sbatch(value)
@@ -161,7 +167,7 @@ def sbatch_directives(args: argparse.Namespace) -> tuple[str, ...]:
     opts = options_from_args(args)
     flags = [f"--{RESOURCES[n].sbatch}={RESOURCES[n].to_sbatch(v)}" for n, v in opts.resources.items()]
     flags += [f"--{k}={v}" for k, v in opts.sbatch.items()]
-    return tuple(flags) + ("--signal=USR2@120", "--open-mode=append")
+    return tuple(flags) + (f"--signal=USR2@{signal_delay_s(opts.resources['time_min'])}", "--open-mode=append")
 
 
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:

@@ -157,6 +157,8 @@ def test_preempted_runs_resume_from_checkpoint_with_the_same_final_metrics(tmp_p
     wait_until("both preempted runs to finish", lambda: all(finished(d) for d in dirs), timeout=300)
     for proc in refs:
         assert proc.wait(timeout=300) == 0
+    # run 0 went through submitit's handler: checkpoint() then requeue (not a kill and a fresh start)
+    assert "Requeued job" in Path(read(dirs[0] / runfiles.JOB)["stderr"]).read_text()
     for i, d in enumerate(dirs):
         log = (d / runfiles.LOG).read_text()
         resumed = [int(n) for n in re.findall(r"resuming at iteration (\d+)/3000", log)]

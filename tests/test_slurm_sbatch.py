@@ -14,8 +14,8 @@ import pytest
 from launcher import cli, slurm_task
 from launcher.errors import UsageError
 from launcher.selection import RunSpec
-from launcher.slurm import (DEFAULTS, SBATCH_KEYS, add_slurm_arguments, options_from_args, pack, parse_sbatch,
-                            sbatch_directives, sbatch_text, select_for_mode)
+from launcher.slurm import (DEFAULTS, SBATCH_KEYS, add_slurm_arguments, move_aside, options_from_args, pack,
+                            parse_sbatch, sbatch_directives, sbatch_text, select_for_mode)
 from launcher.status import refine
 
 GOLDEN = Path(__file__).with_name("golden")
@@ -93,6 +93,22 @@ def test_bad_sbatch_flag_is_one_line_exit_2_before_any_folder_is_written(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and "bogus" in err and "valid keys" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_short_jobs_get_the_checkpoint_signal_early_enough():
+    assert "#SBATCH --signal=USR2@30\n" in sbatch_text(options_from_args(parse("--time-min", "2")), "j", FOLDER, 1,
+                                                       COMMAND)
+
+
+def test_force_moves_a_started_run_aside_never_overwriting_it(tmp_path):
+    run = RunSpec(0, "r0", tmp_path / "r0", {})
+    run.dir.mkdir()
+    (run.dir / "results.json").write_text('{"status": "done"}')
+    first = move_aside(run)
+    run.dir.mkdir()
+    second = move_aside(run)
+    assert first != second and not run.dir.exists()
+    assert (first / "results.json").read_text() == '{"status": "done"}' and first.name.startswith("r0.old-")
 
 
 def test_sbatch_directives_for_dry_run_scripts():
