@@ -55,10 +55,14 @@ class PackedRuns(submitit.helpers.Checkpointable):
 
     def __call__(self, run_dirs: list[str]) -> dict[str, str]:
         env = child_env(len(run_dirs))
-        self._children = [subprocess.Popen(child_command(d), env=env, cwd=d) for d in run_dirs]
+        self._children = []
+        for run_dir in run_dirs:
+            self._children.append(subprocess.Popen(child_command(run_dir), env=env, cwd=run_dir))
+            _say(f"started {run_dir} (pid {self._children[-1].pid})")
         # Reaping happens on helper threads: checkpoint() runs as a signal handler on this thread, possibly
         # in the middle of a wait here, and Popen.wait is not re-entrant (its lock would be held).
-        self._waiters = [threading.Thread(target=c.wait, daemon=True) for c in self._children]
+        self._waiters = [threading.Thread(target=_reap, args=(c, d), daemon=True)
+                         for c, d in zip(self._children, run_dirs)]
         for waiter in self._waiters:
             waiter.start()
         for waiter in self._waiters:
@@ -82,8 +86,8 @@ class PackedRuns(submitit.helpers.Checkpointable):
         for child, waiter in zip(self._children, self._waiters):
             waiter.join(timeout=max(0.0, deadline - time.monotonic()))
             if waiter.is_alive():
-                print(f"nuqlab: run pid {child.pid} did not stop in {STOP_GRACE_S:.0f}s; requeueing anyway",
-                      file=sys.stderr, flush=True)
+                _say(f"run pid {child.pid} did not stop in {STOP_GRACE_S:.0f}s; requeueing anyway")
+        _say(f"checkpointed {len(run_dirs)} runs on preemption/timeout; submitit requeues this task")
         return submitit.helpers.DelayedSubmission(PackedRuns(), run_dirs)
 
     def __getstate__(self) -> dict:
@@ -91,6 +95,16 @@ class PackedRuns(submitit.helpers.Checkpointable):
 
     def __setstate__(self, state: dict) -> None:
         self._waiters, self._children = [], []
+
+
+def _say(message: str) -> None:
+    """A line in the task's log (stderr), so the log tells which runs ran when."""
+    print(f"nuqlab {time.strftime('%Y-%m-%d %H:%M:%S')}: {message}", file=sys.stderr, flush=True)
+
+
+def _reap(child: subprocess.Popen, run_dir: str) -> None:
+    code = child.wait()
+    _say(f"ended {run_dir} (pid {child.pid}, exit code {code})")
 
 
 def _final_state(run_dir: str, code: int) -> str:

@@ -93,7 +93,9 @@ def collect(runs: list[RunSpec]) -> tuple[list[RunStatus], bool]:
         job = jobs[run.index]
         status = runfiles.read_json(run.dir / runfiles.STATUS) or {}
         job_id = job.get("job_id")
-        slurm_state = (queue or {}).get(job_id) or (accounting or {}).get(job_id)
+        slurm_state = (queue or {}).get(job_id)
+        if slurm_state in (None, "COMPLETING"):  # a completing job's outcome (e.g. CANCELLED) is in sacct
+            slurm_state = (accounting or {}).get(job_id) or slurm_state
         state, note = refine(_files_state(run.dir, job, status), slurm_state, job_id, queue is not None)
         error = status.get("error") if state == FAILED else None
         out.append(RunStatus(run, state, job_id, status.get("iteration"), status.get("niters"),

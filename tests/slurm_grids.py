@@ -22,6 +22,12 @@ def broken() -> GridRun:
 
 @register
 def long() -> GridRun:
-    """Runs long enough (about 15 s of training) to be preempted mid-way; 2 seeds, one per preemption kind."""
-    return GridRun({**BASE, "niters": 3000, "chkpt_iter": 500, "log_interval": 100, "tblog_interval": 100,
+    """Long enough (5-30 s of training, depending on the machine's load) to be preempted mid-way; 2 seeds."""
+    return GridRun({**BASE, "niters": 6000, "chkpt_iter": 1000, "log_interval": 50, "tblog_interval": 100,
                     "seed": [1, 2]}, "long", tuple(BASE))
+
+
+@register
+def endless() -> GridRun:
+    """Runs that would take many minutes: they are cancelled."""
+    return GridRun({**BASE, "niters": 1000000, "chkpt_iter": 100000, "seed": [1, 2]}, "endless", tuple(BASE))
