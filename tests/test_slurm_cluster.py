@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -106,8 +107,16 @@ def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys,
     assert f"log: {bad / runfiles.LOG}" in out
     assert "run failed:" in out.split("summary:")[1]  # --failed prints the log's last lines (the traceback)
 
-    # status from the run folders alone: sacct (and squeue) unavailable
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    # a cluster without accounting: squeue on PATH, sacct not
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").symlink_to(shutil.which("squeue"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    out = launch(capsys, "status", *args)
+    assert "summary: 1 done, 1 failed" in out and "/nonexistent/nuqlab-cifar10" in out
+    assert "run folders alone" not in out
+    # a laptop: neither squeue nor sacct; the run folders alone
+    (bin_dir / "squeue").unlink()
     out = launch(capsys, "status", *args)
     assert "summary: 1 done, 1 failed" in out and "states come from the run folders alone" in out
     monkeypatch.undo()
