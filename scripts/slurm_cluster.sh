@@ -3,7 +3,8 @@
 #
 # Usage: scripts/slurm_cluster.sh start|stop|status|reset
 #   start   install the Debian packages if missing, write configs, start the daemons (idempotent)
-#   stop    stop the daemons, keep the state (job ids keep counting, accounting keeps its history)
+#   stop    cancel this cluster's jobs, stop the daemons, keep the state (job ids keep counting, accounting
+#           keeps its history)
 #   status  print which daemons run and the node's state; exit 0 only if the cluster answers
 #   reset   stop and delete all state
 # Runs as root without systemd. All state lives in $NUQLAB_SLURM_DIR (default /tmp/nuqlab-slurm); the only
@@ -200,6 +201,19 @@ cmd_start() {
 }
 
 cmd_stop() {
+    # Jobs of this private test cluster die with it: cancel them so no slurmstepd outlives slurmd.
+    if pid_alive "$STATE/run/slurmctld.pid"; then
+        local jobs i
+        jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
+        if [ -n "${jobs// /}" ]; then
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+            for ((i = 0; i < 300; i++)); do
+                [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break
+                sleep 0.1
+            done
+        fi
+    fi
     stop_pidfile "$STATE/run/slurmd.pid" slurmd
     stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
     stop_pidfile "$STATE/run/slurmdbd.pid" slurmdbd
