@@ -20,6 +20,7 @@ class Executor:
     """Base class: override `launch`; add flags of your own in `add_arguments`."""
     name = ""
     help = ""
+    writes_run_folders = True  # False for dryrun: launch then writes no config.yaml before calling it
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add this executor's flags to the `launch` parser (names must not clash with other executors')."""

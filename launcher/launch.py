@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("launching")
     group.add_argument("--dry-run", action="store_true",
                        help="show the runs and write job scripts into --jobs-dir; run and submit nothing")
-    group.add_argument("--cluster", default="local", metavar="NAME",
-                       help="where to run (default local): " + "; ".join(f"{n}: {e.help}" for n, e in sorted(executors.items())))
+    choices = "; ".join(f"{name}: {e.help}" for name, e in sorted(executors.items()))
+    group.add_argument("--cluster", default="local", metavar="NAME", help=f"where to run (default local): {choices}")
     group.add_argument("--json", action="store_true",
                        help="print the selected runs as JSON ([{name, dir, config}]) and do nothing else")
     group.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, metavar="DIR",
@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     if not todo:
         print("nothing to launch")
         return 0
-    if getattr(executor, "writes_run_folders", True):
+    if executor.writes_run_folders:
         todo, _ = prepare_runs(todo)
     sys.stdout.flush()
     return executor.launch(todo, selection, args)

@@ -2,23 +2,28 @@
 from __future__ import annotations
 
 import argparse
+from types import ModuleType
 
 from launcher.display import format_table
 from launcher.errors import UsageError
 from launcher.grid import GridError, expand
-from launcher.registry import families, get_run, load_family, runs_of
+from launcher.registry import call_run, families, load_family, runs_of
+from trainer.options import ConfigError, validate_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", default=None, help="list only this family (a name or a grid .py file)")
 
 
-def _count(grid: str, run: str) -> tuple[str, str]:
+def _count(module: ModuleType, grid: str, run: str) -> tuple[str, str]:
     """(configs, results folder) of a run, or ('error', message) when it cannot expand."""
     try:
-        spec = get_run(grid, run)
-        return str(len(expand(spec.grid))), spec.folder
-    except (UsageError, GridError) as err:
+        spec = call_run(module, grid, run)
+        configs = expand(spec.grid)
+        for i, config in enumerate(configs):
+            validate_config(config, f"{grid}.{run}[{i}]")
+        return str(len(configs)), spec.folder
+    except (UsageError, GridError, ConfigError) as err:
         return "error", str(err)
 
 
@@ -27,15 +32,15 @@ def main(args: argparse.Namespace) -> int:
     rows, errors = [], 0
     for family in names:
         try:
-            runs = list(runs_of(load_family(family)))
+            module = load_family(family)
         except UsageError as err:
             if args.grid:
                 raise
             rows.append([family, "-", "error", str(err)])
             errors += 1
             continue
-        for run in runs:
-            count, folder = _count(family, run)
+        for run in runs_of(module):
+            count, folder = _count(module, family, run)
             errors += count == "error"
             rows.append([family, run, count, folder])
     print(format_table(["grid", "run", "configs", "results folder"], rows))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from launcher.errors import UsageError
 from launcher.executors import EXECUTORS, Executor, register_executor
@@ -112,29 +112,36 @@ class LocalExecutor(Executor):
                             help="local runs at a time (default 1; with GPUs, one per visible GPU)")
         parser.add_argument("--timeout-min", type=positive_float, default=DEFAULT_TIMEOUT_MIN, metavar="MIN",
                             help="kill a local run after MIN minutes (default 7 days)")
+        parser.add_argument("--procs-per-run", type=positive_int, default=1, metavar="N",
+                            help="local: train each run on N torch.distributed processes "
+                                 "(launcher/distributed.py; N GPUs per run when there are GPUs)")
 
     def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
         import submitit
 
+        procs = args.procs_per_run
+        target = _run_target(procs)
         gpus = visible_gpus()
-        cap = args.max_parallel or max(1, len(gpus))
+        if gpus and len(gpus) < procs:
+            raise UsageError(f"--procs-per-run {procs}: only {len(gpus)} GPUs are visible")
+        cap = args.max_parallel or max(1, len(gpus) // procs)
         _put_repo_on_pythonpath()
         queue = list(runs)
-        running: dict[Any, tuple[RunSpec, int | None]] = {}
+        running: dict[Any, tuple[RunSpec, tuple[int, ...]]] = {}
         free = list(gpus)
         failed = 0
         print(f"running {len(runs)} runs locally, {cap} at a time", flush=True)
         try:
             while queue or running:
-                while queue and len(running) < cap:
+                while queue and len(running) < cap and (not gpus or len(free) >= procs):
                     run = queue.pop(0)
-                    gpu = free.pop(0) if free else None
-                    running[self._submit(submitit, run, gpu, args)] = (run, gpu)
+                    mine = tuple(free[:procs]) if gpus else ()
+                    del free[:len(mine)]
+                    running[self._submit(submitit, target, run, mine, args)] = (run, mine)
                 time.sleep(POLL_S)
                 for job in [j for j in running if j.done()]:
-                    run, gpu = running.pop(job)
-                    if gpu is not None:
-                        free.append(gpu)
+                    run, mine = running.pop(job)
+                    free.extend(mine)
                     failed += not self._report(job, run)
         except KeyboardInterrupt:
             for job in running:
@@ -144,16 +151,16 @@ class LocalExecutor(Executor):
         return 1 if failed else 0
 
     @staticmethod
-    def _submit(submitit: Any, run: RunSpec, gpu: int | None, args: argparse.Namespace) -> Any:
-        from launcher.entry import run_one
+    def _submit(submitit: Any, target: tuple, run: RunSpec, gpus: tuple[int, ...], args: argparse.Namespace) -> Any:
+        fn, extra = target
         executor = submitit.LocalExecutor(folder=run.dir / "submitit")
         params: dict[str, Any] = {"timeout_min": args.timeout_min}
-        if gpu is not None:
-            params.update(gpus_per_node=1, visible_gpus=(gpu,))
+        if gpus:
+            params.update(gpus_per_node=len(gpus), visible_gpus=gpus)
         executor.update_parameters(**params)
-        job = executor.submit(run_one, str(run.dir.absolute()))
+        job = executor.submit(fn, str(run.dir.absolute()), *extra)
         write_job_json(run, "local", str(job.job_id), str(job.paths.stdout), str(job.paths.stderr))
-        where = f" on GPU {gpu}" if gpu is not None else ""
+        where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         print(f"[{run.index}] started{where}: {run.dir}", flush=True)
         return job
 
@@ -167,6 +174,21 @@ class LocalExecutor(Executor):
         final = results.get("final", {}) if isinstance(results, dict) else {}
         print(f"[{run.index}] done: {final}", flush=True)
         return True
+
+
+def _run_target(procs: int) -> tuple[Callable[..., Any], tuple]:
+    """What each local job runs: launcher.entry.run_one, or run_one_distributed for N processes per run."""
+    if procs == 1:
+        from launcher.entry import run_one
+        return run_one, ()
+    try:
+        from launcher.distributed import run_one_distributed
+    except ModuleNotFoundError as err:
+        if err.name != "launcher.distributed":
+            raise
+        raise UsageError(f"--procs-per-run {procs} is not available in this installation "
+                         "(module launcher.distributed is missing)") from None
+    return run_one_distributed, (procs,)
 
 
 def _put_repo_on_pythonpath() -> None:

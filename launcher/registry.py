@@ -22,10 +22,12 @@ RUN_MARK = "__nuqlab_run__"
 
 @dataclass(frozen=True)
 class GridRun:
-    """What a registered run returns: the grid, its results folder (under --root) and the keys left out of names."""
+    """What a registered run returns: the grid, its results folder (under --root), the keys left out of
+    names, and optional SLURM resource defaults for the slurm executor (flags win over them)."""
     grid: Any
     folder: str
     exclude: tuple[str, ...] = field(default_factory=tuple)
+    slurm: dict[str, Any] | None = None
 
 
 def register(fn: Callable[[], GridRun]) -> Callable[[], GridRun]:
@@ -93,7 +95,11 @@ def runs_of(module: ModuleType) -> dict[str, Callable[[], GridRun]]:
 
 def get_run(grid: str, run: str) -> GridRun:
     """Call run `run` of family `grid`; unknown runs list the family's runs."""
-    module = load_family(grid)
+    return call_run(load_family(grid), grid, run)
+
+
+def call_run(module: ModuleType, grid: str, run: str) -> GridRun:
+    """Call run `run` of an imported family; its exceptions become UsageError naming file and line."""
     runs = runs_of(module)
     if run not in runs:
         raise UsageError(f"unknown run {run!r} in grid {grid!r}; its runs: {', '.join(runs) or '(none)'}")

@@ -40,6 +40,7 @@ class GridMeta:
     results_dir: Path        # <root>/<folder>
     exclude: tuple[str, ...]  # keys left out of run names
     total: int               # configs in the full expansion (before --only/--limit)
+    slurm: dict[str, Any] | None = None  # the grid's SLURM resource defaults (GridRun.slurm)
 
 
 @dataclass
@@ -169,7 +170,7 @@ def select_runs(args: argparse.Namespace) -> Selection:
         runs = runs[:limit]  # after validating every config: a bad one is an error even beyond the limit
     if not runs:
         raise UsageError(_nothing_selected(where, configs, only))
-    meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs))
+    meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs), spec.slurm)
     return Selection(meta, runs, varying_keys([r.config for r in runs]))
 
 

@@ -114,12 +114,16 @@ def test_list_reports_a_broken_grid_without_crashing(launch, tmp_path):
         @register
         def bad():
             return GridRun({"lr": []}, "bad")
+
+        @register
+        def typo():
+            return GridRun({"nitres": 3}, "typo")
         """)
     code, out, err = launch("list", "--grid", path)
     assert code == 1
     rows = [line.split() for line in out.splitlines()[1:]]
-    assert rows[0][1:3] == ["good", "2"] and rows[1][1:3] == ["bad", "error"]
-    assert "empty list" in out
+    assert [r[1:3] for r in rows] == [["good", "2"], ["bad", "error"], ["typo", "error"]]
+    assert "empty list" in out and "did you mean niters" in out
 
 
 def test_options_prints_the_schema(launch):

@@ -1,5 +1,6 @@
 """Local (submitit) and debug (in-process) runs of the digits grid, end to end with the real trainer."""
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,9 @@ def test_visible_gpus_from_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1a2b")
     with pytest.raises(UsageError, match="integer GPU indices"):
         visible_gpus()
+
+
+def test_procs_per_run_needs_the_distributed_module(launch, monkeypatch):
+    monkeypatch.setitem(sys.modules, "launcher.distributed", None)  # as if launcher/distributed.py were absent
+    code, _, err = launch(*SMOKE, "--limit", "1", "--cluster", "local", "--procs-per-run", "2")
+    assert code == 2 and "--procs-per-run 2 is not available" in err

@@ -185,3 +185,14 @@ def test_prepare_writes_configs_refuses_changed_ones_and_skips_done(tmp_path):
     path.write_text("- not a mapping\n")
     with pytest.raises(UsageError, match="unreadable"):
         check_runs(runs)
+
+
+def test_grid_metadata_reaches_the_selection(tmp_path):
+    grid = tmp_path / "meta.py"
+    grid.write_text("from launcher.registry import GridRun, register\n\n"
+                    "@register\ndef r():\n"
+                    "    return GridRun({'lr': [0.1, 0.2]}, 'res', exclude=('lr',), slurm={'partition': 'gpu'})\n")
+    sel = select(run="r", grid=str(grid), root=str(tmp_path / "root"))
+    assert sel.meta.folder == "res" and sel.meta.results_dir == tmp_path / "root" / "res"
+    assert sel.meta.exclude == ("lr",) and sel.meta.slurm == {"partition": "gpu"} and sel.meta.total == 2
+    assert [r.name[0] for r in sel.runs] == ["h", "h"]  # every key excluded: the name is the hash alone
