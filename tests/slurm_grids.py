@@ -17,7 +17,7 @@ def broken() -> GridRun:
     """One good run and one that raises: cifar10 from a data folder that does not exist."""
     return GridRun([{**BASE, "seed": 1},
                     {**BASE, "dataset": "cifar10", "arch": "resnet8", "data": "/nonexistent/nuqlab-cifar10"}],
-                   "broken", tuple(BASE))
+                   "broken", tuple(BASE), slurm={"partition": "debug", "time_min": 15})  # grid defaults
 
 
 @register

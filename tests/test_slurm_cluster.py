@@ -96,7 +96,10 @@ def test_array_with_packing_and_throttling_then_relaunch_submits_nothing(tmp_pat
 
 def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys, monkeypatch):
     args = ["--grid", GRIDS, "--run", "broken", "--root", str(tmp_path)]
-    launch(capsys, *args, "--cluster", "slurm")
+    out = launch(capsys, *args, "--cluster", "slurm")
+    array_id = re.search(r"submitted job (\d+)", out).group(1)
+    script = (tmp_path / "broken" / LOG_DIR / array_id / f"{array_id}_submission.sh").read_text()
+    assert "#SBATCH --time=15\n" in script and "#SBATCH --partition=debug\n" in script  # the grid's defaults
     dirs = run_dirs(tmp_path, "broken")
     wait_until("both runs to end", lambda: all(finished(d) for d in dirs))
     bad = next(d for d in dirs if read(d / runfiles.STATUS).get("state") == "failed")
