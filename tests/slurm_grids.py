@@ -22,9 +22,9 @@ def broken() -> GridRun:
 
 @register
 def long() -> GridRun:
-    """Long enough (5-30 s of training, depending on the machine's load) to be preempted mid-way; 2 seeds."""
+    """Long enough (5-30 s of training, depending on the machine's load) to be preempted mid-way; 3 seeds."""
     return GridRun({**BASE, "niters": 6000, "chkpt_iter": 1000, "log_interval": 50, "tblog_interval": 100,
-                    "seed": [1, 2]}, "long", tuple(BASE))
+                    "seed": [1, 2, 3]}, "long", tuple(BASE))
 
 
 @register

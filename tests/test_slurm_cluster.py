@@ -158,13 +158,17 @@ def test_preempted_runs_resume_from_checkpoint_with_the_same_final_metrics(tmp_p
     wait_until("run 1 to be mid-training", lambda: mid(dirs[1]), every=0.1)
     job1 = read(dirs[1] / runfiles.JOB)["job_id"]
     subprocess.run(["scontrol", "requeue", job1], check=True)
+    # run 2: the time-limit warning (SIGUSR2 alone, as --signal=USR2@N sends it) -> checkpoint() -> requeue
+    wait_until("run 2 to be mid-training", lambda: mid(dirs[2]), every=0.1)
+    submitit.SlurmJob(folder=tmp_path, job_id=read(dirs[2] / runfiles.JOB)["job_id"])._interrupt(timeout=True)
 
-    wait_until("both preempted runs to finish", lambda: all(finished(d) for d in dirs), timeout=300)
+    wait_until("the preempted runs to finish", lambda: all(finished(d) for d in dirs), timeout=300)
     for proc in refs:
         assert proc.wait(timeout=300) == 0
-    # run 0 went through submitit's handler: checkpoint() then requeue (not a kill and a fresh start)
-    task_log = Path(read(dirs[0] / runfiles.JOB)["stderr"]).read_text()
-    assert "submitit requeues this task" in task_log and "DUE TO JOB REQUEUE" in task_log
+    # runs 0 and 2 went through submitit's handler: checkpoint() then requeue (not a kill and a fresh start)
+    for d in (dirs[0], dirs[2]):
+        task_log = Path(read(d / runfiles.JOB)["stderr"]).read_text()
+        assert "submitit requeues this task" in task_log and "DUE TO JOB REQUEUE" in task_log
     for i, d in enumerate(dirs):
         log = (d / runfiles.LOG).read_text()
         resumed = [int(n) for n in re.findall(r"resuming at iteration (\d+)/6000", log)]
