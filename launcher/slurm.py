@@ -22,13 +22,24 @@ from launcher.errors import UsageError
 from launcher.executors import Executor, register_executor
 from launcher.naming import safe_token
 from launcher.rundirs import prepare_runs
-from launcher.selection import RunSpec, Selection, positive_int
+from launcher.selection import RunSpec, Selection, positive_float, positive_int
 from launcher.state import DONE, FAILED, PENDING, RUNNING
 from trainer import runfiles
 
 LOG_DIR = ".slurm"  # under the grid's results folder: <results>/.slurm/<array job id>/...
 MODES = ("missing", "failed", "force")
 SIGNAL_DELAY_S = 120  # a checkpoint of the paper's models takes seconds; 2 minutes leaves room for slow disks
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -42,10 +53,10 @@ class Resource:
 
 RESOURCES: dict[str, Resource] = {
     "partition": Resource(str, "partition", "SLURM partition"),
-    "gpus_per_task": Resource(int, "gres", "GPUs per array task (gres gpu:N), shared by its --runs-per-task runs",
+    "gpus_per_task": Resource(nonnegative_int, "gres", "GPUs per array task (gres gpu:N), shared by its --runs-per-task runs",
                               lambda n: f"gpu:{n}"),
     "cpus_per_task": Resource(positive_int, "cpus-per-task", "CPUs per array task (default: --runs-per-task)"),
-    "mem_gb": Resource(float, "mem", "memory per array task in GB (default: the cluster's DefMemPerCPU)",
+    "mem_gb": Resource(positive_float, "mem", "memory per array task in GB (default: the cluster's DefMemPerCPU)",
                        lambda gb: f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"),
     "time_min": Resource(positive_int, "time", "time limit per array task in minutes (default 1440)", int),
     "account": Resource(str, "account", "account to charge"),
@@ -60,15 +71,14 @@ SBATCH_KEYS = frozenset("""
 acctg-freq begin clusters comment contiguous core-spec cores-per-socket cpu-freq cpus-per-gpu deadline
 delay-boot dependency distribution exclusive export gpu-bind gpu-freq gpus gpus-per-node gpus-per-socket
 gres gres-flags hint licenses mail-type mail-user mcs-label mem-bind mem-per-cpu mem-per-gpu mincpus
-network nice nodefile nodelist nodes ntasks ntasks-per-core ntasks-per-gpu ntasks-per-node
-ntasks-per-socket overcommit oversubscribe power prefer priority profile propagate reboot requeue
+network nice nodefile nodelist overcommit oversubscribe power prefer priority profile propagate reboot requeue
 reservation signal sockets-per-node spread-job switches thread-spec threads-per-core tmp uid use-min-nodes
 wait-all-nodes wckey
 """.split())
 # keys submitit or this module set themselves, and the flag to use instead where there is one
 RESERVED = {r.sbatch: f"--{k.replace('_', '-')}" for k, r in RESOURCES.items()} | {
     "array": "--array-parallelism", "job-name": None, "output": None, "error": None, "open-mode": None,
-    "signal": None, "wckey": None}
+    "signal": None, "wckey": None, "nodes": None, "ntasks": None, "ntasks-per-node": None}
 VALID_SBATCH_KEYS = sorted(SBATCH_KEYS - set(RESERVED))
 
 
@@ -117,6 +127,14 @@ def grid_defaults(selection: Selection | None) -> dict[str, Any]:
     bad = sorted(set(given) - known)
     if bad:
         raise UsageError(f"grid slurm defaults: unknown key {bad[0]!r}; valid: {', '.join(sorted(known))}")
+    parsers = {name: r.parse for name, r in RESOURCES.items()} | {"runs_per_task": positive_int,
+                                                                  "array_parallelism": positive_int}
+    for name, parse in parsers.items():
+        if given.get(name) is not None:
+            try:
+                given[name] = parse(str(given[name]))
+            except (ValueError, argparse.ArgumentTypeError) as err:
+                raise UsageError(f"grid slurm defaults: {name}={given[name]!r}: {err}") from None
     return given
 
 

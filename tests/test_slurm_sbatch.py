@@ -72,6 +72,16 @@ def test_grid_defaults_fill_missing_flags_and_flags_win():
     bad = SimpleNamespace(meta=SimpleNamespace(slurm={"partitoin": "x"}))
     with pytest.raises(UsageError, match="'partitoin'.*partition"):
         options_from_args(parse(), bad)
+    bad = SimpleNamespace(meta=SimpleNamespace(slurm={"time_min": "two days"}))
+    with pytest.raises(UsageError, match="time_min='two days'"):
+        options_from_args(parse(), bad)
+
+
+def test_bad_resource_values_are_refused_by_the_parser(capsys):
+    for argv in (["--gpus-per-task", "-1"], ["--mem-gb", "0"], ["--time-min", "soon"]):
+        with pytest.raises(SystemExit):
+            parse(*argv)
+        assert argv[1] in capsys.readouterr().err
 
 
 def test_unknown_and_reserved_sbatch_keys_are_refused_with_the_valid_list():
@@ -80,6 +90,8 @@ def test_unknown_and_reserved_sbatch_keys_are_refused_with_the_valid_list():
     assert "mail-typo" in str(err.value) and "mail-type" in str(err.value) and "gres," not in str(err.value)
     with pytest.raises(UsageError, match="use --partition instead"):
         parse_sbatch(["partition=gpu"])
+    with pytest.raises(UsageError, match="set by the launcher"):
+        parse_sbatch(["ntasks=4"])
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
         parse_sbatch(["exclusive"])
     assert parse_sbatch(["--exclusive=user", "nice=10"]) == {"exclusive": "user", "nice": "10"}
