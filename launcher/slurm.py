@@ -291,7 +291,8 @@ class SlurmExecutor(Executor):
         rows, _ = collect(selection.runs)
         states = {row.run.index: row.state for row in rows}
         todo = select_for_mode(args.mode, states, selection.runs, args.yes)
-        skipped = Counter(states[r.index] for r in selection.runs if r not in todo)
+        chosen = {r.index for r in todo}
+        skipped = Counter(states[r.index] for r in selection.runs if r.index not in chosen)
         if skipped:
             print("not submitted: " + ", ".join(f"{n} {s}" for s, n in sorted(skipped.items())))
         if not todo:

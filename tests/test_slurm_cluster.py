@@ -134,6 +134,16 @@ def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys,
     wait_until("the rerun to end", lambda: finished(bad))
     assert read(bad / runfiles.STATUS)["state"] == "failed"  # the data is still missing: it fails again
 
+    # --mode force retrains everything, but only with --yes when a run is done, and never overwrites it
+    assert cli.main([*args, "--cluster", "slurm", "--mode", "force"]) == 2
+    assert "add --yes" in capsys.readouterr().err
+    out = launch(capsys, *args, "--cluster", "slurm", "--mode", "force", "--yes")
+    assert re.search(r"submitted job \d+: 2 runs", out)
+    kept = [p for p in (tmp_path / "broken").iterdir() if p.name.startswith(good.name + ".old-")]
+    assert len(kept) == 1 and read(kept[0] / runfiles.RESULTS)["status"] == "done"
+    assert not (good / runfiles.RESULTS).exists() and read(good / runfiles.JOB)["job_id"] != before_good["job_id"]
+    launch(capsys, "cancel", *args)
+
 
 def reference_run(config_path: Path, where: Path) -> subprocess.Popen:
     """The same config trained uninterrupted, outside SLURM."""
