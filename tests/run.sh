@@ -4,4 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -r requirements.txt
 python3 -m pip install -q --no-build-isolation -e .
+# The SLURM integration tests need a real cluster: start the single-node one as root, stop it on exit.
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/slurm_cluster.sh start
+    trap 'bash scripts/slurm_cluster.sh stop' EXIT
+fi
 python3 -m pytest -q tests "$@"

@@ -1,0 +1,316 @@
+"""`--cluster slurm`: the selected runs as one throttled job array through submitit, K runs per task.
+
+Submission returns at once: it prints the job id, the number of runs and the log folder, and writes job.json
+into every run folder; from then on `launch status` / `launch cancel` and a relaunch work from those files.
+Which runs are submitted depends on --mode (missing: not done and not queued/running; failed; force).
+Resources come from flags, else the grid's defaults (a `slurm` dict in its GridRun, when it has one),
+else DEFAULTS. Preemption and timeouts requeue through submitit's checkpointing (launcher/slurm_task.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from launcher.errors import UsageError
+from launcher.executors import Executor, register_executor
+from launcher.naming import safe_token
+from launcher.rundirs import prepare_runs
+from launcher.selection import RunSpec, Selection, positive_float, positive_int
+from launcher.state import DONE, FAILED, PENDING, RUNNING
+from trainer import runfiles
+
+LOG_DIR = ".slurm"  # under the grid's results folder: <results>/.slurm/<array job id>/...
+MODES = ("missing", "failed", "force")
+SIGNAL_DELAY_S = 120  # a checkpoint of the paper's models takes seconds; 2 minutes leaves room for slow disks
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource flag: --<name with dashes>, its parser, and the sbatch option it becomes."""
+    parse: Callable[[str], Any]
+    sbatch: str
+    help: str
+    to_sbatch: Callable[[Any], Any] = lambda value: value
+
+
+RESOURCES: dict[str, Resource] = {
+    "partition": Resource(str, "partition", "SLURM partition"),
+    "gpus_per_task": Resource(nonnegative_int, "gres", "GPUs per array task (gres gpu:N), shared by its --runs-per-task runs",
+                              lambda n: f"gpu:{n}"),
+    "cpus_per_task": Resource(positive_int, "cpus-per-task", "CPUs per array task (default: --runs-per-task)"),
+    "mem_gb": Resource(positive_float, "mem", "memory per array task in GB (default: the cluster's DefMemPerCPU)",
+                       lambda gb: f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"),
+    "time_min": Resource(positive_int, "time", "time limit per array task in minutes (default 1440)", int),
+    "account": Resource(str, "account", "account to charge"),
+    "qos": Resource(str, "qos", "quality of service"),
+    "constraint": Resource(str, "constraint", "node features required (e.g. 'volta32gb')"),
+    "exclude": Resource(str, "exclude", "nodes not to use (e.g. 'node[1-3]')"),
+}
+DEFAULTS: dict[str, Any] = {"time_min": 1440, "runs_per_task": 1, "array_parallelism": 256}
+
+# sbatch options --sbatch KEY=VALUE may set (sbatch 22.05 long options that make sense for an array task).
+SBATCH_KEYS = frozenset("""
+acctg-freq begin clusters comment contiguous core-spec cores-per-socket cpu-freq cpus-per-gpu deadline
+delay-boot dependency distribution exclusive export gpu-bind gpu-freq gpus gpus-per-node gpus-per-socket
+gres gres-flags hint licenses mail-type mail-user mcs-label mem-bind mem-per-cpu mem-per-gpu mincpus
+network nice nodefile nodelist overcommit oversubscribe power prefer priority profile propagate reboot requeue
+reservation signal sockets-per-node spread-job switches thread-spec threads-per-core tmp uid use-min-nodes
+wait-all-nodes wckey
+""".split())
+# keys submitit or this module set themselves, and the flag to use instead where there is one
+RESERVED = {r.sbatch: f"--{k.replace('_', '-')}" for k, r in RESOURCES.items()} | {
+    "array": "--array-parallelism", "job-name": None, "output": None, "error": None, "open-mode": None,
+    "signal": None, "wckey": None, "nodes": None, "ntasks": None, "ntasks-per-node": None}
+VALID_SBATCH_KEYS = sorted(SBATCH_KEYS - set(RESERVED))
+
+
+@dataclass
+class SlurmOptions:
+    """Everything that shapes the sbatch script of one submission."""
+    resources: dict[str, Any]
+    sbatch: dict[str, str] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+    runs_per_task: int = 1
+    array_parallelism: int = 256
+
+
+def parse_sbatch_item(item: str) -> tuple[str, str]:
+    """'KEY=VALUE' -> (key, value); unknown or reserved keys raise UsageError naming the valid keys."""
+    key, sep, value = item.partition("=")
+    key = key.strip().lstrip("-").replace("_", "-")
+    if not sep or not key:
+        raise UsageError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. --sbatch mail-type=END")
+    if key in RESERVED:
+        instead = RESERVED[key]
+        raise UsageError(f"--sbatch {key}: set by the launcher" + (f"; use {instead} instead" if instead else ""))
+    if key not in SBATCH_KEYS:
+        raise UsageError(f"--sbatch {key}: unknown sbatch option; valid keys: {', '.join(VALID_SBATCH_KEYS)}")
+    return key, value
+
+
+def parse_sbatch(items: list[str]) -> dict[str, str]:
+    """--sbatch KEY=VALUE items -> {key: value} (later items win)."""
+    return dict(parse_sbatch_item(item) for item in items)
+
+
+def _sbatch_flag(item: str) -> str:
+    """argparse type of --sbatch: refuse a bad item before anything is written."""
+    try:
+        parse_sbatch_item(item)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return item
+
+
+def grid_defaults(selection: Selection | None) -> dict[str, Any]:
+    """Resource defaults the grid declares (GridRun/GridMeta attribute `slurm`), checked like flags."""
+    given = dict(getattr(selection.meta, "slurm", None) or {}) if selection is not None else {}
+    known = set(RESOURCES) | set(DEFAULTS) | {"sbatch", "setup"}
+    bad = sorted(set(given) - known)
+    if bad:
+        raise UsageError(f"grid slurm defaults: unknown key {bad[0]!r}; valid: {', '.join(sorted(known))}")
+    parsers = {name: r.parse for name, r in RESOURCES.items()} | {"runs_per_task": positive_int,
+                                                                  "array_parallelism": positive_int}
+    for name, parse in parsers.items():
+        if given.get(name) is not None:
+            try:
+                given[name] = parse(str(given[name]))
+            except (ValueError, argparse.ArgumentTypeError) as err:
+                raise UsageError(f"grid slurm defaults: {name}={given[name]!r}: {err}") from None
+    return given
+
+
+def options_from_args(args: argparse.Namespace, selection: Selection | None = None) -> SlurmOptions:
+    """Flags over grid defaults over DEFAULTS."""
+    grid = grid_defaults(selection)
+
+    def pick(name: str) -> Any:
+        value = getattr(args, name, None)
+        return value if value is not None else grid.get(name, DEFAULTS.get(name))
+
+    resources = {name: pick(name) for name in RESOURCES}
+    runs_per_task = pick("runs_per_task")
+    if resources["cpus_per_task"] is None:
+        resources["cpus_per_task"] = runs_per_task
+    sbatch = parse_sbatch([f"{k}={v}" for k, v in (grid.get("sbatch") or {}).items()]
+                          + list(getattr(args, "sbatch", None) or []))
+    setup = list(grid.get("setup") or []) + list(getattr(args, "setup", None) or [])
+    return SlurmOptions({k: v for k, v in resources.items() if v is not None}, sbatch, setup,
+                        runs_per_task, pick("array_parallelism"))
+
+
+def signal_delay_s(time_min: int) -> int:
+    """Seconds before the time limit at which SIGUSR2 asks the trainers to checkpoint: 120, less for short jobs."""
+    return int(min(SIGNAL_DELAY_S, max(10, time_min * 60 // 4)))
+
+
+def executor_parameters(opts: SlurmOptions, job_name: str) -> dict[str, Any]:
+    """Keyword arguments of submitit.SlurmExecutor.update_parameters for these options."""
+    params: dict[str, Any] = {"job_name": job_name, "array_parallelism": opts.array_parallelism,
+                              "setup": list(opts.setup), "additional_parameters": dict(opts.sbatch),
+                              "signal_delay_s": signal_delay_s(opts.resources["time_min"])}
+    for name, value in opts.resources.items():
+        resource = RESOURCES[name]
+        params[resource.sbatch.replace("-", "_")] = resource.to_sbatch(value)
+    return params
+
+
+def sbatch_text(opts: SlurmOptions, job_name: str, folder: str, n_tasks: int, command: str) -> str:
+    """The sbatch script submitit would submit for an array of n_tasks (golden-file tests compare it)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+    params = executor_parameters(opts, job_name)
+    return _make_sbatch_string(command=command, folder=folder, map_count=n_tasks, **params)
+
+
+def sbatch_directives(args: argparse.Namespace) -> tuple[str, ...]:
+    """The #SBATCH options of the resources for `launch --dry-run` job scripts (launcher/scripts.py)."""
+    opts = options_from_args(args)
+    flags = [f"--{RESOURCES[n].sbatch}={RESOURCES[n].to_sbatch(v)}" for n, v in opts.resources.items()]
+    flags += [f"--{k}={v}" for k, v in opts.sbatch.items()]
+    return tuple(flags) + (f"--signal=USR2@{signal_delay_s(opts.resources['time_min'])}", "--open-mode=append")
+
+
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of --cluster slurm (all default to None so grid defaults can fill them)."""
+    for name, resource in RESOURCES.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=resource.parse, default=None,
+                            metavar=name.split("_")[0].upper(), help=f"with --cluster slurm: {resource.help}")
+    parser.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE", type=_sbatch_flag,
+                        help="with --cluster slurm: any other sbatch option (repeatable); unknown keys are refused")
+    parser.add_argument("--setup", action="append", default=None, metavar="LINE",
+                        help="with --cluster slurm: a shell line run before the job (module load, venv activation)")
+    parser.add_argument("--runs-per-task", type=positive_int, default=None, metavar="K",
+                        help="with --cluster slurm: K runs per array task, run concurrently (sharing its GPU)")
+    parser.add_argument("--array-parallelism", type=positive_int, default=None, metavar="N",
+                        help="with --cluster slurm: at most N array tasks at once (SLURM's %%N)")
+    parser.add_argument("--mode", choices=MODES, default="missing",
+                        help="which runs to submit: missing (default: not done and not queued/running), "
+                             "failed (only failed), force (all; done runs are moved aside, needs --yes)")
+    parser.add_argument("--yes", action="store_true", help="confirm --mode force when some runs are done")
+
+
+def select_for_mode(mode: str, states: dict[int, str], runs: list[RunSpec], yes: bool) -> list[RunSpec]:
+    """The runs --mode submits; force over done runs without --yes is refused, active runs never resubmitted."""
+    if mode == "failed":
+        return [r for r in runs if states[r.index] == FAILED]
+    active = [r for r in runs if states[r.index] in (PENDING, RUNNING)]
+    if mode == "missing":
+        return [r for r in runs if states[r.index] not in (DONE, PENDING, RUNNING)]
+    if active:
+        raise UsageError(f"--mode force: {len(active)} runs are queued or running (e.g. {active[0].dir}); "
+                         "cancel them first with `launch cancel` and the same selection")
+    done = [r for r in runs if states[r.index] == DONE]
+    if done and not yes:
+        raise UsageError(f"--mode force would retrain {len(done)} done runs (their folders are moved aside, "
+                         "never overwritten); add --yes to confirm")
+    return list(runs)
+
+
+def move_aside(run: RunSpec) -> Path:
+    """Rename a run folder that holds trainer files to <name>.old-<time> so a forced run starts from scratch."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run.dir.with_name(f"{run.dir.name}.old-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = run.dir.with_name(f"{run.dir.name}.old-{stamp}-{n}")
+    run.dir.rename(target)
+    return target
+
+
+def pack(runs: list[RunSpec], k: int) -> list[list[RunSpec]]:
+    """Consecutive groups of k runs: one group per array task."""
+    return [runs[i:i + k] for i in range(0, len(runs), k)]
+
+
+def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions) -> str:
+    """Submit the runs as one array (config.yaml already written); write job.json; return the array job id."""
+    import submitit
+    from launcher.slurm_task import PackedRuns
+
+    log_root = selection.meta.results_dir.absolute() / LOG_DIR
+    executor = submitit.SlurmExecutor(folder=log_root / "%j")
+    job_name = safe_token(f"nuqlab-{Path(selection.meta.grid).stem}-{selection.meta.run}")
+    executor.update_parameters(**executor_parameters(opts, job_name))
+    groups = pack(runs, opts.runs_per_task)
+    _put_checkout_on_pythonpath()
+    jobs = executor.map_array(PackedRuns(), [[str(r.dir.absolute()) for r in g] for g in groups])
+    now = time.time()
+    for task, (job, group) in enumerate(zip(jobs, groups)):
+        for run in group:
+            runfiles.atomic_write_json(run.dir / runfiles.JOB, {
+                "cluster": "slurm", "job_id": str(job.job_id), "array_index": task, "submitted": now,
+                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
+    return str(jobs[0].job_id).split("_")[0]
+
+
+def _put_checkout_on_pythonpath() -> None:
+    """sbatch exports this environment to the job, whose interpreter must import this checkout."""
+    from launcher.slurm_task import REPO_ROOT
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + paths)
+
+
+@register_executor("slurm")
+class SlurmExecutor(Executor):
+    """One throttled job array per launch through submitit; returns as soon as it is queued."""
+    help = "submit a SLURM job array through submitit (returns at once; see `launch status`)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_slurm_arguments(parser)
+
+    def sbatch_directives(self, args: argparse.Namespace) -> tuple[str, ...]:
+        return sbatch_directives(args)
+
+    def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
+        from launcher.status import collect
+        if shutil.which("sbatch") is None:
+            raise UsageError("--cluster slurm: sbatch is not on PATH (run this on a SLURM login node)")
+        opts = options_from_args(args, selection)
+        # The launch command hands over the runs that are neither done nor running by their files; the mode
+        # decides from the whole selection, refined by squeue/sacct (a queued run is not submitted twice).
+        rows, _ = collect(selection.runs)
+        states = {row.run.index: row.state for row in rows}
+        todo = select_for_mode(args.mode, states, selection.runs, args.yes)
+        chosen = {r.index for r in todo}
+        skipped = Counter(states[r.index] for r in selection.runs if r.index not in chosen)
+        if skipped:
+            print("not submitted: " + ", ".join(f"{n} {s}" for s, n in sorted(skipped.items())))
+        if not todo:
+            print(f"nothing to submit (--mode {args.mode})")
+            return 0
+        for run in todo:
+            if args.mode == "force" and run.dir.exists() and any(
+                    (run.dir / f).exists() for f in (runfiles.STATUS, runfiles.RESULTS, runfiles.CHECKPOINT)):
+                print(f"moved {run.dir} aside to {move_aside(run)}")
+        todo, _ = prepare_runs(todo)
+        array_id = submit(todo, selection, opts)
+        tasks = len(pack(todo, opts.runs_per_task))
+        log_root = selection.meta.results_dir.absolute() / LOG_DIR
+        print(f"submitted job {array_id}: {len(todo)} runs in {tasks} array tasks "
+              f"({opts.runs_per_task} per task, at most {min(tasks, opts.array_parallelism)} at once)")
+        print(f"logs: {log_root}/{array_id}_<task>/ ; run logs: <run folder>/{runfiles.LOG}")
+        print(f"follow with: launch status --grid {selection.meta.grid} --run {selection.meta.run} "
+              f"--root {selection.meta.results_dir.parent}")
+        sys.stdout.flush()
+        return 0
+

@@ -1,0 +1,33 @@
+"""Tiny grids for the SLURM integration tests (`--grid tests/slurm_grids.py`): digits, seconds per run."""
+from launcher.registry import GridRun, register
+
+BASE = {"dataset": "digits", "arch": "digits_mlp", "optim": "sgd", "batch_size": 32, "lr": 0.05,
+        "niters": 60, "chkpt_iter": 20, "log_interval": 20, "tblog_interval": 20}
+
+
+@register
+def small() -> GridRun:
+    """4 runs for the array test (packing 2 per task, 1 task at a time); 2 s of training each."""
+    return GridRun({**BASE, "niters": 400, "chkpt_iter": 100, "lr": [0.05, 0.1], "seed": [1, 2]}, "small",
+                   tuple(BASE))
+
+
+@register
+def broken() -> GridRun:
+    """One good run and one that raises: cifar10 from a data folder that does not exist."""
+    return GridRun([{**BASE, "seed": 1},
+                    {**BASE, "dataset": "cifar10", "arch": "resnet8", "data": "/nonexistent/nuqlab-cifar10"}],
+                   "broken", tuple(BASE), slurm={"partition": "debug", "time_min": 15})  # grid defaults
+
+
+@register
+def long() -> GridRun:
+    """Long enough (5-30 s of training, depending on the machine's load) to be preempted mid-way; 3 seeds."""
+    return GridRun({**BASE, "niters": 6000, "chkpt_iter": 1000, "log_interval": 50, "tblog_interval": 100,
+                    "seed": [1, 2, 3]}, "long", tuple(BASE))
+
+
+@register
+def endless() -> GridRun:
+    """Runs that would take many minutes: they are cancelled."""
+    return GridRun({**BASE, "niters": 1000000, "chkpt_iter": 100000, "seed": [1, 2]}, "endless", tuple(BASE))
