@@ -1,0 +1,76 @@
+"""Boundary checks of the quantize API: every bad input becomes one clear error naming the tensor or
+argument and what would be accepted, before any kernel (C++ or CUDA) sees it."""
+from __future__ import annotations
+
+import torch
+
+ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+NORMS = ("l2", "linf")
+MAX_LEVELS = 256  # indices are uint8
+MAX_INDEX = 2 ** 63  # seed and offset + n fit a signed 64-bit integer
+
+
+def _int(name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value >= high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def check_x(x: object) -> torch.Tensor:
+    """The input gradient as a contiguous float32 tensor (a copy only when needed)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in ACCEPTED_DTYPES:
+        raise TypeError(f"x has dtype {x.dtype}; accepted: float32, float16, bfloat16 (computed in float32)")
+    return x.contiguous().to(torch.float32)
+
+
+def check_levels(levels: object, device: torch.device) -> torch.Tensor:
+    """Levels as a contiguous float32 1-D tensor on `device`: 2..256 finite sorted values in [-1, 1]."""
+    if not isinstance(levels, torch.Tensor):
+        raise TypeError(f"levels must be a torch.Tensor, got {type(levels).__name__}")
+    if not levels.is_floating_point():
+        raise TypeError(f"levels has dtype {levels.dtype}; accepted: a floating tensor (used as float32)")
+    if levels.device != device:
+        raise ValueError(f"levels is on {levels.device} but x is on {device}; put both on one device")
+    if levels.dim() != 1 or not 2 <= levels.numel() <= MAX_LEVELS:
+        raise ValueError(f"levels must be 1-D with 2..{MAX_LEVELS} values, got shape {tuple(levels.shape)}")
+    lv = levels.detach().contiguous().to(torch.float32)
+    if not bool(torch.isfinite(lv).all()):
+        raise ValueError(f"levels must be finite, got {lv.tolist()}")
+    if bool((lv[1:] < lv[:-1]).any()):
+        raise ValueError(f"levels must be sorted ascending, got {lv.tolist()}")
+    if float(lv[0]) < -1.0 or float(lv[-1]) > 1.0:
+        raise ValueError(f"levels must lie within [-1, 1], got min {float(lv[0])} max {float(lv[-1])}")
+    return lv
+
+
+def check_args(bucket_size: object, norm: object, seed: object, offset: object, n: int) -> None:
+    """bucket_size >= 1, norm in NORMS, 0 <= seed < 2^63, 0 <= offset with offset + n < 2^63."""
+    _int("bucket_size", bucket_size, 1)
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    _int("seed", seed, 0, MAX_INDEX)
+    _int("offset", offset, 0, MAX_INDEX - n)
+
+
+def check_indices(indices: object, norms: object, levels: torch.Tensor, bucket_size: int) -> None:
+    """uint8 1-D indices below len(levels), float32 1-D norms, one per bucket, all on levels' device."""
+    if not isinstance(indices, torch.Tensor) or indices.dtype != torch.uint8 or indices.dim() != 1:
+        raise TypeError(f"indices must be a 1-D uint8 tensor, got "
+                        f"{getattr(indices, 'dtype', type(indices).__name__)} {tuple(getattr(indices, 'shape', ()))}")
+    if not isinstance(norms, torch.Tensor) or norms.dtype != torch.float32 or norms.dim() != 1:
+        raise TypeError(f"norms must be a 1-D float32 tensor, got "
+                        f"{getattr(norms, 'dtype', type(norms).__name__)} {tuple(getattr(norms, 'shape', ()))}")
+    for name, t in (("indices", indices), ("norms", norms)):
+        if t.device != levels.device:
+            raise ValueError(f"{name} is on {t.device} but levels is on {levels.device}; put all on one device")
+    nb = -(-indices.numel() // bucket_size)
+    if norms.numel() != nb:
+        raise ValueError(f"norms has {norms.numel()} values but {indices.numel()} indices in buckets of "
+                         f"{bucket_size} need {nb}")
+    if indices.numel() and int(indices.max()) >= levels.numel():
+        raise ValueError(f"indices holds {int(indices.max())} but there are only {levels.numel()} levels")

@@ -1,0 +1,133 @@
+"""The quantize-dequantize API every caller uses; it checks inputs and dispatches by the tensor's device.
+
+Backends are a registry: 'cpu' and 'cuda' run the compiled extension `nuq._quant` (C++/OpenMP, CUDA),
+'reference' runs the pure-PyTorch oracle `nuq.reference` (any device). All three compute the same
+arithmetic and the same Philox stream (see `nuq.reference` and `nuq.philox`), so a given
+(seed, offset) gives bit-identical results on every backend and thread count.
+
+Random offsets: element i of `x` uses stream position offset + i. Callers that quantize several tensors
+with one seed give them disjoint ranges (offset += numel) so no two elements share a random number.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+import torch
+
+from nuq import checks, reference
+
+
+@dataclass(frozen=True)
+class Backend:
+    quantize: Callable[..., torch.Tensor]
+    quantize_indices: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    dequantize_indices: Callable[..., torch.Tensor]
+
+
+def _extension(device_type: str) -> ModuleType:
+    """nuq._quant, or a clear error saying how to build it for this device."""
+    try:
+        ext = importlib.import_module("nuq._quant")
+    except ImportError as err:
+        raise RuntimeError(
+            f"the compiled kernel nuq._quant is not built ({err}); build it with "
+            f"`python setup.py build_ext --inplace`, or pass backend='reference' for the slow oracle") from None
+    if device_type == "cuda" and not ext.has_cuda():
+        raise RuntimeError("nuq._quant was built without CUDA; rebuild on a machine with the CUDA toolkit and "
+                           "a CUDA build of torch, or pass backend='reference'")
+    return ext
+
+
+def _threads(num_threads: int | None) -> int:
+    return torch.get_num_threads() if num_threads is None else max(1, int(num_threads))
+
+
+def _compiled(device_type: str) -> Backend:
+    def q(x, levels, bucket_size, norm, seed, offset, num_threads=None):
+        return _extension(device_type).quantize(x, levels, bucket_size, norm == "linf", seed, offset,
+                                                _threads(num_threads))
+
+    def qi(x, levels, bucket_size, norm, seed, offset, num_threads=None):
+        return tuple(_extension(device_type).quantize_indices(x, levels, bucket_size, norm == "linf", seed,
+                                                              offset, _threads(num_threads)))
+
+    def dq(indices, norms, levels, bucket_size, num_threads=None):
+        return _extension(device_type).dequantize_indices(indices, norms, levels, bucket_size,
+                                                          _threads(num_threads))
+    return Backend(q, qi, dq)
+
+
+def _reference() -> Backend:
+    def q(x, levels, bucket_size, norm, seed, offset, num_threads=None):
+        return reference.quantize(x, levels, bucket_size, norm, seed, offset)
+
+    def qi(x, levels, bucket_size, norm, seed, offset, num_threads=None):
+        return reference.quantize_indices(x, levels, bucket_size, norm, seed, offset)
+
+    def dq(indices, norms, levels, bucket_size, num_threads=None):
+        return reference.dequantize_indices(indices, norms, levels, bucket_size)
+    return Backend(q, qi, dq)
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "cpu": lambda: _compiled("cpu"),
+    "cuda": lambda: _compiled("cuda"),
+    "reference": _reference,
+}
+
+
+def _backend(name: str | None, device: torch.device) -> Backend:
+    key = device.type if name is None else name
+    if key not in BACKENDS:
+        raise ValueError(f"no quantize backend {key!r} (device {device}); known: {', '.join(BACKENDS)}")
+    if key in ("cpu", "cuda") and key != device.type:
+        raise ValueError(f"backend {key!r} cannot run on a tensor on {device}")
+    return BACKENDS[key]()
+
+
+def _prepare(x, levels, bucket_size, norm, seed, offset):
+    xf = checks.check_x(x)
+    lv = checks.check_levels(levels, xf.device)
+    checks.check_args(bucket_size, norm, seed, offset, xf.numel())
+    return xf.reshape(-1), lv
+
+
+def quantize(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str = "l2", seed: int = 0,
+             offset: int = 0, *, backend: str | None = None, num_threads: int | None = None) -> torch.Tensor:
+    """Quantize-dequantize `x` (any shape; float32/16/bf16, computed in float32) in buckets of
+    `bucket_size` consecutive values of its flattened form, each (a partial tail too) with its own norm.
+    Returns x's shape and dtype. `num_threads` (CPU) defaults to torch.get_num_threads()."""
+    flat, lv = _prepare(x, levels, bucket_size, norm, seed, offset)
+    if flat.numel() == 0:
+        return torch.empty_like(x)
+    out = _backend(backend, flat.device).quantize(flat, lv, bucket_size, norm, seed, offset, num_threads)
+    return out.view(x.shape).to(x.dtype)
+
+
+def quantize_indices(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str = "l2", seed: int = 0,
+                     offset: int = 0, *, backend: str | None = None,
+                     num_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoded form: (uint8 level index per element of flattened x [n], float32 norm per bucket
+    [ceil(n / bucket_size)]). Same random choices as `quantize` for the same (seed, offset)."""
+    flat, lv = _prepare(x, levels, bucket_size, norm, seed, offset)
+    if flat.numel() == 0:
+        return (torch.empty(0, dtype=torch.uint8, device=flat.device),
+                torch.empty(0, dtype=torch.float32, device=flat.device))
+    return _backend(backend, flat.device).quantize_indices(flat, lv, bucket_size, norm, seed, offset, num_threads)
+
+
+def dequantize_indices(indices: torch.Tensor, norms: torch.Tensor, levels: torch.Tensor, bucket_size: int, *,
+                       backend: str | None = None, num_threads: int | None = None) -> torch.Tensor:
+    """float32 [n] values levels[index] * norm of the index's bucket (the inverse of `quantize_indices`)."""
+    if not isinstance(levels, torch.Tensor):
+        raise TypeError(f"levels must be a torch.Tensor, got {type(levels).__name__}")
+    lv = checks.check_levels(levels, levels.device)
+    checks._int("bucket_size", bucket_size, 1)
+    checks.check_indices(indices, norms, lv, bucket_size)
+    if indices.numel() == 0:
+        return torch.empty(0, dtype=torch.float32, device=lv.device)
+    return _backend(backend, lv.device).dequantize_indices(indices.contiguous(), norms.contiguous(), lv,
+                                                           bucket_size, num_threads)
