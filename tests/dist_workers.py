@@ -29,3 +29,38 @@ def allreduce_until_killed(out_dir: str, victim: str, steps: str) -> None:
         x.fill_(1.0)
         time.sleep(0.01)
     raise AssertionError("the survivor should have failed when its peer died")
+
+
+def stall_forever(out_dir: str, victim: str) -> None:
+    """Rank `victim` stops answering (a hung worker); the others must time out, not hang."""
+    init_process_group_from_env(no_cuda=True)
+    if dist.get_rank() == int(victim):
+        time.sleep(3600)
+    dist.all_reduce(torch.ones(10))
+    raise AssertionError("the all_reduce should have timed out")
+
+
+def per_rank_vector(rank: int, n: int) -> torch.Tensor:
+    """The float32 vector rank `rank` quantizes in the exchange tests (the test rebuilds it)."""
+    g = torch.Generator().manual_seed(1000 + rank)
+    return torch.randn(n, generator=g) * (1 + rank)
+
+
+def exchange_round(out_dir: str, n: str, bits: str, bucket: str, backend: str) -> None:
+    """Encode, exchange and average one vector per rank with every exchange; save results and sizes."""
+    from nuq import codec, exchange
+    from nuq.levels import METHODS
+    init_process_group_from_env(no_cuda=True)
+    rank = dist.get_rank()
+    x = per_rank_vector(rank, int(n))
+    q = exchange.Quant(METHODS["q"].init_levels(int(bits), 0.5), int(bucket), "l2",
+                       None if backend == "default" else backend)
+    stream = exchange.Stream(seed=7 + rank, offset=1000 * rank)
+    out = {"message": codec.encode(x, q.levels, q.bucket_size, q.norm, stream.seed, stream.offset,
+                                   backend=q.backend)}
+    for name, fn in exchange.EXCHANGES.items():
+        mean, stats = fn(x, q, stream)
+        out[name] = mean
+        out[name + "_stats"] = vars(stats)
+    torch.save(out, Path(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()

@@ -1,0 +1,160 @@
+"""Averaging quantized vectors across torch.distributed ranks by sending encoded messages (`nuq.codec`).
+
+Two exchanges, a registry so the estimator and the benchmark pick one by name:
+
+- `allgather`: every rank encodes its whole vector, all_gather's the messages (one uint8 row per rank),
+  decodes all W rows and averages them. Sends ~n*b/8 bytes per peer; decodes W*n values.
+- `alltoall` (reduce-scatter style): the vector is cut into W bucket-aligned chunks; rank r encodes
+  chunk c and sends it to rank c only (all_to_all), rank c averages the W versions of its chunk and
+  the float32 chunk means are all_gather'ed. Sends (W-1)/W of one message plus (W-1)/W of 4n bytes;
+  decodes only n values. It wins once W*b/8 exceeds ~4 bytes per value (large W), or when decoding
+  is the bottleneck.
+
+Both give every rank the same result, bit for bit: chunk c of the vector is quantized with the random
+stream positions it has in the whole vector (offset + chunk start), so the messages decode to exactly
+the values a whole-vector encode gives, and the W decoded versions are summed in rank order then
+divided by W.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from nuq import codec
+
+
+@dataclass
+class Stream:
+    """One rank's random stream for this exchange: Philox (seed, offset) of the vector's element 0."""
+    seed: int
+    offset: int
+
+
+@dataclass
+class Quant:
+    """How the vector is quantized: levels, bucket size, bucket norm, kernel backend (None: by device)."""
+    levels: torch.Tensor
+    bucket_size: int
+    norm: str
+    backend: str | None = None
+
+
+@dataclass
+class ExchangeStats:
+    """Per call: this rank's encoded size, the bytes it sends when each message goes straight to the
+    peers that need it (no relaying), and seconds spent encoding, communicating and decoding."""
+    message_bytes: int = 0
+    bytes_sent: int = 0
+    encode_s: float = 0.0
+    comm_s: float = 0.0
+    decode_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def add(self, other: "ExchangeStats") -> None:
+        self.message_bytes += other.message_bytes
+        self.bytes_sent += other.bytes_sent
+        self.encode_s += other.encode_s
+        self.comm_s += other.comm_s
+        self.decode_s += other.decode_s
+
+
+# torch >= 2.13 names it all_gather_single; older releases all_gather_into_tensor
+_all_gather_flat = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+def _sync(t: torch.Tensor) -> None:
+    if t.device.type == "cuda":
+        torch.cuda.synchronize(t.device)
+
+
+def mean_allgather(x: torch.Tensor, q: Quant, stream: Stream,
+                   group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ExchangeStats]:
+    """Average over ranks of each rank's quantized flat float32 `x`, via all_gather of encoded messages."""
+    world = dist.get_world_size(group)
+    lay = codec.layout(x.numel(), q.levels, q.bucket_size)
+    stats = ExchangeStats(message_bytes=lay.nbytes, bytes_sent=(world - 1) * lay.nbytes)
+    t0 = time.perf_counter()
+    mine = codec.encode(x, q.levels, q.bucket_size, q.norm, stream.seed, stream.offset, backend=q.backend)
+    _sync(mine)
+    t1 = time.perf_counter()
+    rows = torch.empty(world, lay.nbytes, dtype=torch.uint8, device=x.device)
+    _all_gather_flat(rows.view(-1), mine, group=group)
+    _sync(rows)
+    t2 = time.perf_counter()
+    total = torch.zeros(x.numel(), dtype=torch.float32, device=x.device)
+    for r in range(world):  # rank order: the same float sum on every rank
+        total += codec.decode(rows[r], x.numel(), q.levels, q.bucket_size, backend=q.backend)
+    mean = total / world
+    _sync(mean)
+    t3 = time.perf_counter()
+    stats.encode_s, stats.comm_s, stats.decode_s = t1 - t0, t2 - t1, t3 - t2
+    return mean, stats
+
+
+def chunk_bounds(n: int, bucket_size: int, world: int) -> list[tuple[int, int]]:
+    """W (start, end) element ranges covering [0, n), cut at bucket boundaries, as even as buckets allow."""
+    nb = -(-n // bucket_size)
+    cuts = [min(n, (nb * c // world) * bucket_size) for c in range(world + 1)]
+    cuts[-1] = n
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def mean_alltoall(x: torch.Tensor, q: Quant, stream: Stream,
+                  group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ExchangeStats]:
+    """Same result as `mean_allgather`, exchanged reduce-scatter style (module doc)."""
+    world, me = dist.get_world_size(group), dist.get_rank(group)
+    n = x.numel()
+    bounds = chunk_bounds(n, q.bucket_size, world)
+    sizes = [codec.layout(e - s, q.levels, q.bucket_size).nbytes for s, e in bounds]
+    t0 = time.perf_counter()
+    send = torch.empty(sum(sizes), dtype=torch.uint8, device=x.device)
+    pos = 0
+    for (s, e), size in zip(bounds, sizes):
+        if e > s:
+            codec.encode(x[s:e], q.levels, q.bucket_size, q.norm, stream.seed, stream.offset + s,
+                         out=send[pos:pos + size], backend=q.backend)
+        pos += size
+    _sync(send)
+    t1 = time.perf_counter()
+    recv = torch.empty(world * sizes[me], dtype=torch.uint8, device=x.device)
+    dist.all_to_all_single(recv, send, output_split_sizes=[sizes[me]] * world, input_split_sizes=sizes,
+                           group=group)
+    _sync(recv)
+    t2 = time.perf_counter()
+    s, e = bounds[me]
+    part = torch.zeros(e - s, dtype=torch.float32, device=x.device)
+    if e > s:
+        for r in range(world):
+            part += codec.decode(recv[r * sizes[me]:(r + 1) * sizes[me]], e - s, q.levels, q.bucket_size,
+                                 backend=q.backend)
+    part /= world
+    _sync(part)
+    t3 = time.perf_counter()
+    width = max(e - s for s, e in bounds)
+    padded = torch.zeros(width, dtype=torch.float32, device=x.device)
+    padded[: e - s] = part
+    gathered = torch.empty(world, width, dtype=torch.float32, device=x.device)
+    _all_gather_flat(gathered.view(-1), padded, group=group)
+    mean = torch.cat([gathered[r, : e_ - s_] for r, (s_, e_) in enumerate(bounds)])
+    _sync(mean)
+    t4 = time.perf_counter()
+    sent = sum(size for c, size in enumerate(sizes) if c != me) + (world - 1) * 4 * width
+    return mean, ExchangeStats(message_bytes=sum(sizes), bytes_sent=sent, encode_s=t1 - t0, comm_s=(t2 - t1) + (t4 - t3),
+                               decode_s=t3 - t2)
+
+
+EXCHANGES: dict[str, Callable[..., tuple[torch.Tensor, ExchangeStats]]] = {
+    "allgather": mean_allgather,
+    "alltoall": mean_alltoall,
+}
+
+
+def get_exchange(name: str) -> Callable[..., tuple[torch.Tensor, ExchangeStats]]:
+    try:
+        return EXCHANGES[name]
+    except KeyError:
+        raise ValueError(f"unknown exchange {name!r}; known: {', '.join(EXCHANGES)}") from None

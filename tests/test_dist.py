@@ -1,0 +1,86 @@
+"""Real 2-process gloo runs on CPU: encoded exchange equals the simulated average, sizes, rank failures.
+
+Each spawned job costs a few seconds (two fresh Python + torch processes), so one job checks several
+things; the rank bodies live in tests/dist_workers.py and save what is asserted here.
+"""
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from launcher.distributed import spawn_local
+from nuq import codec, kernel
+from nuq.levels import METHODS
+
+WORKERS = Path(__file__).with_name("dist_workers.py")
+sys.path.insert(0, str(WORKERS.parent))
+import dist_workers  # noqa: E402
+
+N, BITS, BUCKET = 10_001, 3, 512  # a partial last bucket and a padding byte: 10001*3 bits = 3750.375 bytes
+
+
+def _target(name: str) -> str:
+    return f"{WORKERS}:{name}"
+
+
+@pytest.fixture(scope="module")
+def exchanged(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exchange")
+    result = spawn_local(2, [str(out), str(N), str(BITS), str(BUCKET), "reference"], log_dir=out,
+                         timeout_s=60, grace_s=5, target=_target("exchange_round"))
+    assert result.failed_rank is None, result.message
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
+def _levels():
+    return METHODS["q"].init_levels(BITS, 0.5)
+
+
+def test_message_round_trip_equals_quantize_dequantize(exchanged):
+    for rank, res in enumerate(exchanged):
+        x = dist_workers.per_rank_vector(rank, N)
+        expected = kernel.quantize(x, _levels(), BUCKET, "l2", 7 + rank, 1000 * rank, backend="reference")
+        assert torch.equal(codec.decode(res["message"], N, _levels(), BUCKET, backend="reference"), expected)
+
+
+def test_bytes_on_the_wire(exchanged):
+    expected = -(-N * BITS // 8) + 4 * -(-N // BUCKET)  # n*b/8 to the padding byte + one float32 per bucket
+    assert expected == 3751 + 4 * 20
+    for res in exchanged:
+        assert res["message"].numel() == expected
+        assert res["allgather_stats"]["message_bytes"] == expected
+        assert res["allgather_stats"]["bytes_sent"] == expected  # 2 ranks: one peer
+
+
+@pytest.mark.parametrize("name", ["allgather", "alltoall"])
+def test_average_equals_the_simulated_average(exchanged, name):
+    # The simulated mode quantizes each worker's vector with that worker's stream and averages them.
+    simulated = sum(kernel.quantize(dist_workers.per_rank_vector(r, N), _levels(), BUCKET, "l2", 7 + r,
+                                    1000 * r, backend="reference") for r in range(2)) / 2
+    for res in exchanged:
+        assert torch.equal(res[name], simulated)
+
+
+def test_killed_rank_fails_the_run_cleanly(tmp_path):
+    start = time.monotonic()
+    result = spawn_local(2, [str(tmp_path), "1", "5"], log_dir=tmp_path, timeout_s=60, grace_s=10,
+                         target=_target("allreduce_until_killed"))
+    elapsed = time.monotonic() - start
+    assert (tmp_path / "victim_dies").exists()
+    assert result.failed_rank == 1
+    assert "rank 1 of 2 was killed by SIGKILL" in result.message
+    assert result.codes[1] == -9 and result.codes[0] != 0  # the survivor failed (gloo: peer closed), not hung
+    assert elapsed < 30, f"took {elapsed:.1f}s: the survivor should fail as soon as its peer's socket closes"
+
+
+def test_hung_rank_is_caught_by_the_collective_timeout(tmp_path):
+    start = time.monotonic()
+    result = spawn_local(2, [str(tmp_path), "1"], log_dir=tmp_path, timeout_s=3, grace_s=2,
+                         target=_target("stall_forever"))
+    elapsed = time.monotonic() - start
+    # rank 0 times out in all_reduce after 3 s and exits non-zero; the parent then stops the sleeper
+    assert result.failed_rank == 0, result.message
+    assert result.codes[1] < 0  # terminated by the parent
+    assert elapsed < 40
