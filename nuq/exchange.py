@@ -18,7 +18,7 @@ divided by W.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -52,7 +52,6 @@ class ExchangeStats:
     encode_s: float = 0.0
     comm_s: float = 0.0
     decode_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: "ExchangeStats") -> None:
         self.message_bytes += other.message_bytes
@@ -71,23 +70,78 @@ def _sync(t: torch.Tensor) -> None:
         torch.cuda.synchronize(t.device)
 
 
-def mean_allgather(x: torch.Tensor, q: Quant, stream: Stream,
+@dataclass(frozen=True)
+class Segment:
+    """A range [start, end) of the flat vector quantized as its own vector (buckets restart at `start`,
+    random stream positions offset + start ...); `raw` ranges travel as float32, unquantized."""
+    start: int
+    end: int
+    raw: bool = False
+
+    def nbytes(self, q: Quant) -> int:
+        n = self.end - self.start
+        return 4 * n if self.raw else codec.layout(n, q.levels, q.bucket_size).nbytes
+
+
+def whole(n: int) -> list[Segment]:
+    """The plan that quantizes the vector as one piece."""
+    return [Segment(0, n)]
+
+
+def message_nbytes(segments: list[Segment], q: Quant) -> int:
+    """Bytes of one rank's message under a segment plan."""
+    return sum(seg.nbytes(q) for seg in segments)
+
+
+def encode_segments(x: torch.Tensor, segments: list[Segment], q: Quant, stream: Stream,
+                    out: torch.Tensor) -> torch.Tensor:
+    """Write the message of flat `x` under `segments` into uint8 `out` (segment messages back to back)."""
+    pos = 0
+    for seg in segments:
+        size = seg.nbytes(q)
+        part = x[seg.start:seg.end]
+        if seg.raw:
+            out[pos:pos + size] = part.to(torch.float32).contiguous().view(torch.uint8)
+        elif size:
+            codec.encode(part, q.levels, q.bucket_size, q.norm, stream.seed, stream.offset + seg.start,
+                         out=out[pos:pos + size], backend=q.backend)
+        pos += size
+    return out
+
+
+def decode_segments(message: torch.Tensor, n: int, segments: list[Segment], q: Quant,
+                    into: torch.Tensor) -> torch.Tensor:
+    """Add the decoded values of `message` (n values under `segments`) to float32 `into`; return it."""
+    pos = 0
+    for seg in segments:
+        size = seg.nbytes(q)
+        if seg.raw:
+            into[seg.start:seg.end] += message[pos:pos + size].clone().view(torch.float32)
+        elif size:
+            into[seg.start:seg.end] += codec.decode(message[pos:pos + size], seg.end - seg.start, q.levels,
+                                                    q.bucket_size, backend=q.backend)
+        pos += size
+    return into
+
+
+def mean_allgather(x: torch.Tensor, q: Quant, stream: Stream, segments: list[Segment] | None = None,
                    group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ExchangeStats]:
     """Average over ranks of each rank's quantized flat float32 `x`, via all_gather of encoded messages."""
     world = dist.get_world_size(group)
-    lay = codec.layout(x.numel(), q.levels, q.bucket_size)
-    stats = ExchangeStats(message_bytes=lay.nbytes, bytes_sent=(world - 1) * lay.nbytes)
+    segments = whole(x.numel()) if segments is None else segments
+    nbytes = message_nbytes(segments, q)
+    stats = ExchangeStats(message_bytes=nbytes, bytes_sent=(world - 1) * nbytes)
     t0 = time.perf_counter()
-    mine = codec.encode(x, q.levels, q.bucket_size, q.norm, stream.seed, stream.offset, backend=q.backend)
+    mine = encode_segments(x, segments, q, stream, torch.empty(nbytes, dtype=torch.uint8, device=x.device))
     _sync(mine)
     t1 = time.perf_counter()
-    rows = torch.empty(world, lay.nbytes, dtype=torch.uint8, device=x.device)
+    rows = torch.empty(world, nbytes, dtype=torch.uint8, device=x.device)
     _all_gather_flat(rows.view(-1), mine, group=group)
     _sync(rows)
     t2 = time.perf_counter()
     total = torch.zeros(x.numel(), dtype=torch.float32, device=x.device)
     for r in range(world):  # rank order: the same float sum on every rank
-        total += codec.decode(rows[r], x.numel(), q.levels, q.bucket_size, backend=q.backend)
+        decode_segments(rows[r], x.numel(), segments, q, total)
     mean = total / world
     _sync(mean)
     t3 = time.perf_counter()
@@ -103,9 +157,14 @@ def chunk_bounds(n: int, bucket_size: int, world: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def mean_alltoall(x: torch.Tensor, q: Quant, stream: Stream,
+def mean_alltoall(x: torch.Tensor, q: Quant, stream: Stream, segments: list[Segment] | None = None,
                   group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ExchangeStats]:
-    """Same result as `mean_allgather`, exchanged reduce-scatter style (module doc)."""
+    """Same result as `mean_allgather`, exchanged reduce-scatter style (module doc).
+
+    Supports the one-piece plan only (network-wide quantization, `nuq_layer`)."""
+    if segments is not None and segments != whole(x.numel()):
+        raise ValueError("the alltoall exchange needs the vector quantized as one piece (nuq_layer=True, "
+                         "no pass-through tail); use the allgather exchange for per-layer plans")
     world, me = dist.get_world_size(group), dist.get_rank(group)
     n = x.numel()
     bounds = chunk_bounds(n, q.bucket_size, world)
