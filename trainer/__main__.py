@@ -1,0 +1,66 @@
+"""`python -m trainer --config DIR/config.yaml`: train the run of that folder from a shell or a SLURM job.
+
+Exit codes: 0 done (or already done), 1 the run failed (status.json says why, traceback in train.log),
+2 the config file is missing or unreadable, 3 interrupted by SIGUSR2/SIGTERM after saving a checkpoint
+(run the same command again to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
+
+
+def read_config(path: Path) -> dict:
+    """The YAML mapping at path; ValueError with a one-line reason otherwise."""
+    import yaml
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"config file {str(path)!r} does not exist") from None
+    except OSError as err:
+        raise ValueError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of option: value, got {type(config).__name__}")
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="the run's config.yaml; its folder is the run folder")
+    args = parser.parse_args(argv)
+    try:
+        config = read_config(args.config)
+    except ValueError as err:
+        print(f"trainer: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    from trainer import loop
+    for sig in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: loop.request_stop())
+    run_dir = args.config.resolve().parent
+    try:
+        results = loop.run(config, run_dir)
+    except loop.Interrupted as err:
+        print(f"trainer: interrupted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        print(f"trainer: failed: {type(err).__name__}: {err} (traceback in {run_dir / 'train.log'})", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"trainer: {results['status']}: best Vacc {results['best']['Vacc']}, final "
+          f"{ {k: results['final'][k] for k in ('Vacc', 'Vloss') if k in results['final']} }")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

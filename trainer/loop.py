@@ -1,0 +1,299 @@
+"""The training loop: one validated config in, one trained run folder out (see docs/CONTRACTS.md).
+
+Iteration-based like the paper's code. Each step asks the gradient estimator for the gradient (the loop
+never knows which method runs), evaluates and checkpoints every `chkpt_iter` iterations, and resumes
+exactly from the newest checkpoint in the run folder. `request_stop()` (SIGUSR2/SIGTERM in
+`python -m trainer`) makes it checkpoint at the next step boundary and raise `Interrupted`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer import checkpoint, rng, runfiles
+from trainer.data import BatchStream, TensorSplit, load_dataset
+from trainer.dist import is_main, rank
+from trainer.evaluate import evaluate
+from trainer.logger import RunLogger
+from trainer.models import create_model
+from trainer.options import full_config
+from trainer.runinfo import StatusWriter, write_repro
+from trainer.runlog import RunLog
+from trainer.schedule import lr_at
+
+AUX_SEED_OFFSET = 1_000_000  # the aux stream (measurements) never shares the training data order
+
+
+class Interrupted(Exception):
+    """The run stopped on request after saving a checkpoint; running it again resumes it."""
+
+
+_stop_requested = False
+
+
+def request_stop() -> None:
+    """Ask the running loop to checkpoint at the next step boundary and raise Interrupted (signal-safe)."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def _make_optimizer(opt: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt["optim"] == "sgd":
+        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], nesterov=opt["nesterov"],
+                               weight_decay=opt["weight_decay"])
+    return torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+
+
+def _device(opt: dict[str, Any]) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and not opt["no_cuda"] else "cpu")
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA; peak resident set size of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _gvar_available() -> bool:
+    try:
+        return importlib.util.find_spec("estim.gvar") is not None
+    except ImportError:
+        return False
+
+
+@dataclass
+class Progress:
+    """Everything besides model/optimizer/streams/estimator that a checkpoint must restore."""
+    iteration: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"Vacc": None, "iter": None})
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    train_s: float = 0.0
+    wall_s: float = 0.0
+    last: dict[str, float] = field(default_factory=dict)
+
+
+class Training:
+    """One run's objects, built from the full config; `fit()` trains to niters."""
+
+    def __init__(self, opt: dict[str, Any], run_dir: Path, log: RunLog, status: StatusWriter,
+                 on_iteration: Callable[[int], None] | None) -> None:
+        self.opt, self.run_dir, self.log, self.status = opt, run_dir, log, status
+        self.on_iteration = on_iteration
+        if opt["pretrained"]:
+            raise ValueError("pretrained=True is not supported: the trainer downloads nothing; set pretrained to False")
+        self.device = _device(opt)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        data = load_dataset(opt["dataset"], opt["data"])
+        self.data = data.to(self.device) if isinstance(data.train, TensorSplit) else data
+        seed = opt["seed"]
+        rng.seed_all(seed)
+        self.model = create_model(opt["arch"], data.num_classes, data.in_shape).to(self.device)
+        bs = opt["batch_size"]
+        self.train_stream = BatchStream(self.data, self.data.train, bs, seed + rank(), self.device)
+        self.aux_stream = BatchStream(self.data, self.data.train, bs, seed + rank() + AUX_SEED_OFFSET, self.device)
+        self.epoch_iters = opt["epoch_iters"] or self.train_stream.batches_per_epoch
+        self.niters = opt["niters"] or opt["epochs"] * self.epoch_iters
+        if self.niters <= 0:
+            raise ValueError(f"nothing to train: niters {opt['niters']}, epochs {opt['epochs']}; set niters > 0")
+        self.optimizer = _make_optimizer(opt, self.model)
+        import estim
+        self.estimator = estim.get_estimator_class(opt["g_estim"])(
+            opt, self.model, F.cross_entropy, self.train_stream, self.aux_stream)
+        self.params = self.estimator.params()
+        self.progress = Progress()
+        self.gvar = _gvar_available()
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "version": checkpoint.VERSION, "iteration": p.iteration, "epoch": p.iteration / self.epoch_iters,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng.get_state(),
+            "streams": {"train": self.train_stream.state_dict(), "aux": self.aux_stream.state_dict()},
+            "estimator": self.estimator.state_dict(), "best": dict(p.best), "loss_acc": [p.loss_sum, p.loss_n],
+            "train_s": p.train_s, "wall_s": p.wall_s, "last": dict(p.last), "config": dict(self.opt),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.train_stream.load_state_dict(state["streams"]["train"])
+        self.aux_stream.load_state_dict(state["streams"]["aux"])
+        self.estimator.load_state_dict(state["estimator"])
+        rng.set_state(state["rng"])
+        loss_sum, loss_n = state["loss_acc"]
+        self.progress = Progress(int(state["iteration"]), dict(state["best"]), float(loss_sum), int(loss_n),
+                                 float(state["train_s"]), float(state["wall_s"]), dict(state["last"]))
+        changed = sorted(k for k, v in state.get("config", {}).items() if self.opt.get(k) != v)
+        if changed:
+            self.log.warning(f"resuming with changed config keys: {', '.join(changed)}")
+
+    def save_checkpoint(self) -> None:
+        if is_main():
+            checkpoint.save(self.run_dir, self.state_dict())
+
+    # ---- one step and the periodic work ---------------------------------------------------------------
+
+    def step(self, it: int) -> float:
+        lr = lr_at(it, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.estimator.on_step(it)
+        grads, loss = self.estimator.grad()
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        self.optimizer.step()
+        return loss
+
+    def log_scalars(self, logger: RunLogger, it: int) -> None:
+        p = self.progress
+        values = {"loss": p.loss_sum / max(p.loss_n, 1), "epoch": it / self.epoch_iters, "niters": float(it),
+                  "lr": lr_at(it - 1, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])}
+        values.update(self.estimator.scalars())
+        logger.scalars(values, it)
+        p.loss_sum, p.loss_n = 0.0, 0
+
+    def measure_variance(self, logger: RunLogger, it: int) -> None:
+        from estim.gvar import measure_variance
+        logger.scalars(measure_variance(self.estimator, self.opt["gvar_estim_iter"]), it)
+        self.model.train()
+
+    def evaluate(self, logger: RunLogger, it: int) -> None:
+        opt, p = self.opt, self.progress
+        vloss, vacc = evaluate(self.model, self.data, self.data.test, opt["test_batch_size"], self.device)
+        logger.scalars({"Vloss": vloss, "Vacc": vacc, "Verror": 100.0 - vacc}, it)
+        line = f"eval it {it}: Vloss {vloss:.4f} Vacc {vacc:.2f}%"
+        if opt["train_accuracy"]:
+            tloss, tacc = evaluate(self.model, self.data, self.data.train, opt["test_batch_size"], self.device)
+            logger.scalars({"Tloss": tloss, "Tacc": tacc}, it)
+            line += f" Tloss {tloss:.4f} Tacc {tacc:.2f}%"
+        if p.best["Vacc"] is None or vacc > p.best["Vacc"]:
+            p.best = {"Vacc": vacc, "iter": it}
+        self.status.vacc = vacc
+        self.model.train()
+        self.log.info(line)
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+
+    def fit(self, resumed: bool) -> dict[str, Any]:
+        global _stop_requested
+        opt, p = self.opt, self.progress
+        logger = RunLogger(self.run_dir, resume_step=p.iteration if resumed else None)
+        logger.last.update(p.last)
+        p.last = logger.last
+        from tqdm import tqdm
+        bar = tqdm(total=self.niters, initial=p.iteration, disable=not self.log.tty or not is_main(),
+                   dynamic_ncols=True)
+        session_start, wall_before = time.monotonic(), p.wall_s
+        self.status.niters = self.niters
+        self.status.beat(p.iteration, force=True)
+        self.log.info(f"{'resuming at' if resumed else 'starting'} iteration {p.iteration}/{self.niters} on "
+                      f"{self.device} ({opt['arch']} on {opt['dataset']}, g_estim {opt['g_estim']})")
+        chkpt, tblog, logint, gvar_every = opt["chkpt_iter"], opt["tblog_interval"], opt["log_interval"], opt["gvar_log_iter"]
+        try:
+            self.model.train()
+            it = p.iteration
+            while it < self.niters:
+                t0 = time.perf_counter()
+                loss = self.step(it)
+                it += 1
+                p.iteration = it
+                p.loss_sum += loss
+                p.loss_n += 1
+                if tblog > 0 and it % tblog == 0:
+                    self.log_scalars(logger, it)
+                p.train_s += time.perf_counter() - t0
+                if self.gvar and gvar_every > 0 and it >= opt["gvar_start"] and it % gvar_every == 0:
+                    self.measure_variance(logger, it)
+                bar.update(1)
+                if logint > 0 and it % logint == 0:
+                    self.log.progress(f"it {it}/{self.niters} epoch {it / self.epoch_iters:.2f} loss {loss:.4f} "
+                                      f"{p.train_s / max(it, 1):.4f} s/it")
+                    logger.flush()
+                    self.status.beat(it, force=True)
+                else:
+                    self.status.beat(it)
+                if (chkpt > 0 and it % chkpt == 0) or it == self.niters:
+                    self.evaluate(logger, it)
+                    p.wall_s = wall_before + time.monotonic() - session_start
+                    logger.flush()
+                    self.save_checkpoint()
+                    self.status.beat(it, force=True)
+                    saved = True
+                else:
+                    saved = False
+                if self.on_iteration is not None:
+                    self.on_iteration(it)
+                if _stop_requested and it < self.niters:
+                    _stop_requested = False
+                    if not saved:
+                        p.wall_s = wall_before + time.monotonic() - session_start
+                        logger.flush()
+                        self.save_checkpoint()
+                    self.status.write(runfiles.INTERRUPTED)
+                    self.log.info(f"stop requested: checkpoint saved at iteration {it}; relaunch to resume")
+                    raise Interrupted(f"stopped at iteration {it} of {self.niters}; checkpoint saved in {self.run_dir}")
+        finally:
+            bar.close()
+            logger.close()
+        p.wall_s = wall_before + time.monotonic() - session_start
+        return {"status": runfiles.DONE, "niters": self.niters, "final": dict(p.last), "best": dict(p.best),
+                "wall_s": p.wall_s, "step_s": p.train_s / self.niters, "peak_mem_mb": _peak_mem_mb(self.device)}
+
+
+def run(config: dict[str, Any], run_dir: str | os.PathLike,
+        on_iteration: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train the run of `config` in `run_dir` (resuming its checkpoint) and return its results dict.
+
+    A run whose results.json says done is returned unchanged. On an exception status.json says failed
+    with the error's last line, the traceback goes to train.log, and the exception propagates.
+    `on_iteration(it)` is called after each completed iteration (tests use it to stop at a given step).
+    """
+    run_dir = Path(run_dir)
+    done = runfiles.read_json(run_dir / runfiles.RESULTS)
+    if done is not None and done.get("status") == runfiles.DONE:
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, tty=sys.stderr.isatty())
+    status = StatusWriter(run_dir, niters=int(config.get("niters", 0) or 0))
+    try:
+        status.write(runfiles.RUNNING)
+        opt = full_config(config, run=run_dir.name)
+        training = Training(opt, run_dir, log, status, on_iteration)
+        write_repro(run_dir, str(training.device))
+        state = checkpoint.load(run_dir, warn=log.warning)
+        if state is not None:
+            training.load_state_dict(state)
+        status.iteration = training.progress.iteration
+        results = training.fit(resumed=state is not None)
+        if is_main():
+            runfiles.atomic_write_json(run_dir / runfiles.RESULTS, results)
+        status.write(runfiles.DONE)
+        log.info(f"done: final Vacc {results['final'].get('Vacc', float('nan')):.2f}%, best Vacc "
+                 f"{results['best']['Vacc']:.2f}% at iteration {results['best']['iter']}, {results['step_s']:.4f} s/it")
+        return results
+    except Interrupted:
+        raise
+    except BaseException as err:
+        last = traceback.format_exception_only(type(err), err)[-1].strip().splitlines()[0]  # "Type: message"
+        log.file_only("run failed:\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__)))
+        status.write(runfiles.FAILED, error=last)
+        raise
+    finally:
+        log.close()

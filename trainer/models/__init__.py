@@ -1,0 +1,53 @@
+"""The model registry: `create_model(arch, num_classes, in_shape)` by name, no torchvision.
+
+Fixed names are registered with `@register_model`; parametrised families (e.g. `wrn<depth>-<k>`)
+with `@register_pattern`, a regex whose groups are passed to the factory as ints.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+from torch import nn
+
+Factory = Callable[..., nn.Module]
+_MODELS: dict[str, Factory] = {}
+_PATTERNS: list[tuple[re.Pattern[str], str, Factory]] = []
+
+
+def register_model(*names: str) -> Callable[[Factory], Factory]:
+    """Register `factory(num_classes, in_shape)` under each name."""
+    def wrap(factory: Factory) -> Factory:
+        for name in names:
+            _MODELS[name] = factory
+        return factory
+    return wrap
+
+
+def register_pattern(regex: str, shown: str) -> Callable[[Factory], Factory]:
+    """Register `factory(num_classes, in_shape, *int groups)` for names matching regex (shown as `shown`)."""
+    def wrap(factory: Factory) -> Factory:
+        _PATTERNS.append((re.compile(regex), shown, factory))
+        return factory
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Registered names, then the parametrised families as written by users (e.g. wrn<depth>-<k>)."""
+    return sorted(_MODELS) + [shown for _, shown, _ in _PATTERNS]
+
+
+def create_model(arch: str, num_classes: int, in_shape: Sequence[int]) -> nn.Module:
+    """A freshly initialised model (the caller seeds torch first for repeatable weights)."""
+    in_shape = tuple(int(s) for s in in_shape)
+    if arch in _MODELS:
+        return _MODELS[arch](num_classes, in_shape)
+    for regex, _, factory in _PATTERNS:
+        match = regex.fullmatch(arch)
+        if match:
+            return factory(num_classes, in_shape, *(int(g) for g in match.groups()))
+    raise ValueError(f"unknown arch {arch!r}; registered models: {', '.join(list_models())}")
+
+
+# importing the modules registers their models
+from trainer.models import cifar_resnet, imagenet_resnet, small, wide_resnet  # noqa: E402,F401
