@@ -188,8 +188,10 @@ def _stop(ranks: list[_Rank], term_wait_s: float = 5.0) -> None:
 
 
 def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-              grace_s: float = DEFAULT_GRACE_S, backend: str | None = None) -> None:
+              grace_s: float = DEFAULT_GRACE_S, backend: str | None = None, target: str = DEFAULT_TARGET) -> None:
     """Train the run whose config is `config_path` (its folder is the run folder) on `nprocs` local ranks.
+
+    `target` is the rank body, called with ('--config', config_path) (tests wrap `train_rank`).
 
     A done run is left alone. On a rank failure the run's status.json is marked failed with the
     parent's message (who died, how) and DistributedRunError is raised.
@@ -200,7 +202,7 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
     if done and done.get("status") == runfiles.DONE:
         return
     result = spawn_local(nprocs, ["--config", str(config_path)], log_dir=run_dir, timeout_s=timeout_s,
-                         grace_s=grace_s, backend=backend)
+                         grace_s=grace_s, backend=backend, target=target)
     if result.failed_rank is None:
         return
     _mark_failed(run_dir, result.message)

@@ -64,3 +64,27 @@ def exchange_round(out_dir: str, n: str, bits: str, bucket: str, backend: str) -
         out[name + "_stats"] = vars(stats)
     torch.save(out, Path(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+def train_digits(*argv: str) -> None:
+    """Train the run of `--config DIR/config.yaml` on this rank exactly as launcher.distributed does, and
+    save this rank's final weights and estimator state to DIR/rank<r>.pt (a wrapper around the trainer's
+    fit() observes them). $NUQ_TEST_KILL='<rank>:<iteration>' makes that rank SIGKILL itself there."""
+    import trainer.loop as loop
+    from launcher.distributed import train_rank
+    out_dir = Path(argv[argv.index("--config") + 1]).parent
+    fit, step = loop.Training.fit, loop.Training.step
+    victim, _, at = os.environ.get("NUQ_TEST_KILL", "-1:-1").partition(":")
+
+    def fit_and_save(self, resumed):
+        results = fit(self, resumed)
+        torch.save({"model": self.model.state_dict(), "estimator": self.estimator.state_dict()},
+                   out_dir / f"rank{dist.get_rank()}.pt")
+        return results
+
+    def step_or_die(self, it):
+        if dist.get_rank() == int(victim) and it == int(at):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return step(self, it)
+    loop.Training.fit, loop.Training.step = fit_and_save, step_or_die
+    train_rank(*argv)
