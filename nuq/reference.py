@@ -5,8 +5,10 @@ arithmetic, which the C++ and CUDA kernels repeat operation for operation so res
 
 1. Buckets are consecutive runs of `bucket_size` values; the last may be partial.
 2. Bucket norm, float32: `linf` = max |x|; `l2` = sqrt of the sum of squares in float64, summed in a
-   fixed order: element t of a bucket goes to lane t % 8; each lane sums its squares in element order;
-   the 8 lane sums are then added left to right; sqrt in float64, rounded once to float32.
+   fixed order: with L = min(256, the smallest power of two >= bucket_size) lanes, element t of a bucket
+   goes to lane t % L; each lane sums its squares in element order; the L lane sums are then added as a
+   pairwise tree (lane 2i + lane 2i+1, repeated); sqrt in float64, rounded once to float32. (The shape
+   suits CPU SIMD and a CUDA block alike.)
 3. inv = 1 / norm in float32 (0 for a zero bucket, which therefore gives zeros, never NaN).
 4. u = clamp(x * inv, levels[0], levels[-1]) in float32 (values beyond the outer levels are clipped).
 5. j = number of inner levels levels[1..K-2] that are <= u (so levels[j] <= u <= levels[j+1]).
@@ -21,7 +23,15 @@ import torch.nn.functional as F
 
 from nuq.philox import uniforms
 
-LANES = 8  # the fixed summation order of the L2 norm (see the module docstring)
+MAX_LANES = 256  # the fixed summation order of the L2 norm (see the module docstring)
+
+
+def norm_lanes(bucket_size: int) -> int:
+    """Lanes of the L2 sum: a power of two, at most MAX_LANES, at least bucket_size when smaller."""
+    lanes = 1
+    while lanes < MAX_LANES and lanes < bucket_size:
+        lanes *= 2
+    return lanes
 
 
 def num_buckets(n: int, bucket_size: int) -> int:
@@ -34,11 +44,13 @@ def bucket_norms(x: torch.Tensor, bucket_size: int, norm: str) -> torch.Tensor:
     buckets = F.pad(x, (0, nb * bucket_size - x.numel())).view(nb, bucket_size)
     if norm == "linf":
         return buckets.abs().amax(dim=1)
-    width = num_buckets(bucket_size, LANES) * LANES
-    sq = F.pad(buckets.double().square(), (0, width - bucket_size)).view(nb, width // LANES, LANES)
+    nl = norm_lanes(bucket_size)
+    width = num_buckets(bucket_size, nl) * nl
+    sq = F.pad(buckets.double().square(), (0, width - bucket_size)).view(nb, width // nl, nl)
     lanes = sq.cumsum(dim=1)[:, -1, :]  # cumsum: a strictly sequential sum per lane
-    total = lanes.cumsum(dim=1)[:, -1]
-    return total.sqrt().to(torch.float32)
+    while lanes.shape[1] > 1:
+        lanes = lanes[:, 0::2] + lanes[:, 1::2]
+    return lanes[:, 0].sqrt().to(torch.float32)
 
 
 def _per_element(values: torch.Tensor, bucket_size: int, n: int) -> torch.Tensor:

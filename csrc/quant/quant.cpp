@@ -1,0 +1,88 @@
+// Python bindings of nuq._quant. nuq/kernel.py checks inputs with user-facing messages first; the
+// TORCH_CHECKs here only keep a direct caller from crashing the process.
+#include <torch/extension.h>
+
+#include "quant_common.h"
+#include "quant_cpu.h"
+
+namespace nuq {
+namespace {
+
+void check_quant_inputs(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, int64_t seed,
+                        int64_t offset) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && x.is_contiguous(), "x must be contiguous float32");
+  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1,
+              "levels must be a contiguous 1-D float32 tensor");
+  TORCH_CHECK(levels.numel() >= 2 && levels.numel() <= kMaxLevels, "levels must hold 2..256 values");
+  TORCH_CHECK(levels.device() == x.device(), "levels and x must be on one device");
+  TORCH_CHECK(bucket >= 1, "bucket_size must be >= 1");
+  TORCH_CHECK(seed >= 0 && offset >= 0, "seed and offset must be >= 0");
+}
+
+bool on_cuda(const torch::Tensor& t) {
+  if (!t.is_cuda()) return false;
+#ifdef NUQ_WITH_CUDA
+  return true;
+#else
+  TORCH_CHECK(false, "nuq._quant was built without CUDA");
+#endif
+}
+
+torch::Tensor quantize(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                       int64_t offset, int64_t threads) {
+  check_quant_inputs(x, levels, bucket, seed, offset);
+#ifdef NUQ_WITH_CUDA
+  if (on_cuda(x)) return quantize_cuda(x, levels, bucket, linf, seed, offset);
+#else
+  on_cuda(x);
+#endif
+  return quantize_cpu(x, levels, bucket, linf, seed, offset, threads);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> quantize_indices(const torch::Tensor& x, const torch::Tensor& levels,
+                                                          int64_t bucket, bool linf, int64_t seed, int64_t offset,
+                                                          int64_t threads) {
+  check_quant_inputs(x, levels, bucket, seed, offset);
+#ifdef NUQ_WITH_CUDA
+  if (on_cuda(x)) return quantize_indices_cuda(x, levels, bucket, linf, seed, offset);
+#else
+  on_cuda(x);
+#endif
+  return quantize_indices_cpu(x, levels, bucket, linf, seed, offset, threads);
+}
+
+torch::Tensor dequantize_indices(const torch::Tensor& idx, const torch::Tensor& norms, const torch::Tensor& levels,
+                                 int64_t bucket, int64_t threads) {
+  TORCH_CHECK(idx.scalar_type() == torch::kUInt8 && idx.is_contiguous() && idx.dim() == 1,
+              "indices must be a contiguous 1-D uint8 tensor");
+  TORCH_CHECK(norms.scalar_type() == torch::kFloat32 && norms.is_contiguous(), "norms must be contiguous float32");
+  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous(), "levels must be contiguous float32");
+  TORCH_CHECK(bucket >= 1 && norms.numel() == (idx.numel() + bucket - 1) / bucket, "one norm per bucket");
+  TORCH_CHECK(idx.device() == norms.device() && idx.device() == levels.device(), "one device for all inputs");
+  TORCH_CHECK(idx.numel() == 0 || idx.max().item<int64_t>() < levels.numel(), "an index exceeds the levels");
+#ifdef NUQ_WITH_CUDA
+  if (on_cuda(idx)) return dequantize_indices_cuda(idx, norms, levels, bucket);
+#else
+  on_cuda(idx);
+#endif
+  return dequantize_indices_cpu(idx, norms, levels, bucket, threads);
+}
+
+bool has_cuda() {
+#ifdef NUQ_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+}  // namespace nuq
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "nuqlab quantize kernels (C++/OpenMP CPU, CUDA when built with it)";
+  m.def("quantize", &nuq::quantize, "quantize-dequantize flat float32 x");
+  m.def("quantize_indices", &nuq::quantize_indices, "(uint8 level indices, float32 bucket norms)");
+  m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
+  m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");
+}
