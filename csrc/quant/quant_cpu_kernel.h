@@ -1,0 +1,182 @@
+// The CPU quantize kernel proper, free of torch so it can be compiled and timed on its own. The arithmetic
+// is exactly that of nuq/reference.py (its docstring lists it step by step), so results agree bitwise.
+//
+// Speed: each bucket is processed in chunks of kChunk elements; every inner loop runs over the elements of
+// a chunk with no branches (Philox over a structure of arrays, a compare-and-select scan over the levels),
+// so the compiler vectorises it; `process_bucket` is compiled for AVX-512, AVX2 and baseline x86-64 and
+// picked at load time (target_clones), because the build's baseline flags cannot assume AVX.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "quant_common.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NUQ_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define NUQ_CPU_INLINE inline __attribute__((always_inline))
+#else
+#define NUQ_CPU_CLONES
+#define NUQ_CPU_INLINE inline
+#endif
+
+namespace nuq {
+namespace cpu {
+
+constexpr int kChunk = 256;                  // elements snapped per inner pass (stack buffers)
+constexpr int kBlocks = kChunk / 4 + 1;      // Philox blocks covering a chunk at any alignment
+constexpr int kScanMax = 32;                 // inner levels up to this: vectorised scan; beyond: binary search
+
+struct Levels {
+  const float* v;
+  int k;  // count, 2..256
+};
+
+NUQ_CPU_INLINE float bucket_norm(const float* __restrict x, int64_t len, int64_t bucket, bool linf) {
+  if (linf) {
+    float m = 0.0f;
+    for (int64_t i = 0; i < len; ++i) {
+      const float a = std::fabs(x[i]);
+      m = a > m ? a : m;
+    }
+    return m;
+  }
+  const int lanes = norm_lanes(bucket);
+  double acc[kMaxLanes];
+  for (int k = 0; k < lanes; ++k) acc[k] = 0.0;
+  const int64_t full = len / lanes * lanes;
+  for (int64_t r = 0; r < full; r += lanes) {
+    const float* __restrict row = x + r;
+    for (int k = 0; k < lanes; ++k) {
+      const double v = row[k];
+      acc[k] += v * v;  // v*v is exact in double, so a fused multiply-add would round identically
+    }
+  }
+  for (int64_t k = 0; k < len - full; ++k) {
+    const double v = x[full + k];
+    acc[k] += v * v;
+  }
+  for (int w = lanes / 2; w >= 1; w /= 2) {
+    for (int i = 0; i < w; ++i) acc[i] = acc[2 * i] + acc[2 * i + 1];
+  }
+  return static_cast<float>(std::sqrt(acc[0]));
+}
+
+// Random words of elements g .. g+kChunk-1 (words[e] belongs to element g + e): Philox blocks first .. first+kBlocks-1
+// computed as a structure of arrays so the rounds vectorise across blocks, then interleaved.
+NUQ_CPU_INLINE void chunk_words(uint64_t g, uint32_t key0, uint32_t key1, uint32_t* __restrict words) {
+  const uint64_t first = g >> 2;
+  uint32_t c0[kBlocks], c1[kBlocks], c2[kBlocks], c3[kBlocks];
+  for (int b = 0; b < kBlocks; ++b) {
+    const uint64_t q = first + static_cast<uint64_t>(b);
+    c0[b] = static_cast<uint32_t>(q);
+    c1[b] = static_cast<uint32_t>(q >> 32);
+    c2[b] = 0;
+    c3[b] = 0;
+  }
+  uint32_t k0 = key0, k1 = key1;
+  for (int r = 0; r < 10; ++r) {
+    for (int b = 0; b < kBlocks; ++b) {
+      const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0[b];
+      const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2[b];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[b] ^ k0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[b] ^ k1;
+      c1[b] = static_cast<uint32_t>(p1);
+      c3[b] = static_cast<uint32_t>(p0);
+      c0[b] = n0;
+      c2[b] = n2;
+    }
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  uint32_t buf[4 * kBlocks];
+  for (int b = 0; b < kBlocks; ++b) {
+    buf[4 * b] = c0[b];
+    buf[4 * b + 1] = c1[b];
+    buf[4 * b + 2] = c2[b];
+    buf[4 * b + 3] = c3[b];
+  }
+  std::memcpy(words, buf + (g - 4 * first), sizeof(uint32_t) * kChunk);
+}
+
+// Snap one bucket of normalisation `nf`: writes dequantized values (out) or level indices (idx), whichever is
+// non-null. g0 is the stream position of x[0].
+NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf, uint64_t g0, const Levels& lv,
+                        uint32_t k0, uint32_t k1, float* __restrict out, uint8_t* __restrict idx) {
+  const float inv = nf > 0.0f ? 1.0f / nf : 0.0f;
+  const float lmin = lv.v[0], lmax = lv.v[lv.k - 1], l1 = lv.v[1];
+  const int inner = lv.k - 2;
+  alignas(64) float u[kChunk], lo[kChunk], hi[kChunk];
+  alignas(64) int32_t j[kChunk];
+  alignas(64) uint32_t words[kChunk];
+  for (int64_t c = 0; c < len; c += kChunk) {
+    const int m = static_cast<int>(std::min<int64_t>(kChunk, len - c));
+    chunk_words(g0 + static_cast<uint64_t>(c), k0, k1, words);
+    const float* __restrict xc = x + c;
+    for (int e = 0; e < m; ++e) {
+      float v = xc[e] * inv;
+      v = v < lmin ? lmin : v;
+      v = v > lmax ? lmax : v;
+      u[e] = v;
+      lo[e] = lmin;
+      hi[e] = l1;
+      j[e] = 0;
+    }
+    if (inner <= kScanMax) {
+      for (int k = 1; k <= inner; ++k) {
+        const float lk = lv.v[k], lk1 = lv.v[k + 1];
+        for (int e = 0; e < m; ++e) {
+          const bool b = lk <= u[e];
+          lo[e] = b ? lk : lo[e];
+          hi[e] = b ? lk1 : hi[e];
+          j[e] += b ? 1 : 0;
+        }
+      }
+    } else {
+      const float* in = lv.v + 1;
+      for (int e = 0; e < m; ++e) {
+        int base = 0, n = inner;  // upper bound: the count of inner levels <= u
+        while (n > 0) {
+          const int half = n / 2;
+          if (in[base + half] <= u[e]) {
+            base += half + 1;
+            n -= half + 1;
+          } else {
+            n = half;
+          }
+        }
+        j[e] = base;
+        lo[e] = lv.v[base];
+        hi[e] = lv.v[base + 1];
+      }
+    }
+    if (out) {
+      float* __restrict oc = out + c;
+      for (int e = 0; e < m; ++e) {
+        const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
+        const bool up = r * (hi[e] - lo[e]) < u[e] - lo[e];
+        oc[e] = (up ? hi[e] : lo[e]) * nf;
+      }
+    } else {
+      uint8_t* __restrict ic = idx + c;
+      for (int e = 0; e < m; ++e) {
+        const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
+        const bool up = r * (hi[e] - lo[e]) < u[e] - lo[e];
+        ic[e] = static_cast<uint8_t>(j[e] + (up ? 1 : 0));
+      }
+    }
+  }
+}
+
+// One bucket end to end: norm (stored to *norm_out when non-null), then snapping.
+NUQ_CPU_CLONES static void process_bucket(const float* x, int64_t len, int64_t bucket, bool linf, uint64_t g0,
+                                          Levels lv, uint32_t k0, uint32_t k1, float* out, uint8_t* idx,
+                                          float* norm_out) {
+  const float nf = bucket_norm(x, len, bucket, linf);
+  if (norm_out) *norm_out = nf;
+  snap_bucket(x, len, nf, g0, lv, k0, k1, out, idx);
+}
+
+}  // namespace cpu
+}  // namespace nuq

@@ -1,0 +1,277 @@
+"""The quantize kernel: statistics of the reference and of the C++ CPU kernel, bitwise agreement between
+them, bucket/tail/norm handling and every bad input. Fixed seeds throughout."""
+import math
+
+import pytest
+import torch
+
+from nuq import kernel
+from nuq.levels import get_method
+from nuq.philox import philox4x32, uniforms
+
+FIXED = ["q", "qinf", "nuq", "trn"]
+
+
+def _levels(method: str, bits: int = 3) -> torch.Tensor:
+    return get_method(method).init_levels(bits, 0.5)
+
+
+def _theory(x: torch.Tensor, levels: torch.Tensor, norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per element: the gap l_{j+1}-l_j around u = x/norm and the variance norm^2 (u-l_j)(l_{j+1}-u), in float64."""
+    u = (x.double() / norm).clamp(float(levels[0]), float(levels[-1]))
+    lv = levels.double()
+    j = torch.searchsorted(lv[1:-1].contiguous(), u, right=True)
+    lo, hi = lv[j], lv[j + 1]
+    return (hi - lo) * norm, norm ** 2 * (u - lo) * (hi - u)
+
+
+# ---------------------------------------------------------------- the random stream
+
+def test_philox_known_answers():
+    """Random123's published known-answer vectors for Philox4x32-10."""
+    cases = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for ctr, key, want in cases:
+        got = philox4x32(tuple(torch.tensor([c]) for c in ctr), key)
+        assert tuple(int(w) for w in got) == want
+
+
+def test_uniform_stream_is_positional():
+    """Element offset+i's uniform does not depend on where a call starts; values are 24-bit in [0, 1)."""
+    whole = uniforms(7, 0, 100)
+    assert torch.equal(uniforms(7, 13, 50), whole[13:63])
+    assert float(whole.min()) >= 0.0 and float(whole.max()) < 1.0
+    assert torch.equal(whole * 2 ** 24, (whole * 2 ** 24).round())
+    assert not torch.equal(uniforms(8, 0, 100), whole)
+
+
+# ---------------------------------------------------------------- statistics (C++ kernel: many draws are cheap)
+
+@pytest.mark.parametrize("method", FIXED)
+def test_unbiased_within_clt_bound(method):
+    """T independent draws of one 64-value bucket: each element's mean is within 5 standard errors
+    sqrt(var_i / T) of x_i (per element P(|z| > 5) < 6e-7, so < 1e-4 over the 64 elements)."""
+    torch.manual_seed(1)
+    n, T = 64, 4000
+    x = torch.randn(n)
+    lv = _levels(method)
+    norm_kind = get_method(method).norm
+    draws = kernel.quantize(x.repeat(T), lv, n, norm_kind, seed=3, offset=0).view(T, n).double()
+    norm = float(x.norm()) if norm_kind == "l2" else float(x.abs().max())
+    _, var = _theory(x, lv, norm)
+    err = draws.mean(0) - x.double()
+    exact = var < 1e-12
+    assert torch.all(err[exact].abs() < 1e-5), "values on a level are never moved"
+    z = err[~exact] / (var[~exact] / T).sqrt()
+    assert float(z.abs().max()) < 5.0
+
+
+@pytest.mark.parametrize("method", FIXED)
+def test_variance_matches_theory(method):
+    """Per-element sample variance vs norm^2 (u-l_j)(l_{j+1}-u). A draw lies within gap_i of its mean, so
+    Var(s_i^2) <= gap_i^2 var_i / T; the sum over elements is within 5 of its standard deviations."""
+    torch.manual_seed(2)
+    n, T = 64, 4000
+    x = torch.randn(n)
+    lv = _levels(method)
+    norm_kind = get_method(method).norm
+    draws = kernel.quantize(x.repeat(T), lv, n, norm_kind, seed=4, offset=0).view(T, n).double()
+    norm = float(x.norm()) if norm_kind == "l2" else float(x.abs().max())
+    gap, var = _theory(x, lv, norm)
+    s2 = draws.var(0)
+    sd = (gap ** 2 * var / T).sum().sqrt()
+    assert abs(float(s2.sum() - var.sum())) < 5 * float(sd) + 1e-9
+    assert var.sum() > 0
+
+
+def test_values_snap_to_adjacent_levels():
+    """Every output is norm * one of the two levels around u (never a farther one)."""
+    torch.manual_seed(3)
+    x = torch.randn(1000)
+    lv = _levels("nuq", 4)
+    idx, norms = kernel.quantize_indices(x, lv, 1000, "l2", seed=5, offset=0)
+    u = (x / norms[0]).clamp(-1, 1)
+    j = torch.searchsorted(lv[1:-1].contiguous(), u, right=True)
+    assert torch.all((idx.long() == j) | (idx.long() == j + 1))
+
+
+# ---------------------------------------------------------------- kernel == reference
+
+CASES = [(1000, 128), (30, 7), (1000, 1000), (20000, 8192), (5000, 300), (3, 1000), (4096, 1)]
+
+
+@pytest.mark.parametrize("method,bits", [("q", 2), ("q", 3), ("qinf", 4), ("nuq", 3), ("nuq", 8), ("trn", 2),
+                                         ("q", 6)])
+def test_cpu_kernel_equals_reference_bitwise(method, bits):
+    """Same seed and offset: identical bits at 1, 2 and 3 threads (3 oversubscribes 2 cores on purpose)."""
+    torch.manual_seed(4)
+    lv = _levels(method, bits)
+    norm = get_method(method).norm
+    for n, bucket in CASES:
+        x = torch.randn(n) * 3
+        for seed, offset in [(11, 0), (2 ** 40 + 3, 5), (0, 2 ** 33 + 2)]:
+            ri, rn = kernel.quantize_indices(x, lv, bucket, norm, seed, offset, backend="reference")
+            ref = kernel.dequantize_indices(ri, rn, lv, bucket, backend="reference")
+            assert torch.equal(ref, kernel.quantize(x, lv, bucket, norm, seed, offset, backend="reference"))
+            for threads in (1, 2, 3):
+                got = kernel.quantize(x, lv, bucket, norm, seed, offset, num_threads=threads)
+                assert torch.equal(ref, got), (n, bucket, seed, offset, threads)
+                gi, gn = kernel.quantize_indices(x, lv, bucket, norm, seed, offset, num_threads=threads)
+                assert torch.equal(ri, gi) and torch.equal(rn, gn)
+                assert torch.equal(kernel.dequantize_indices(gi, gn, lv, bucket, num_threads=threads), got)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_computed_in_float32(dtype):
+    x = (torch.randn(3000) * 2).to(dtype)
+    lv = _levels("q")
+    got = kernel.quantize(x, lv, 256, "l2", 1, 0)
+    assert got.dtype == dtype and got.shape == x.shape
+    want = kernel.quantize(x.float(), lv, 256, "l2", 1, 0, backend="reference").to(dtype)
+    assert torch.equal(got, want)
+
+
+def test_non_contiguous_input_is_made_contiguous():
+    x = torch.randn(64, 50).t()
+    assert not x.is_contiguous()
+    lv = _levels("q")
+    got = kernel.quantize(x, lv, 100, "l2", 2, 0)
+    assert got.shape == x.shape
+    assert torch.equal(got, kernel.quantize(x.contiguous(), lv, 100, "l2", 2, 0))
+
+
+def test_same_seed_repeats_and_offsets_differ():
+    x = torch.randn(5000)
+    lv = _levels("q")
+    a = kernel.quantize(x, lv, 512, "l2", 1, 0)
+    assert torch.equal(a, kernel.quantize(x, lv, 512, "l2", 1, 0))
+    assert not torch.equal(a, kernel.quantize(x, lv, 512, "l2", 1, 5000))
+    assert not torch.equal(a, kernel.quantize(x, lv, 512, "l2", 2, 0))
+
+
+# ---------------------------------------------------------------- buckets, tails, norms
+
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_tail_bucket_quantized_with_its_own_norm(backend):
+    torch.manual_seed(5)
+    n, bucket = 1000, 300  # buckets of 300, 300, 300 and a tail of 100
+    x = torch.randn(n)
+    x[900:] *= 100  # a tail with a very different scale
+    lv = _levels("q")
+    idx, norms = kernel.quantize_indices(x, lv, bucket, "l2", 1, 0, backend=backend)
+    assert norms.shape == (4,)
+    want = torch.stack([x[i:i + bucket].double().norm() for i in range(0, n, bucket)]).float()
+    assert torch.allclose(norms, want, rtol=1e-6, atol=0)
+    q = kernel.quantize(x, lv, bucket, "l2", 1, 0, backend=backend)
+    for b in range(4):
+        part = q[b * bucket:(b + 1) * bucket]
+        assert torch.equal(part, lv[idx[b * bucket:(b + 1) * bucket].long()] * norms[b])
+
+
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_l2_and_linf_norms(backend):
+    torch.manual_seed(6)
+    x = torch.randn(2500)
+    lv = _levels("q")
+    _, n2 = kernel.quantize_indices(x, lv, 1000, "l2", 1, 0, backend=backend)
+    _, ninf = kernel.quantize_indices(x, lv, 1000, "linf", 1, 0, backend=backend)
+    chunks = x.split(1000)
+    assert torch.equal(ninf, torch.stack([c.abs().max() for c in chunks]))  # a max is exact
+    assert torch.allclose(n2, torch.stack([c.double().norm() for c in chunks]).float(), rtol=1e-6, atol=0)
+    assert torch.all(n2 > ninf)
+    # L-inf keeps the largest value's magnitude within one level of its own; L2 shrinks every |u| below 1
+    q = kernel.quantize(x, lv, 1000, "linf", 1, 0, backend=backend)
+    assert float(q.abs().max()) <= float(ninf.max()) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("backend", [None, "reference"])
+@pytest.mark.parametrize("method", FIXED)
+def test_zero_buckets_give_zeros_not_nan(backend, method):
+    x = torch.randn(1100)
+    x[200:400] = 0
+    x[1000:] = 0  # a zero partial tail bucket
+    q = kernel.quantize(x, _levels(method), 200, get_method(method).norm, 1, 0, backend=backend)
+    assert torch.all(torch.isfinite(q))
+    assert torch.all(q[200:400] == 0) and torch.all(q[1000:] == 0)
+    assert torch.all(q[:200] != 0) or method == "trn"
+
+
+def test_all_zero_input():
+    q = kernel.quantize(torch.zeros(100), _levels("nuq"), 16, "l2", 1, 0)
+    assert torch.equal(q, torch.zeros(100))
+
+
+def test_empty_input_returns_empty():
+    lv = _levels("q")
+    assert kernel.quantize(torch.empty(0, 3), lv, 8).shape == (0, 3)
+    idx, norms = kernel.quantize_indices(torch.empty(0), lv, 8)
+    assert idx.numel() == 0 and norms.numel() == 0 and idx.dtype == torch.uint8
+    assert kernel.dequantize_indices(idx, norms, lv, 8).numel() == 0
+
+
+# ---------------------------------------------------------------- bad input
+
+LV = torch.tensor([-1.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: kernel.quantize(torch.arange(10), LV, 4), TypeError, "x has dtype torch.int64"),
+    (lambda: kernel.quantize(torch.randn(10, dtype=torch.float64), LV, 4), TypeError, "accepted: float32"),
+    (lambda: kernel.quantize([1.0, 2.0], LV, 4), TypeError, "x must be a torch.Tensor"),
+    (lambda: kernel.quantize(torch.randn(10), torch.tensor([1.0, -1.0]), 4), ValueError, "sorted"),
+    (lambda: kernel.quantize(torch.randn(10), torch.tensor([-2.0, 1.0]), 4), ValueError, r"within \[-1, 1\]"),
+    (lambda: kernel.quantize(torch.randn(10), torch.tensor([0.5]), 4), ValueError, "2..256"),
+    (lambda: kernel.quantize(torch.randn(10), torch.linspace(-1, 1, 257), 4), ValueError, "2..256"),
+    (lambda: kernel.quantize(torch.randn(10), torch.tensor([-1.0, float("nan")]), 4), ValueError, "finite"),
+    (lambda: kernel.quantize(torch.randn(10), torch.tensor([-1, 1]), 4), TypeError, "levels has dtype"),
+    (lambda: kernel.quantize(torch.randn(10), LV.to("meta"), 4), ValueError, "levels is on meta"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 0), ValueError, "bucket_size must be >= 1"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 2.5), TypeError, "bucket_size must be an int"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 4, "l3"), ValueError, "norm must be one of l2, linf"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 4, "l2", -1), ValueError, "seed must be"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 4, "l2", 2 ** 63), ValueError, "seed must be"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 4, "l2", 0, -5), ValueError, "offset must be"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 4, backend="gpu"), ValueError, "no quantize backend 'gpu'"),
+    (lambda: kernel.dequantize_indices(torch.tensor([0, 3], dtype=torch.uint8), torch.ones(1), LV, 4),
+     ValueError, "only 3 levels"),
+    (lambda: kernel.dequantize_indices(torch.tensor([0, 1], dtype=torch.uint8), torch.ones(2), LV, 4),
+     ValueError, "norms has 2 values"),
+    (lambda: kernel.dequantize_indices(torch.tensor([0, 1]), torch.ones(1), LV, 4), TypeError, "uint8"),
+    (lambda: kernel.dequantize_indices(torch.tensor([0], dtype=torch.uint8), torch.ones(1, dtype=torch.float64),
+                                       LV, 4), TypeError, "norms must be"),
+])
+def test_bad_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_extension_direct_call_checks_do_not_crash():
+    """A caller bypassing nuq.kernel gets a RuntimeError from the extension, never a crash."""
+    from nuq import _quant
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        _quant.quantize(torch.randn(4, 4).t(), LV, 4, False, 0, 0, 1)
+    with pytest.raises(RuntimeError, match="exceeds"):
+        _quant.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, 4, 1)
+
+
+def test_missing_extension_is_a_clear_error(monkeypatch):
+    import importlib
+    real = importlib.import_module
+
+    def fake(name, *args):
+        if name == "nuq._quant":
+            raise ImportError("No module named 'nuq._quant'")
+        return real(name, *args)
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(RuntimeError, match="build_ext --inplace"):
+        kernel.quantize(torch.randn(10), LV, 4)
+
+
+def test_values_beyond_outer_levels_are_clipped():
+    """Levels not reaching +-1 (as fitted levels may): |u| beyond them snaps to the outer level."""
+    lv = torch.tensor([-0.5, 0.0, 0.5])
+    x = torch.tensor([10.0, 0.0, 0.0, 0.0])
+    q = kernel.quantize(x, lv, 4, "l2", 1, 0)
+    assert math.isclose(float(q[0]), 5.0)
