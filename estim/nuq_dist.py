@@ -6,11 +6,13 @@ method and levels, sends only the encoded message (bit-packed level indices + on
 bucket, `nuq.codec`), and averages the W decoded messages (`nuq.exchange`). Every rank ends the step
 with the same averaged gradient, bit for bit, so the replicas never drift apart.
 
-Random streams: worker k's i-th gradient call quantizes with Philox seed (seed << 16) + k at offset
-i << 36 (`worker_stream`), so calls never reuse random numbers and a resumed run continues the stream.
+Random streams are the simulated mode's (estim/nuq_estimator.py): Philox key `seed`, and the c-th
+quantization of the run uses stream positions c*N .. (c+1)*N - 1 (N: the model's parameter count). Rank
+k's i-th gradient is quantization c = i*W + k, exactly worker k's in a simulated step with K = W workers.
+So, for the same per-worker gradients, the averaged gradient equals the simulated `nuq` estimator's.
 
-Adaptive levels (alq, amq, ...): rank 0 re-fits on its own sampled gradients at the scheduled steps and
-broadcasts the adapter's whole state, so levels (and multiplier) are identical on every rank.
+Adaptive levels (alq*, amq* with g_optim): rank 0 re-fits on its own sampled gradients at the scheduled
+steps and broadcasts the adapter's whole state, so levels (and multiplier) are identical on every rank.
 """
 from __future__ import annotations
 
@@ -21,16 +23,15 @@ import torch
 import torch.distributed as dist
 
 from estim.base import BatchStream, GradientEstimator, LossFn, register_estimator
+from estim.nuq_estimator import SEED_RANGE
 from nuq import exchange
-from nuq.levels import METHODS
-
-STREAM_SEED_BITS = 16    # up to 65536 workers per seed
-STREAM_OFFSET_BITS = 36  # up to 2^36 values per gradient, 2^27 gradient calls per worker
+from nuq.levels import get_method
+from nuq.quantizer import QuantConfig, bits_per_coordinate
 
 
-def worker_stream(seed: int, call: int, worker: int) -> exchange.Stream:
-    """The random stream of `worker`'s `call`-th quantized gradient (disjoint for every pair)."""
-    return exchange.Stream(seed=(seed << STREAM_SEED_BITS) + worker, offset=call << STREAM_OFFSET_BITS)
+def worker_stream(seed: int, call: int, worker: int, world: int, numel: int) -> exchange.Stream:
+    """The random stream of `worker`'s `call`-th gradient: the simulated mode's quantization call*W + worker."""
+    return exchange.Stream(seed=seed % SEED_RANGE, offset=(call * world + worker) * numel)
 
 
 def plan_segments(sizes: list[int], bucket_size: int, network_wide: bool, skip_tail: bool) -> list[exchange.Segment]:
@@ -65,21 +66,19 @@ class NuqDistEstimator(GradientEstimator):
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("g_estim=nuq_dist needs torch.distributed: launch the run with --procs-per-run N "
                                "(local) or --nodes/--gpus-per-node (SLURM); for one process use g_estim=nuq")
-        if opt.get("nuq_clip"):
-            raise ValueError("nuq_clip is not supported by g_estim=nuq_dist yet; use g_estim=nuq for TernGrad clipping")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.method = METHODS[opt["nuq_method"]]
+        self.cfg = QuantConfig.from_opt(opt)
+        self.method = get_method(self.cfg.method)
         self.device = self.params()[0].device
-        levels = self.method.init_levels(opt["nuq_bits"], opt["nuq_mul"])
+        levels = self.cfg.init_levels()
         self.adapter = None
-        if self.method.adaptive:
-            from nuq.adaptive import LevelAdapter
+        if self.method.adaptive and opt.get("g_optim"):
+            from nuq.adaptive import LevelAdapter  # heavy (scipy); only adaptive runs need it
             self.adapter = LevelAdapter(opt, levels)
-        self.quant = exchange.Quant(levels.to(self.device), opt["nuq_bucket_size"], self.method.norm)
-        sizes = [p.numel() for p in self.params()]
-        self.numel = sum(sizes)
-        self.segments = plan_segments(sizes, opt["nuq_bucket_size"], bool(opt["nuq_layer"]),
-                                      bool(opt["nuq_ig_sm_bkts"]))
+        self.quant = exchange.Quant(levels.to(self.device), self.cfg.bucket_size, self.cfg.norm, clip=self.cfg.clip)
+        self.sizes = [p.numel() for p in self.params()]
+        self.numel = sum(self.sizes)
+        self.segments = plan_segments(self.sizes, self.cfg.bucket_size, self.cfg.network_wide, self.cfg.ig_sm_bkts)
         self.calls = 0
         self.window = exchange.ExchangeStats()
         self.window_steps = 0
@@ -126,7 +125,7 @@ class NuqDistEstimator(GradientEstimator):
         if not self.method.quantizes:
             mean, stats = self._allreduce_fp32(flat)
         else:
-            stream = worker_stream(int(self.opt["seed"]), self.calls, self.rank)
+            stream = worker_stream(int(self.opt.get("seed", 1)), self.calls, self.rank, self.world, self.numel)
             mean, stats = exchange.get_exchange(self.exchange_name)(flat, self.quant, stream, self.segments)
         self.calls += 1
         self.window.add(stats)
@@ -147,7 +146,11 @@ class NuqDistEstimator(GradientEstimator):
 
     def scalars(self) -> dict[str, float]:
         """Per step and rank, averaged since the last call: wire bytes, bits per coordinate, timings."""
-        out = dict(self.adapter.scalars()) if self.adapter is not None else {}
+        levels = self.quant.levels.cpu()
+        out = {"bits": bits_per_coordinate(self.sizes, levels, self.cfg)}
+        out.update({f"levels/{i}": float(v) for i, v in enumerate(levels.tolist())})
+        if self.adapter is not None:
+            out.update(self.adapter.scalars())
         steps = max(self.window_steps, 1)
         w = self.window
         if self.window_steps:

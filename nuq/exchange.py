@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from nuq import codec
+from nuq.quantizer import terngrad_clip
 
 
 @dataclass
@@ -36,11 +37,20 @@ class Stream:
 
 @dataclass
 class Quant:
-    """How the vector is quantized: levels, bucket size, bucket norm, kernel backend (None: by device)."""
+    """How the vector is quantized: levels, bucket size, bucket norm, TernGrad clipping of each bucket
+    before snapping (`nuq_clip`, as `nuq.quantizer`), kernel backend (None: by device)."""
     levels: torch.Tensor
     bucket_size: int
     norm: str
     backend: str | None = None
+    clip: bool = False
+
+    def encode(self, x: torch.Tensor, stream: "Stream", start: int, out: torch.Tensor) -> torch.Tensor:
+        """Encode the piece `x` that starts at element `start` of the vector into `out`."""
+        if self.clip:
+            x = terngrad_clip(x, self.bucket_size)
+        return codec.encode(x, self.levels, self.bucket_size, self.norm, stream.seed, stream.offset + start,
+                            out=out, backend=self.backend)
 
 
 @dataclass
@@ -103,8 +113,7 @@ def encode_segments(x: torch.Tensor, segments: list[Segment], q: Quant, stream: 
         if seg.raw:
             out[pos:pos + size] = part.to(torch.float32).contiguous().view(torch.uint8)
         elif size:
-            codec.encode(part, q.levels, q.bucket_size, q.norm, stream.seed, stream.offset + seg.start,
-                         out=out[pos:pos + size], backend=q.backend)
+            q.encode(part, stream, seg.start, out[pos:pos + size])
         pos += size
     return out
 
@@ -174,8 +183,7 @@ def mean_alltoall(x: torch.Tensor, q: Quant, stream: Stream, segments: list[Segm
     pos = 0
     for (s, e), size in zip(bounds, sizes):
         if e > s:
-            codec.encode(x[s:e], q.levels, q.bucket_size, q.norm, stream.seed, stream.offset + s,
-                         out=send[pos:pos + size], backend=q.backend)
+            q.encode(x[s:e], stream, s, send[pos:pos + size])
         pos += size
     _sync(send)
     t1 = time.perf_counter()

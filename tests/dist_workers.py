@@ -62,8 +62,69 @@ def exchange_round(out_dir: str, n: str, bits: str, bucket: str, backend: str) -
         mean, stats = fn(x, q, stream)
         out[name] = mean
         out[name + "_stats"] = vars(stats)
+    out["estimator"] = {name: estimator_grads(opts, rank) for name, opts in ESTIMATOR_CASES.items()}
     torch.save(out, Path(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+# Quantization settings the distributed estimator is compared on with the simulated one: per-layer buckets
+# with pass-through tails (layers smaller than a bucket travel whole) and TernGrad clipping; network-wide
+# with the linf norm; ternary levels (3 levels -> 2 bits).
+ESTIMATOR_CASES = {
+    "layers_tail_clip": {"nuq_method": "q", "nuq_bits": 3, "nuq_bucket_size": 64, "nuq_ig_sm_bkts": True,
+                         "nuq_clip": True},
+    "network_wide_linf": {"nuq_method": "qinf", "nuq_bits": 2, "nuq_bucket_size": 100, "nuq_layer": True},
+    "ternary": {"nuq_method": "trn", "nuq_bits": 2, "nuq_bucket_size": 128},
+}
+ESTIMATOR_CALLS = 2
+
+
+class FixedBatches:
+    """A BatchStream that cycles through given batches (each worker's minibatch, in worker order)."""
+
+    def __init__(self, batches):
+        self.batches, self.i = batches, 0
+
+    def next(self):
+        batch = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return batch
+
+    def state_dict(self):
+        return {"i": self.i}
+
+    def load_state_dict(self, state):
+        self.i = state["i"]
+
+
+def worker_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(50 + rank)
+    return torch.randn(8, 10, generator=g), torch.randint(0, 5, (8,), generator=g)
+
+
+def small_model() -> torch.nn.Module:
+    torch.manual_seed(0)  # layer sizes 370, 37, 185, 5: full buckets, tails and sub-bucket layers
+    return torch.nn.Sequential(torch.nn.Linear(10, 37), torch.nn.ReLU(), torch.nn.Linear(37, 5))
+
+
+def estimator_grads(case: dict, rank: int, simulated: bool = False) -> list[list[torch.Tensor]]:
+    """ESTIMATOR_CALLS gradients of g_estim nuq_dist on this rank (or, simulated=True, of g_estim nuq
+    with nuq_ngpu=2 fed worker 0's then worker 1's batch, in this process)."""
+    import torch.nn.functional as F
+
+    from estim import get_estimator_class
+    from trainer.options import full_config
+    name = "nuq" if simulated else "nuq_dist"
+    opts = full_config({**case, "g_estim": name, "nuq_ngpu": 2, "seed": 5})
+    batches = [worker_batch(r) for r in range(2)] if simulated else [worker_batch(rank)]
+    stream = FixedBatches(batches)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ranks run 1 thread each: the same float sums in the backward pass
+    try:
+        est = get_estimator_class(name)(opts, small_model(), F.cross_entropy, stream, stream)
+        return [est.grad()[0] for _ in range(ESTIMATOR_CALLS)]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def train_digits(*argv: str) -> None:

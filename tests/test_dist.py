@@ -63,6 +63,20 @@ def test_average_equals_the_simulated_average(exchanged, name):
         assert torch.equal(res[name], simulated)
 
 
+@pytest.mark.parametrize("case", sorted(dist_workers.ESTIMATOR_CASES))
+def test_nuq_dist_gradient_equals_the_simulated_nuq_gradient(exchanged, case):
+    # Same per-worker minibatches, same random streams: g_estim=nuq_dist on 2 ranks and g_estim=nuq with
+    # nuq_ngpu=2 in one process must give the same averaged gradient, bit for bit, at every call.
+    simulated = dist_workers.estimator_grads(dist_workers.ESTIMATOR_CASES[case], 0, simulated=True)
+    for res in exchanged:
+        calls = res["estimator"][case]
+        assert len(calls) == len(simulated) == dist_workers.ESTIMATOR_CALLS
+        for got, want in zip(calls, simulated):
+            for g, w in zip(got, want):
+                assert torch.equal(g, w)
+    assert not torch.equal(simulated[0][0], simulated[1][0])  # each call draws fresh random numbers
+
+
 def test_killed_rank_fails_the_run_cleanly(tmp_path):
     start = time.monotonic()
     result = spawn_local(2, [str(tmp_path), "1", "5"], log_dir=tmp_path, timeout_s=60, grace_s=10,
