@@ -1,0 +1,213 @@
+"""Adaptive quantization levels (ALQ, ALQG, AMQ; NeurIPS 2020): the library call and the training hook.
+
+`fit_levels(method, bits, stats, **opts)` fits levels to gradient statistics with no training involved.
+`LevelAdapter` is what the NUQ estimator holds: at the scheduled iterations it samples gradients,
+computes bucket statistics, re-fits, and keeps the levels, multiplier and estimated variance
+(checkpointed, so a resumed run continues with the same levels).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import nuq.fit_alq  # noqa: F401  (each fit module registers its methods in FITTERS)
+import nuq.fit_alqg  # noqa: F401
+import nuq.fit_amq  # noqa: F401
+from estim.dists import CondTruncNormHist, Distribution, TruncNorm
+from estim.stats import BucketStats, bucket_stats
+from nuq.fit_base import FITTERS, FitOptions, FitResult
+from nuq.levels import MAX_BITS
+from trainer.options import OPTIONS, parse_int_list
+
+__all__ = ["FitResult", "fit_levels", "model_distribution", "LevelAdapter", "RefitSchedule", "METHODS"]
+
+METHODS = tuple(FITTERS)
+DEFAULT_NBINS = 50000  # histogram bins of the norm-based model (the paper's resolution)
+
+# fit_levels keyword -> FitOptions field
+_OPT_FIELDS = {"nuq_cd_epochs": "cd_epochs", "nuq_amq_lr": "amq_lr", "nuq_amq_epochs": "amq_epochs",
+               "nuq_sym": "sym", "nuq_inv": "inv", "levels": "previous_levels",
+               "multiplier": "previous_multiplier"}
+_MODEL_KEYS = ("nuq_truncated_interval", "nbins")
+
+
+def _stat(stats: BucketStats | Mapping[str, Any], key: str, method: str) -> Any:
+    value = getattr(stats, key, None) if isinstance(stats, BucketStats) else stats.get(key)
+    if value is None:
+        need = "means, sigmas, norms" if key in ("means", "sigmas", "norms") else "mean, sigma"
+        raise ValueError(f"method {method!r} needs statistics {need}; {key!r} is missing")
+    return value
+
+
+def model_distribution(stats: BucketStats | Mapping[str, Any], norm_based: bool, interval: float = 1.0,
+                       nbins: int = DEFAULT_NBINS, method: str = "") -> Distribution:
+    """The paper's model of normalised coordinates: the norm-weighted mixture histogram (norm-based)
+    or one truncated normal with the pooled mean and sigma (norm-less), on [-interval, interval]."""
+    if not (isinstance(interval, (int, float)) and interval > 0):
+        raise ValueError(f"nuq_truncated_interval must be > 0, got {interval!r}")
+    if norm_based:
+        arr = [np.asarray(torch.as_tensor(_stat(stats, k, method)).double().cpu())
+               for k in ("means", "sigmas", "norms")]
+        return CondTruncNormHist(*arr, begin=-interval, end=interval, nbins=nbins)
+    mean, sigma = float(_stat(stats, "mean", method)), float(_stat(stats, "sigma", method))
+    if not sigma > 0:
+        raise ValueError(f"method {method!r}: the pooled sigma is {sigma}; all normalised gradient "
+                         "values are equal within buckets, there is nothing to fit")
+    return TruncNorm(mean, sigma, -interval, interval)
+
+
+def _fit_options(method: str, opts: Mapping[str, Any]) -> FitOptions:
+    unknown = sorted(set(opts) - set(_OPT_FIELDS) - set(_MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"fit_levels: unknown option(s) {', '.join(unknown)}; accepted: "
+                         f"{', '.join(sorted(set(_OPT_FIELDS) | set(_MODEL_KEYS)))}")
+    kw = {_OPT_FIELDS[k]: v for k, v in opts.items() if k in _OPT_FIELDS and v is not None}
+    if "previous_levels" in kw:
+        kw["previous_levels"] = np.asarray(torch.as_tensor(kw["previous_levels"]).double().cpu())
+    fo = FitOptions(**kw)
+    for name in ("cd_epochs", "amq_epochs"):
+        if not (isinstance(getattr(fo, name), int) and getattr(fo, name) >= 0):
+            raise ValueError(f"nuq_{name} must be an int >= 0, got {getattr(fo, name)!r}")
+    if not (isinstance(fo.amq_lr, (int, float)) and fo.amq_lr >= 0):
+        raise ValueError(f"nuq_amq_lr must be a number >= 0, got {fo.amq_lr!r}")
+    return fo
+
+
+def _check_method(method: str) -> None:
+    if method not in FITTERS:
+        raise ValueError(f"unknown adaptive method {method!r}; adaptive methods: {', '.join(FITTERS)}")
+
+
+def _check_bits(bits: int) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be an int in 1..{MAX_BITS}, got {bits!r}")
+
+
+def fit_on(method: str, bits: int, dist: Distribution, fopts: FitOptions) -> FitResult:
+    """Fit `method`'s levels to an already-built model `dist` (see `fit_levels`)."""
+    levels, var, mul = FITTERS[method].fit(dist, bits, fopts)
+    out = torch.as_tensor(np.clip(levels, -1.0, 1.0), dtype=torch.float32)
+    out[0], out[-1] = -1.0, 1.0
+    return FitResult(levels=out, variance=var, multiplier=mul)
+
+
+def fit_levels(method: str, bits: int, stats: BucketStats | Mapping[str, Any], **opts: Any) -> FitResult:
+    """Levels of `method` (alq, alq_nb, alqg, alqg_nb, amq, amq_nb) for gradient statistics `stats`.
+
+    stats: a BucketStats, or a mapping with means/sigmas/norms (norm-based `_nb` methods) and/or
+    mean/sigma (norm-less methods). opts: nuq_cd_epochs, nuq_amq_lr, nuq_amq_epochs, nuq_sym, nuq_inv,
+    nuq_truncated_interval, nbins, and the previous fit's `levels` / `multiplier` to start from."""
+    _check_method(method)
+    _check_bits(bits)
+    fopts = _fit_options(method, opts)
+    dist = model_distribution(stats, FITTERS[method].norm_based,
+                              float(opts.get("nuq_truncated_interval", 1.0)),
+                              int(opts.get("nbins", DEFAULT_NBINS)), method)
+    return fit_on(method, bits, dist, fopts)
+
+
+class RefitSchedule:
+    """`g_osnap_iter` '100,2000,10000': re-fit at 100 and 2000, then every 10000 (0, 10000, 20000, ...),
+    counted from `gvar_start` as the paper does, and never before `g_optim_start`."""
+
+    def __init__(self, spec: str | int, gvar_start: int = 0, optim_start: int = 0) -> None:
+        try:
+            items = parse_int_list(spec)
+        except ValueError:
+            items = []
+        if not items or any(i <= 0 for i in items):
+            raise ValueError(f"g_osnap_iter must be positive ints like '100,2000,10000', got {spec!r}")
+        self.listed, self.every = set(items[:-1]), items[-1]
+        self.gvar_start, self.optim_start = gvar_start, optim_start
+
+    def due(self, step: int) -> bool:
+        rel = step - self.gvar_start
+        if rel < 0 or step < self.optim_start:
+            return False
+        return rel in self.listed or rel % self.every == 0
+
+
+def _option(opt: Mapping[str, Any], key: str) -> Any:
+    return opt[key] if key in opt else OPTIONS[key].default
+
+
+class LevelAdapter:
+    """Holds a run's adaptive levels and re-fits them on schedule (see `RefitSchedule`)."""
+
+    def __init__(self, opt: Mapping[str, Any], init_levels: torch.Tensor) -> None:
+        self.method = _option(opt, "nuq_method")
+        _check_method(self.method)
+        self.bits = _option(opt, "nuq_bits")
+        _check_bits(self.bits)
+        self.schedule = RefitSchedule(_option(opt, "g_osnap_iter"), _option(opt, "gvar_start"),
+                                      _option(opt, "g_optim_start"))
+        self.nsamples = _option(opt, "nuq_number_of_samples")
+        if not (isinstance(self.nsamples, int) and self.nsamples >= 1):
+            raise ValueError(f"nuq_number_of_samples must be an int >= 1, got {self.nsamples!r}")
+        self.bucket_size = _option(opt, "nuq_bucket_size")
+        self.network_wide = bool(_option(opt, "nuq_layer"))
+        self.skip_tail = bool(_option(opt, "nuq_ig_sm_bkts"))
+        self.dist_num = _option(opt, "dist_num")
+        self.interval = float(_option(opt, "nuq_truncated_interval"))
+        self.opts = {k: _option(opt, k) for k in ("nuq_cd_epochs", "nuq_amq_lr", "nuq_amq_epochs",
+                                                   "nuq_sym", "nuq_inv")}
+        self.levels = torch.as_tensor(init_levels, dtype=torch.float32).detach().cpu().clone()
+        self.multiplier: float | None = float(_option(opt, "nuq_mul")) if self.method.startswith("amq") \
+            else None
+        self.nb_error: float | None = None      # norm-based variance estimate of the current levels
+        self.fit_variance: float | None = None  # the fit's own objective (its model's variance)
+        self.last_fit_step: int | None = None
+        self.nfits = 0
+
+    def maybe_refit(self, step: int, sample_grad: Callable[[], list[torch.Tensor]]) -> bool:
+        """Re-fit if `step` is scheduled (once per step); returns whether the levels were re-fitted."""
+        if not self.schedule.due(step) or step == self.last_fit_step:
+            return False
+        self.refit([sample_grad() for _ in range(self.nsamples)])
+        self.last_fit_step = step
+        return True
+
+    def refit(self, samples: Sequence[Sequence[torch.Tensor]]) -> FitResult:
+        """Fit new levels to gradient samples now (each a list of per-parameter tensors)."""
+        stats = bucket_stats(samples, self.bucket_size, self.network_wide, self.skip_tail, self.dist_num)
+        nb_dist = model_distribution(stats, True, self.interval, DEFAULT_NBINS, self.method)
+        fopts = _fit_options(self.method, dict(self.opts, levels=self.levels,
+                                               multiplier=self.multiplier))
+        dist = nb_dist if FITTERS[self.method].norm_based else \
+            model_distribution(stats, False, self.interval, DEFAULT_NBINS, self.method)
+        result = fit_on(self.method, self.bits, dist, fopts)
+        self.levels = result.levels
+        if result.multiplier is not None:
+            self.multiplier = result.multiplier
+        self.fit_variance = result.variance
+        self.nb_error = nb_dist.variance(result.levels.double().numpy())
+        self.nfits += 1
+        return result
+
+    def scalars(self) -> dict[str, float]:
+        out = {f"levels/{i}": float(v) for i, v in enumerate(self.levels.tolist())}
+        if self.multiplier is not None:
+            out["multiplier"] = self.multiplier
+        if self.nb_error is not None:
+            out["nb_error"] = self.nb_error
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"levels": self.levels.clone(), "multiplier": self.multiplier, "nb_error": self.nb_error,
+                "fit_variance": self.fit_variance, "last_fit_step": self.last_fit_step,
+                "nfits": self.nfits}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        levels = torch.as_tensor(state["levels"], dtype=torch.float32).cpu()
+        if levels.shape != self.levels.shape or not bool(torch.all(levels[1:] >= levels[:-1])):
+            raise ValueError(f"checkpoint levels {levels.tolist()} do not fit a {self.bits}-bit "
+                             f"{self.method} run ({self.levels.numel()} sorted levels expected)")
+        self.levels = levels.clone()
+        self.multiplier = state.get("multiplier")
+        self.nb_error = state.get("nb_error")
+        self.fit_variance = state.get("fit_variance")
+        self.last_fit_step = state.get("last_fit_step")
+        self.nfits = int(state.get("nfits", 0))
+
