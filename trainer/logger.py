@@ -58,7 +58,8 @@ class RunLogger:
         self._fh = open(path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
-            purge = None if resume_step is None else resume_step + 1
+            # TensorBoard hides earlier events at steps >= purge_step (a failed or interrupted attempt's tail)
+            purge = 0 if resume_step is None else resume_step + 1
             self._tb = SummaryWriter(str(self.run_dir), purge_step=purge, flush_secs=30)
 
     def scalar(self, tag: str, step: int, value: float) -> None:

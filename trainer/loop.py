@@ -191,68 +191,79 @@ class Training:
 
     # ---- the loop ----------------------------------------------------------------------------------------
 
-    def fit(self, resumed: bool) -> dict[str, Any]:
+    def checkpoint(self, logger: RunLogger) -> None:
+        self.progress.wall_s = self._wall_before + time.monotonic() - self._session_start
+        logger.flush()
+        self.save_checkpoint()
+        self.status.beat(self.progress.iteration, force=True)
+
+    def report(self, logger: RunLogger, it: int, loss: float) -> None:
+        """The periodic plain log line (with a forced heartbeat), else a heartbeat when one is due."""
+        every = self.opt["log_interval"]
+        if every > 0 and it % every == 0:
+            self.log.progress(f"it {it}/{self.niters} epoch {it / self.epoch_iters:.2f} loss {loss:.4f} "
+                              f"{self.progress.train_s / max(it, 1):.4f} s/it")
+            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            logger.flush()
+            self.status.beat(it, force=True)
+        else:
+            self.status.beat(it)
+
+    def stop(self, logger: RunLogger, saved: bool) -> None:
+        """Honour request_stop(): checkpoint (unless just done), mark interrupted, raise Interrupted."""
         global _stop_requested
+        _stop_requested = False
+        it = self.progress.iteration
+        if not saved:
+            self.checkpoint(logger)
+        self.status.write(runfiles.INTERRUPTED)
+        self.log.info(f"stop requested: checkpoint saved at iteration {it}; relaunch to resume")
+        raise Interrupted(f"stopped at iteration {it} of {self.niters}; checkpoint saved in {self.run_dir}")
+
+    def fit(self, resumed: bool) -> dict[str, Any]:
+        """Train from the current iteration to niters; the results dict. Time per iteration excludes
+        evaluation, checkpoints and variance measurements."""
         opt, p = self.opt, self.progress
         logger = RunLogger(self.run_dir, resume_step=p.iteration if resumed else None)
         logger.last.update(p.last)
         p.last = logger.last
         from tqdm import tqdm
-        bar = tqdm(total=self.niters, initial=p.iteration, disable=not self.log.tty or not is_main(),
-                   dynamic_ncols=True)
-        session_start, wall_before = time.monotonic(), p.wall_s
+        self.bar = bar = tqdm(total=self.niters, initial=p.iteration, disable=not self.log.tty or not is_main(),
+                              dynamic_ncols=True)
+        self._session_start, self._wall_before = time.monotonic(), p.wall_s
         self.status.niters = self.niters
         self.status.beat(p.iteration, force=True)
         self.log.info(f"{'resuming at' if resumed else 'starting'} iteration {p.iteration}/{self.niters} on "
                       f"{self.device} ({opt['arch']} on {opt['dataset']}, g_estim {opt['g_estim']})")
-        chkpt, tblog, logint, gvar_every = opt["chkpt_iter"], opt["tblog_interval"], opt["log_interval"], opt["gvar_log_iter"]
+        chkpt, tblog, gvar_every = opt["chkpt_iter"], opt["tblog_interval"], opt["gvar_log_iter"]
         try:
             self.model.train()
             it = p.iteration
             while it < self.niters:
                 t0 = time.perf_counter()
                 loss = self.step(it)
-                it += 1
-                p.iteration = it
+                it = p.iteration = it + 1
                 p.loss_sum += loss
                 p.loss_n += 1
                 if tblog > 0 and it % tblog == 0:
                     self.log_scalars(logger, it)
+                bar.update(1)
+                self.report(logger, it, loss)
                 p.train_s += time.perf_counter() - t0
                 if self.gvar and gvar_every > 0 and it >= opt["gvar_start"] and it % gvar_every == 0:
                     self.measure_variance(logger, it)
-                bar.update(1)
-                if logint > 0 and it % logint == 0:
-                    self.log.progress(f"it {it}/{self.niters} epoch {it / self.epoch_iters:.2f} loss {loss:.4f} "
-                                      f"{p.train_s / max(it, 1):.4f} s/it")
-                    logger.flush()
-                    self.status.beat(it, force=True)
-                else:
-                    self.status.beat(it)
-                if (chkpt > 0 and it % chkpt == 0) or it == self.niters:
+                saved = (chkpt > 0 and it % chkpt == 0) or it == self.niters
+                if saved:
                     self.evaluate(logger, it)
-                    p.wall_s = wall_before + time.monotonic() - session_start
-                    logger.flush()
-                    self.save_checkpoint()
-                    self.status.beat(it, force=True)
-                    saved = True
-                else:
-                    saved = False
+                    self.checkpoint(logger)
                 if self.on_iteration is not None:
                     self.on_iteration(it)
                 if _stop_requested and it < self.niters:
-                    _stop_requested = False
-                    if not saved:
-                        p.wall_s = wall_before + time.monotonic() - session_start
-                        logger.flush()
-                        self.save_checkpoint()
-                    self.status.write(runfiles.INTERRUPTED)
-                    self.log.info(f"stop requested: checkpoint saved at iteration {it}; relaunch to resume")
-                    raise Interrupted(f"stopped at iteration {it} of {self.niters}; checkpoint saved in {self.run_dir}")
+                    self.stop(logger, saved)
         finally:
             bar.close()
             logger.close()
-        p.wall_s = wall_before + time.monotonic() - session_start
+        p.wall_s = self._wall_before + time.monotonic() - self._session_start
         return {"status": runfiles.DONE, "niters": self.niters, "final": dict(p.last), "best": dict(p.best),
                 "wall_s": p.wall_s, "step_s": p.train_s / self.niters, "peak_mem_mb": _peak_mem_mb(self.device)}
 
@@ -291,7 +302,8 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     except Interrupted:
         raise
     except BaseException as err:
-        last = traceback.format_exception_only(type(err), err)[-1].strip().splitlines()[0]  # "Type: message"
+        text = str(err).strip()
+        last = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
         log.file_only("run failed:\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__)))
         status.write(runfiles.FAILED, error=last)
         raise
