@@ -35,8 +35,10 @@ def _metrics(run_dir: Path) -> dict[str, float]:
     return last
 
 
-def test_two_ranks_train_and_hold_identical_weights(tmp_path):
-    config = _write_config(tmp_path / "run")
+def test_two_ranks_train_and_hold_identical_weights_and_levels(tmp_path):
+    # ALQ levels re-fitted at steps 0, 10 and 20 (rank 0 fits, broadcasts): identical on both ranks
+    config = _write_config(tmp_path / "run", nuq_method="alq", g_optim=True, g_osnap_iter="10,20",
+                           nuq_number_of_samples=2)
     run_local(config, 2, timeout_s=60, grace_s=5, target=TARGET)
     run_dir = config.parent
     results = json.loads((run_dir / "results.json").read_text())
@@ -45,7 +47,12 @@ def test_two_ranks_train_and_hold_identical_weights(tmp_path):
     states = [torch.load(run_dir / f"rank{r}.pt") for r in range(2)]
     for key, value in states[0]["model"].items():
         assert torch.equal(value, states[1]["model"][key]), key
-    assert states[0]["estimator"] == states[1]["estimator"] == {"calls": 30, "world": 2}
+    est0, est1 = states[0]["estimator"], states[1]["estimator"]
+    assert est0["calls"] == est1["calls"] == 30 and est0["world"] == 2
+    assert est0["adapter"]["nfits"] == est1["adapter"]["nfits"] == 3
+    assert torch.equal(est0["adapter"]["levels"], est1["adapter"]["levels"])
+    from nuq.levels import METHODS
+    assert not torch.equal(est0["adapter"]["levels"], METHODS["alq"].init_levels(3, 0.5))  # really re-fitted
     # metrics: the message of the digits MLP's gradient at 3 bits, per layer buckets of 256
     m = _metrics(run_dir)
     n = sum(v.numel() for v in states[0]["model"].values())
