@@ -38,6 +38,8 @@ DEFAULT_TARGET = "launcher.distributed:train_rank"
 ENV_TIMEOUT = "NUQ_DIST_TIMEOUT"
 ENV_PARENT = "NUQ_DIST_PARENT_PID"
 ENV_BACKEND = "NUQ_DIST_BACKEND"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3  # as `python -m trainer`
+DIST_ESTIMATORS = ("nuq_dist",)  # estimators that exchange gradients between ranks
 
 
 class DistributedRunError(RuntimeError):
@@ -64,6 +66,11 @@ class LocalResult:
     failed_rank: int | None = None
     message: str = ""
     logs: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def interrupted(self) -> bool:
+        """The ranks stopped on request (checkpoint saved) rather than finishing."""
+        return self.failed_rank is None and EXIT_INTERRUPTED in self.codes
 
 
 def rank_env(rank: int, nprocs: int, addr: str, port: int, timeout_s: float, backend: str | None = None) -> dict[str, str]:
@@ -154,7 +161,7 @@ def _monitor(ranks: list[_Rank], grace_s: float) -> LocalResult:
             for r in ranks:
                 if r.code is None and (code := r.proc.poll()) is not None:
                     r.code, r.first_exit = code, now
-                    if code != 0 and failed is None:
+                    if code not in (EXIT_OK, EXIT_INTERRUPTED) and failed is None:
                         failed, deadline = r, now + grace_s
             if all(r.code is not None for r in ranks) or now > deadline:
                 break
@@ -187,26 +194,37 @@ def _stop(ranks: list[_Rank], term_wait_s: float = 5.0) -> None:
             r.proc.wait()
 
 
+def check_config(config: dict[str, Any], nprocs: int) -> None:
+    """Refuse a multi-process run whose estimator would train N independent replicas."""
+    g_estim = config.get("g_estim", "sgd")
+    if nprocs > 1 and g_estim not in DIST_ESTIMATORS:
+        raise ValueError(f"g_estim {g_estim!r} does not exchange gradients between processes; running it on "
+                         f"{nprocs} processes needs g_estim one of {', '.join(DIST_ESTIMATORS)} "
+                         f"(nuq_method none exchanges full-precision gradients)")
+
+
 def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-              grace_s: float = DEFAULT_GRACE_S, backend: str | None = None, target: str = DEFAULT_TARGET) -> None:
+              grace_s: float = DEFAULT_GRACE_S, backend: str | None = None, target: str = DEFAULT_TARGET) -> str:
     """Train the run whose config is `config_path` (its folder is the run folder) on `nprocs` local ranks.
 
-    `target` is the rank body, called with ('--config', config_path) (tests wrap `train_rank`).
-
-    A done run is left alone. On a rank failure the run's status.json is marked failed with the
-    parent's message (who died, how) and DistributedRunError is raised.
+    Returns 'done' or 'interrupted' (stopped on SIGTERM/SIGUSR2 with a checkpoint; run again to resume).
+    A done run is left alone. On a rank failure the run's status.json is marked failed with the parent's
+    message (who died, how) and DistributedRunError is raised. `target` is the rank body, called with
+    ('--config', config_path) (tests wrap `train_rank`). ValueError for a config that cannot run on N ranks.
     """
     from trainer import runfiles
+    from trainer.__main__ import read_config
     run_dir = Path(config_path).resolve().parent
     done = runfiles.read_json(run_dir / runfiles.RESULTS)
     if done and done.get("status") == runfiles.DONE:
-        return
+        return runfiles.DONE
+    check_config(read_config(Path(config_path)), nprocs)
     result = spawn_local(nprocs, ["--config", str(config_path)], log_dir=run_dir, timeout_s=timeout_s,
                          grace_s=grace_s, backend=backend, target=target)
-    if result.failed_rank is None:
-        return
-    _mark_failed(run_dir, result.message)
-    raise DistributedRunError(result.message)
+    if result.failed_rank is not None:
+        _mark_failed(run_dir, result.message)
+        raise DistributedRunError(result.message)
+    return runfiles.INTERRUPTED if result.interrupted else runfiles.DONE
 
 
 def _mark_failed(run_dir: Path, message: str) -> None:
@@ -253,23 +271,22 @@ def init_process_group_from_env(no_cuda: bool = False) -> str:
     return backend
 
 
-def _load_config(config_path: str) -> dict[str, Any]:
-    import yaml
-    with open(config_path, "r", encoding="utf-8") as fh:
-        config = yaml.safe_load(fh) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path} must hold a mapping of options, got {type(config).__name__}")
-    return config
+_stop_pending = False
+
+
+def stop_pending() -> bool:
+    """True once this rank got SIGTERM/SIGUSR2. The ranks must stop at the same step, so the signal only
+    sets this flag; the distributed estimator all-reduces it at each step start and then asks the
+    trainer loop to stop on every rank together (estim/nuq_dist.py)."""
+    return _stop_pending
 
 
 def _install_stop_handlers() -> None:
-    """SIGTERM/SIGUSR2 ask the trainer to checkpoint and stop at the next step boundary."""
-    try:
-        from trainer.loop import request_stop
-    except ImportError:
-        return
+    def note(*_: Any) -> None:
+        global _stop_pending
+        _stop_pending = True
     for s in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(s, lambda *_: request_stop())
+        signal.signal(s, note)
 
 
 def train_rank(*argv: str) -> None:
@@ -279,12 +296,16 @@ def train_rank(*argv: str) -> None:
     args = parser.parse_args(list(argv))
     import torch.distributed as dist
 
-    import trainer
-    config = _load_config(args.config)
+    from trainer import loop
+    from trainer.__main__ import read_config
+    config = read_config(Path(args.config))
     _install_stop_handlers()
     init_process_group_from_env(bool(config.get("no_cuda", False)))
     try:
-        trainer.run(config, Path(args.config).resolve().parent)
+        loop.run(config, Path(args.config).resolve().parent)
+    except loop.Interrupted as err:
+        print(f"rank {dist.get_rank()}: interrupted: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         dist.destroy_process_group()
 
@@ -343,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--target", default=DEFAULT_TARGET)
         known, rest = parser.parse_known_args(argv[1:])
         worker_main(known.target, rest)
-        return 0
+        return EXIT_OK
     parser = argparse.ArgumentParser(prog="python -m launcher.distributed",
                                      description="Train one run on N local torch.distributed processes.")
     parser.add_argument("--nprocs", type=int, required=True, help="ranks to spawn")
@@ -355,14 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nprocs < 1:
         parser.error(f"--nprocs must be >= 1, got {args.nprocs}")
-    if not Path(args.config).is_file():
-        parser.error(f"--config {args.config!r} is not a file")
     try:
-        run_local(args.config, args.nprocs, timeout_s=args.timeout, grace_s=args.grace, backend=args.backend)
+        state = run_local(args.config, args.nprocs, timeout_s=args.timeout, grace_s=args.grace,
+                          backend=args.backend)
+    except ValueError as err:  # unreadable config, or an estimator that cannot run on N ranks
+        print(f"launcher.distributed: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except DistributedRunError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"launcher.distributed: failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"launcher.distributed: {state}", file=sys.stderr)
+    return EXIT_INTERRUPTED if state == "interrupted" else EXIT_OK
 
 
 if __name__ == "__main__":

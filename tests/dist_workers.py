@@ -130,22 +130,27 @@ def estimator_grads(case: dict, rank: int, simulated: bool = False) -> list[list
 def train_digits(*argv: str) -> None:
     """Train the run of `--config DIR/config.yaml` on this rank exactly as launcher.distributed does, and
     save this rank's final weights and estimator state to DIR/rank<r>.pt (a wrapper around the trainer's
-    fit() observes them). $NUQ_TEST_KILL='<rank>:<iteration>' makes that rank SIGKILL itself there."""
+    fit() observes them). $NUQ_TEST_KILL='<rank>:<iteration>' makes that rank SIGKILL itself there;
+    $NUQ_TEST_TERM='<rank>:<iteration>' makes it SIGTERM itself (a preemption notice reaching one rank)."""
     import trainer.loop as loop
     from launcher.distributed import train_rank
     out_dir = Path(argv[argv.index("--config") + 1]).parent
     fit, step = loop.Training.fit, loop.Training.step
     victim, _, at = os.environ.get("NUQ_TEST_KILL", "-1:-1").partition(":")
+    term_rank, _, term_at = os.environ.get("NUQ_TEST_TERM", "-1:-1").partition(":")
 
     def fit_and_save(self, resumed):
-        results = fit(self, resumed)
-        torch.save({"model": self.model.state_dict(), "estimator": self.estimator.state_dict()},
-                   out_dir / f"rank{dist.get_rank()}.pt")
-        return results
+        try:
+            return fit(self, resumed)
+        finally:
+            torch.save({"model": self.model.state_dict(), "estimator": self.estimator.state_dict(),
+                        "iteration": self.progress.iteration}, out_dir / f"rank{dist.get_rank()}.pt")
 
     def step_or_die(self, it):
         if dist.get_rank() == int(victim) and it == int(at):
             os.kill(os.getpid(), signal.SIGKILL)
+        if dist.get_rank() == int(term_rank) and it == int(term_at):
+            os.kill(os.getpid(), signal.SIGTERM)
         return step(self, it)
     loop.Training.fit, loop.Training.step = fit_and_save, step_or_die
     train_rank(*argv)

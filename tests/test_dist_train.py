@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from launcher.distributed import DistributedRunError, run_local
+from launcher.distributed import DistributedRunError, check_config, run_local
 
 WORKERS = Path(__file__).with_name("dist_workers.py")
 TARGET = f"{WORKERS}:train_digits"
@@ -72,3 +72,24 @@ def test_killed_rank_fails_the_training_run_cleanly(tmp_path, monkeypatch):
     assert status["state"] == "failed"
     assert "rank 1 of 2 was killed by SIGKILL" in status["error"]
     assert not (config.parent / "results.json").exists()
+
+
+def test_preemption_notice_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, monkeypatch):
+    config = _write_config(tmp_path / "run", niters=1000)
+    monkeypatch.setenv("NUQ_TEST_TERM", "1:7")  # only rank 1 gets SIGTERM, during iteration 7
+    assert run_local(config, 2, timeout_s=60, grace_s=5, target=TARGET) == "interrupted"
+    run_dir = config.parent
+    states = [torch.load(run_dir / f"rank{r}.pt") for r in range(2)]
+    # the signal lands just before step 7 (0-based), whose start all-reduces the flag: both ranks finish
+    # step 7 and stop with 8 iterations done; without the agreement rank 0 would run on into step 8 alone
+    assert states[0]["iteration"] == states[1]["iteration"] == 8
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 8
+    assert not (run_dir / "results.json").exists()
+
+
+def test_an_estimator_without_exchange_is_refused_on_several_processes():
+    with pytest.raises(ValueError, match="g_estim 'sgd' does not exchange gradients"):
+        check_config({"g_estim": "sgd"}, 2)
+    check_config({"g_estim": "sgd"}, 1)
+    check_config({"g_estim": "nuq_dist"}, 4)
