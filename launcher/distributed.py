@@ -227,6 +227,19 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
     return runfiles.INTERRUPTED if result.interrupted else runfiles.DONE
 
 
+def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
+    """What the local executor submits for a run with --procs-per-run N (instead of launcher.entry.run_one):
+    train the run in run_dir on N local ranks and return its results.json dict.
+
+    Raises DistributedRunError on a rank failure, and InterruptedError when the ranks stopped on request
+    (checkpoint saved; launching again resumes)."""
+    from trainer import runfiles
+    state = run_local(Path(run_dir) / runfiles.CONFIG, nprocs)
+    if state == runfiles.INTERRUPTED:
+        raise InterruptedError(f"run {run_dir} stopped on request with a checkpoint; launch it again to resume")
+    return runfiles.read_json(Path(run_dir) / runfiles.RESULTS) or {}
+
+
 def _mark_failed(run_dir: Path, message: str) -> None:
     """Record a rank failure in status.json (rank 0 may have died before it could write anything)."""
     from trainer import runfiles
