@@ -16,25 +16,11 @@ import torch.distributed as dist
 from launcher.distributed import init_process_group_from_env
 
 
-def allreduce_until_killed(out_dir: str, victim: str, steps: str) -> None:
-    """All-reduce in a loop; rank `victim` SIGKILLs itself after `steps` rounds (a crashed worker)."""
-    init_process_group_from_env(no_cuda=True)
-    rank = dist.get_rank()
-    x = torch.ones(1000)
-    for step in range(10_000):
-        if rank == int(victim) and step == int(steps):
-            Path(out_dir, "victim_dies").write_text(str(time.time()))
-            os.kill(os.getpid(), signal.SIGKILL)
-        dist.all_reduce(x)
-        x.fill_(1.0)
-        time.sleep(0.01)
-    raise AssertionError("the survivor should have failed when its peer died")
-
-
 def stall_forever(out_dir: str, victim: str) -> None:
     """Rank `victim` stops answering (a hung worker); the others must time out, not hang."""
     init_process_group_from_env(no_cuda=True)
     if dist.get_rank() == int(victim):
+        Path(out_dir, "victim_stalls").write_text(repr(time.time()))
         time.sleep(3600)
     dist.all_reduce(torch.ones(10))
     raise AssertionError("the all_reduce should have timed out")
@@ -148,6 +134,7 @@ def train_digits(*argv: str) -> None:
 
     def step_or_die(self, it):
         if dist.get_rank() == int(victim) and it == int(at):
+            (out_dir / "victim_dies").write_text(repr(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
         if dist.get_rank() == int(term_rank) and it == int(term_at):
             os.kill(os.getpid(), signal.SIGTERM)

@@ -77,24 +77,12 @@ def test_nuq_dist_gradient_equals_the_simulated_nuq_gradient(exchanged, case):
     assert not torch.equal(simulated[0][0], simulated[1][0])  # each call draws fresh random numbers
 
 
-def test_killed_rank_fails_the_run_cleanly(tmp_path):
-    start = time.monotonic()
-    result = spawn_local(2, [str(tmp_path), "1", "5"], log_dir=tmp_path, timeout_s=60, grace_s=10,
-                         target=_target("allreduce_until_killed"))
-    elapsed = time.monotonic() - start
-    assert (tmp_path / "victim_dies").exists()
-    assert result.failed_rank == 1
-    assert "rank 1 of 2 was killed by SIGKILL" in result.message
-    assert result.codes[1] == -9 and result.codes[0] != 0  # the survivor failed (gloo: peer closed), not hung
-    assert elapsed < 30, f"took {elapsed:.1f}s: the survivor should fail as soon as its peer's socket closes"
-
-
 def test_hung_rank_is_caught_by_the_collective_timeout(tmp_path):
-    start = time.monotonic()
-    result = spawn_local(2, [str(tmp_path), "1"], log_dir=tmp_path, timeout_s=3, grace_s=2,
+    result = spawn_local(2, [str(tmp_path), "1"], log_dir=tmp_path, timeout_s=5, grace_s=2,
                          target=_target("stall_forever"))
-    elapsed = time.monotonic() - start
-    # rank 0 times out in all_reduce after 3 s and exits non-zero; the parent then stops the sleeper
+    stalled = time.time() - float((tmp_path / "victim_stalls").read_text())
+    # rank 0 times out in all_reduce after 5 s and exits non-zero; the parent then stops the sleeper
+    # (a killed rank is tested end to end in test_dist_train.py)
     assert result.failed_rank == 0, result.message
     assert result.codes[1] < 0  # terminated by the parent
-    assert elapsed < 40
+    assert stalled < 5 + 2 + 5 + 10  # timeout + grace + SIGTERM wait + slack for a loaded machine

@@ -64,10 +64,11 @@ def test_two_ranks_train_and_hold_identical_weights_and_levels(tmp_path):
 def test_killed_rank_fails_the_training_run_cleanly(tmp_path, monkeypatch):
     config = _write_config(tmp_path / "run", niters=1000)
     monkeypatch.setenv("NUQ_TEST_KILL", "1:5")
-    start = time.monotonic()
     with pytest.raises(DistributedRunError, match="rank 1 of 2 was killed by SIGKILL"):
-        run_local(config, 2, timeout_s=60, grace_s=10, target=TARGET)
-    assert time.monotonic() - start < 45
+        run_local(config, 2, timeout_s=300, grace_s=10, target=TARGET)
+    # the survivor fails as soon as its peer's socket closes, long before the 300 s collective timeout
+    died = float((config.parent / "victim_dies").read_text())
+    assert time.time() - died < 30
     status = json.loads((config.parent / "status.json").read_text())
     assert status["state"] == "failed"
     assert "rank 1 of 2 was killed by SIGKILL" in status["error"]
