@@ -28,16 +28,26 @@ WORKERS = (8, 64)
 LINKS_GBPS = (10, 100)
 
 
-def _best_time(fn, reps: int, sync) -> float:
-    """Best of `reps` timings: the intrinsic cost, robust to other processes sharing the cores."""
+def _best_time(fn, reps: int, sync, before=None) -> float:
+    """Best of `reps` timings: the intrinsic cost, robust to other processes sharing the cores.
+    `before` runs untimed before each timing (a barrier, so collective steps start together)."""
     times = []
     for _ in range(reps):
-        sync()
+        (before or sync)()
         t0 = time.perf_counter()
         fn()
         sync()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def _interleaved_best(fns, reps: int, sync) -> list[float]:
+    """Best time of each function, the functions taking turns so each sees the same machine load."""
+    best = [float("inf")] * len(fns)
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], _best_time(fn, 1, sync))
+    return best
 
 
 def rank_main(args_json: str, out_path: str) -> None:
@@ -60,6 +70,10 @@ def rank_main(args_json: str, out_path: str) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    def together() -> None:
+        sync()
+        dist.barrier()
+
     def slowest(seconds: float) -> float:
         t = torch.tensor([seconds], dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -72,7 +86,7 @@ def rank_main(args_json: str, out_path: str) -> None:
 
     for _ in range(3):
         allreduce_mean()
-    res = {"fp32": {"bytes_per_rank": 4 * n, "step_s": slowest(_best_time(allreduce_mean, reps, sync)),
+    res = {"fp32": {"bytes_per_rank": 4 * n, "step_s": slowest(_best_time(allreduce_mean, reps, sync, together)),
                     "encode_ms": 0.0, "decode_ms": 0.0}}
     extra = {}
     for bits in args["bits"]:
@@ -84,15 +98,17 @@ def rank_main(args_json: str, out_path: str) -> None:
 
         for name in exchange.EXCHANGES:
             step(name)
-        step_s = {name: slowest(_best_time(lambda: step(name), reps, sync)) for name in exchange.EXCHANGES}
+        step_s = {name: slowest(_best_time(lambda: step(name), reps, sync, together))
+                  for name in exchange.EXCHANGES}
         msg = codec.encode(x, q.levels, bucket, "l2", rank, 0)
-        enc = _best_time(lambda: codec.encode(x, q.levels, bucket, "l2", rank, 0), reps, sync)
-        dec = _best_time(lambda: codec.decode(msg, n, q.levels, bucket), reps, sync)
-        qnt = _best_time(lambda: kernel.quantize(x, q.levels, bucket, "l2", rank, 0), reps, sync)
         idx, _ = kernel.quantize_indices(x, q.levels, bucket, "l2", rank, 0)
         packed = packing.pack(idx, bits)
-        pck = _best_time(lambda: packing.pack(idx, bits), reps, sync)
-        unp = _best_time(lambda: packing.unpack(packed, bits, n), reps, sync)
+        enc, dec, qnt, pck, unp = _interleaved_best([
+            lambda: codec.encode(x, q.levels, bucket, "l2", rank, 0),
+            lambda: codec.decode(msg, n, q.levels, bucket),
+            lambda: kernel.quantize(x, q.levels, bucket, "l2", rank, 0),
+            lambda: packing.pack(idx, bits),
+            lambda: packing.unpack(packed, bits, n)], reps, sync)
         res[str(bits)] = {"bytes_per_rank": int(msg.numel()), "step_s": step_s["allgather"],
                           "encode_ms": 1e3 * slowest(enc), "decode_ms": 1e3 * slowest(dec)}
         extra[str(bits)] = {"alltoall_step_s": step_s["alltoall"], "quantize_ms": 1e3 * slowest(qnt),
