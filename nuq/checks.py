@@ -74,3 +74,12 @@ def check_indices(indices: object, norms: object, levels: torch.Tensor, bucket_s
                          f"{bucket_size} need {nb}")
     if indices.numel() and int(indices.max()) >= levels.numel():
         raise ValueError(f"indices holds {int(indices.max())} but there are only {levels.numel()} levels")
+
+
+def check_out(out: object, flat: torch.Tensor) -> None:
+    """`out` must be a contiguous float32 tensor with as many values as x, on x's device."""
+    if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or not out.is_contiguous():
+        raise TypeError(f"out must be a contiguous float32 tensor, got "
+                        f"{getattr(out, 'dtype', type(out).__name__)}")
+    if out.numel() != flat.numel() or out.device != flat.device:
+        raise ValueError(f"out has {out.numel()} values on {out.device} but x has {flat.numel()} on {flat.device}")

@@ -36,9 +36,9 @@ def _newton_target(space: LevelSpace, x: np.ndarray, lo: np.ndarray, hi: np.ndar
     gt, ht = gt[:, cols], ht[:, cols]
     hi = np.where(gt > 0, x, hi)
     lo = np.where(gt <= 0, x, lo)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        newton = x - gt / ht
-    ok = (ht > 0) & (newton >= lo) & (newton <= hi)
+    pos = ht > 0
+    newton = x - np.divide(gt, ht, out=np.zeros_like(gt), where=pos)
+    ok = pos & (newton >= lo) & (newton <= hi)
     return np.where(ok, newton, (lo + hi) / 2.0)
 
 
@@ -46,8 +46,7 @@ def _inverse_target(dist: Distribution, lo: np.ndarray, hi: np.ndarray) -> np.nd
     """The closed form l = ppf(cdf(b) - int_a^b (r - a) f dr / (b - a)) between neighbours a, b."""
     _, p1, _ = dist.interval_moments(lo, hi)
     width = hi - lo
-    with np.errstate(divide="ignore", invalid="ignore"):
-        target = dist.cdf(hi) - np.where(width > 0, p1 / width, 0.0)
+    target = dist.cdf(hi) - np.divide(p1, width, out=np.zeros_like(p1), where=width > 0)
     x = dist.ppf(np.minimum(np.maximum(target, 0.0), 1.0))
     return np.minimum(np.maximum(x, lo), hi)
 
@@ -73,10 +72,12 @@ def _color_step(dist: Distribution, sym_dist: Distribution | None, space: LevelS
     lv = space.levels(trial.reshape(nd * nb, -1))
     v_trial = dist.interval_variance(lv[:, :-1], lv[:, 1:])
     f_trial = _local_objective(space, v_trial, cols).reshape(nd, nb, -1)
-    f_all = np.concatenate([_local_objective(space, v, cols)[None], f_trial])
-    x_all = np.concatenate([x[None], trial[:, :, cols]])
-    pick = np.argmin(f_all, axis=0)  # ties keep the earliest: the current value
-    theta[:, cols] = np.take_along_axis(x_all, pick[None], axis=0)[0]
+    best_x, best_f = x, _local_objective(space, v, cols)
+    for k in range(nd):  # strict improvement only: ties keep the current value
+        better = f_trial[k] < best_f
+        best_x = np.where(better, trial[k][:, cols], best_x)
+        best_f = np.where(better, f_trial[k], best_f)
+    theta[:, cols] = best_x
     return v.sum(axis=1)
 
 

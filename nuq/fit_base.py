@@ -72,8 +72,11 @@ def start_levels(dist: Distribution, bits: int, sym: bool, previous: np.ndarray 
     quant = dist.ppf(np.linspace(0.0, 1.0, n))
     quant[0], quant[-1] = -1.0, 1.0
     rows = [np.sort(quant), uni, exponential_levels(bits, 0.5).double().numpy()]
-    if previous is not None and np.asarray(previous).size == n:
-        rows.append(np.sort(np.asarray(previous, dtype=np.float64)))
+    if previous is not None:
+        if np.asarray(previous).size != n:
+            raise ValueError(f"previous levels have {np.asarray(previous).size} values; {bits} bits "
+                             f"need {n}")
+        rows.append(np.sort(np.asarray(previous, dtype=np.float64).ravel()))
     starts = np.stack(rows)
     if sym:
         starts = (starts - starts[:, ::-1]) / 2.0
@@ -108,16 +111,16 @@ class LevelSpace:
             for j in (self.pos[k],) + ((self.neg[k],) if sym else ()):
                 touch[k, j - 1] = touch[k, j] = 1.0
         self.touch = touch
+        # levels = fixed + theta @ lift: the ends -1, 1 (and 0) plus each parameter and its mirror
+        self.fixed = np.zeros(n)
+        self.fixed[0], self.fixed[-1] = -1.0, 1.0
+        self.lift = np.zeros((self.P, n))
+        self.lift[np.arange(self.P), self.pos] = 1.0
+        if sym:
+            self.lift[np.arange(self.P), self.neg] = -1.0
 
     def levels(self, theta: np.ndarray) -> np.ndarray:
-        out = np.empty((theta.shape[0], self.n))
-        out[:, 0], out[:, -1] = -1.0, 1.0
-        if self.sym and self.n % 2 == 1:
-            out[:, self.n // 2] = 0.0
-        out[:, self.pos] = theta
-        if self.sym:
-            out[:, self.neg] = -theta
-        return out
+        return self.fixed + theta @ self.lift
 
     def theta(self, levels: np.ndarray) -> np.ndarray:
         return levels[:, self.pos].copy()

@@ -10,6 +10,7 @@ with one seed give them disjoint ranges (offset += numel) so no two elements sha
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -45,24 +46,40 @@ def _threads(num_threads: int | None) -> int:
     return torch.get_num_threads() if num_threads is None else max(1, int(num_threads))
 
 
+def _stream(t: torch.Tensor) -> int:
+    """torch's current CUDA stream handle for t's device (0 on CPU): the kernel runs in stream order."""
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _compiled(device_type: str) -> Backend:
-    def q(x, levels, bucket_size, norm, seed, offset, num_threads=None):
-        return _extension(device_type).quantize(x, levels, bucket_size, norm == "linf", seed, offset,
-                                                _threads(num_threads))
+    def q(x, levels, bucket_size, norm, seed, offset, num_threads=None, out=None):
+        ext = _extension(device_type)
+        with _on_device(x):
+            args = (x, levels, bucket_size, norm == "linf", seed, offset, _threads(num_threads), _stream(x))
+            return ext.quantize(*args) if out is None else ext.quantize_out(out, *args)
 
     def qi(x, levels, bucket_size, norm, seed, offset, num_threads=None):
-        return tuple(_extension(device_type).quantize_indices(x, levels, bucket_size, norm == "linf", seed,
-                                                              offset, _threads(num_threads)))
+        ext = _extension(device_type)
+        with _on_device(x):
+            return tuple(ext.quantize_indices(x, levels, bucket_size, norm == "linf", seed, offset,
+                                              _threads(num_threads), _stream(x)))
 
     def dq(indices, norms, levels, bucket_size, num_threads=None):
-        return _extension(device_type).dequantize_indices(indices, norms, levels, bucket_size,
-                                                          _threads(num_threads))
+        ext = _extension(device_type)
+        with _on_device(indices):
+            return ext.dequantize_indices(indices, norms, levels, bucket_size, _threads(num_threads),
+                                          _stream(indices))
     return Backend(q, qi, dq)
 
 
 def _reference() -> Backend:
-    def q(x, levels, bucket_size, norm, seed, offset, num_threads=None):
-        return reference.quantize(x, levels, bucket_size, norm, seed, offset)
+    def q(x, levels, bucket_size, norm, seed, offset, num_threads=None, out=None):
+        res = reference.quantize(x, levels, bucket_size, norm, seed, offset)
+        return res if out is None else out.copy_(res)
 
     def qi(x, levels, bucket_size, norm, seed, offset, num_threads=None):
         return reference.quantize_indices(x, levels, bucket_size, norm, seed, offset)
@@ -96,15 +113,21 @@ def _prepare(x, levels, bucket_size, norm, seed, offset):
 
 
 def quantize(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str = "l2", seed: int = 0,
-             offset: int = 0, *, backend: str | None = None, num_threads: int | None = None) -> torch.Tensor:
+             offset: int = 0, *, backend: str | None = None, num_threads: int | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
     """Quantize-dequantize `x` (any shape; float32/16/bf16, computed in float32) in buckets of
     `bucket_size` consecutive values of its flattened form, each (a partial tail too) with its own norm.
-    Returns x's shape and dtype. `num_threads` (CPU) defaults to torch.get_num_threads()."""
+    Returns x's shape and dtype. `num_threads` (CPU) defaults to torch.get_num_threads().
+    `out`: a contiguous float32 tensor with x's number of values on x's device to write into (no
+    allocation); then the result is `out` viewed in x's shape, in float32."""
     flat, lv = _prepare(x, levels, bucket_size, norm, seed, offset)
+    if out is not None:
+        checks.check_out(out, flat)
     if flat.numel() == 0:
-        return torch.empty_like(x)
-    out = _backend(backend, flat.device).quantize(flat, lv, bucket_size, norm, seed, offset, num_threads)
-    return out.view(x.shape).to(x.dtype)
+        return torch.empty_like(x) if out is None else out.view(x.shape)
+    dest = None if out is None else out.view(-1)
+    res = _backend(backend, flat.device).quantize(flat, lv, bucket_size, norm, seed, offset, num_threads, dest)
+    return res.view(x.shape) if out is not None else res.view(x.shape).to(x.dtype)
 
 
 def quantize_indices(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str = "l2", seed: int = 0,

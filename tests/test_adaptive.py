@@ -112,3 +112,11 @@ def test_bad_options_and_checkpoints_are_named():
     a = LevelAdapter(make_opt(), exponential_levels(3, 0.5))
     with pytest.raises(ValueError, match="checkpoint levels"):
         a.load_state_dict({"levels": torch.zeros(4)})
+
+
+def test_paper_style_flags_are_honoured():
+    # the paper's grids write flags as '': nuq_sym='' must give symmetric levels, nuq_layer='' network-wide
+    a = LevelAdapter(make_opt("alq_nb", nuq_sym="", nuq_layer=""), exponential_levels(3, 0.5))
+    assert a.network_wide and a.opts["nuq_sym"] is True
+    a.maybe_refit(0, GradSource(4))
+    torch.testing.assert_close(a.levels, -a.levels.flip(0), atol=0, rtol=0)

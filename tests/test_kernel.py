@@ -12,6 +12,16 @@ from nuq.philox import philox4x32, uniforms
 FIXED = ["q", "qinf", "nuq", "trn"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The reference's small tensors gain nothing from torch's intra-op threads on a shared machine; the
+    kernel's own thread count is passed explicitly where it matters."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _levels(method: str, bits: int = 3) -> torch.Tensor:
     return get_method(method).init_levels(bits, 0.5)
 
@@ -99,7 +109,9 @@ def test_values_snap_to_adjacent_levels():
 
 # ---------------------------------------------------------------- kernel == reference
 
-CASES = [(1000, 128), (30, 7), (1000, 1000), (20000, 8192), (5000, 300), (3, 1000), (4096, 1)]
+# the kernel uses one thread per 2^15 values, so the last cases are big enough for 3 threads to split them
+CASES = [(1000, 128), (30, 7), (1000, 1000), (20000, 8192), (5000, 300), (3, 1000), (4096, 1), (110007, 4096),
+         (100000, 100000)]
 
 
 @pytest.mark.parametrize("method,bits", [("q", 2), ("q", 3), ("qinf", 4), ("nuq", 3), ("nuq", 8), ("trn", 2),
@@ -140,6 +152,20 @@ def test_non_contiguous_input_is_made_contiguous():
     got = kernel.quantize(x, lv, 100, "l2", 2, 0)
     assert got.shape == x.shape
     assert torch.equal(got, kernel.quantize(x.contiguous(), lv, 100, "l2", 2, 0))
+
+
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_out_argument_writes_in_place(backend):
+    x = torch.randn(10, 300)
+    lv = _levels("q")
+    out = torch.full((3000,), 7.0)
+    got = kernel.quantize(x, lv, 256, "l2", 3, 9, out=out, backend=backend)
+    assert got.data_ptr() == out.data_ptr() and got.shape == x.shape
+    assert torch.equal(got, kernel.quantize(x, lv, 256, "l2", 3, 9, backend="reference"))
+    with pytest.raises(ValueError, match="out has 10 values"):
+        kernel.quantize(x, lv, 256, out=torch.empty(10))
+    with pytest.raises(TypeError, match="out must be a contiguous float32"):
+        kernel.quantize(x, lv, 256, out=torch.empty(3000, dtype=torch.float16))
 
 
 def test_same_seed_repeats_and_offsets_differ():
@@ -251,9 +277,11 @@ def test_extension_direct_call_checks_do_not_crash():
     """A caller bypassing nuq.kernel gets a RuntimeError from the extension, never a crash."""
     from nuq import _quant
     with pytest.raises(RuntimeError, match="contiguous float32"):
-        _quant.quantize(torch.randn(4, 4).t(), LV, 4, False, 0, 0, 1)
+        _quant.quantize(torch.randn(4, 4).t(), LV, 4, False, 0, 0, 1, 0)
+    with pytest.raises(RuntimeError, match="out must be"):
+        _quant.quantize_out(torch.empty(3), torch.randn(4), LV, 4, False, 0, 0, 1, 0)
     with pytest.raises(RuntimeError, match="exceeds"):
-        _quant.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, 4, 1)
+        _quant.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, 4, 1, 0)
 
 
 def test_missing_extension_is_a_clear_error(monkeypatch):

@@ -4,9 +4,47 @@
 
 #include "quant_common.h"
 #include "quant_cpu.h"
+#ifdef NUQ_WITH_CUDA
+#include "quant_cuda.h"
+#endif
 
 namespace nuq {
 namespace {
+
+#ifdef NUQ_WITH_CUDA
+// The caller (nuq/kernel.py) selects x's device and passes torch's current stream as an integer, so this
+// glue needs no torch CUDA headers and compiles wherever torch does.
+void check_cuda(const char* err) { TORCH_CHECK(err == nullptr, "nuq._quant CUDA kernel failed: ", err); }
+
+void* as_stream(int64_t stream) { return reinterpret_cast<void*>(static_cast<intptr_t>(stream)); }
+
+void quantize_cuda(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                   int64_t offset, int64_t stream, torch::Tensor& out) {
+  auto norms = torch::empty({(x.numel() + bucket - 1) / bucket}, x.options());
+  check_cuda(cuda_quantize(x.data_ptr<float>(), x.numel(), bucket, linf, levels.data_ptr<float>(),
+                           static_cast<int>(levels.numel()), static_cast<uint64_t>(seed), static_cast<uint64_t>(offset),
+                           norms.data_ptr<float>(), out.data_ptr<float>(), nullptr, as_stream(stream)));
+}
+
+std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cuda(const torch::Tensor& x, const torch::Tensor& levels,
+                                                               int64_t bucket, bool linf, int64_t seed,
+                                                               int64_t offset, int64_t stream) {
+  auto idx = torch::empty({x.numel()}, x.options().dtype(torch::kUInt8));
+  auto norms = torch::empty({(x.numel() + bucket - 1) / bucket}, x.options());
+  check_cuda(cuda_quantize(x.data_ptr<float>(), x.numel(), bucket, linf, levels.data_ptr<float>(),
+                           static_cast<int>(levels.numel()), static_cast<uint64_t>(seed), static_cast<uint64_t>(offset),
+                           norms.data_ptr<float>(), nullptr, idx.data_ptr<uint8_t>(), as_stream(stream)));
+  return {idx, norms};
+}
+
+torch::Tensor dequantize_indices_cuda(const torch::Tensor& idx, const torch::Tensor& norms,
+                                      const torch::Tensor& levels, int64_t bucket, int64_t stream) {
+  auto out = torch::empty({idx.numel()}, norms.options());
+  check_cuda(cuda_dequantize(idx.data_ptr<uint8_t>(), idx.numel(), bucket, norms.data_ptr<float>(),
+                             levels.data_ptr<float>(), out.data_ptr<float>(), as_stream(stream)));
+  return out;
+}
+#endif
 
 void check_quant_inputs(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, int64_t seed,
                         int64_t offset) {
@@ -28,23 +66,36 @@ bool on_cuda(const torch::Tensor& t) {
 #endif
 }
 
-torch::Tensor quantize(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
-                       int64_t offset, int64_t threads) {
+torch::Tensor quantize_out(torch::Tensor out, const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket,
+                           bool linf, int64_t seed, int64_t offset, int64_t threads, int64_t stream) {
   check_quant_inputs(x, levels, bucket, seed, offset);
+  TORCH_CHECK(out.scalar_type() == torch::kFloat32 && out.is_contiguous() && out.numel() == x.numel() &&
+                  out.device() == x.device(),
+              "out must be a contiguous float32 tensor with x's size on x's device");
 #ifdef NUQ_WITH_CUDA
-  if (on_cuda(x)) return quantize_cuda(x, levels, bucket, linf, seed, offset);
+  if (on_cuda(x)) {
+    quantize_cuda(x, levels, bucket, linf, seed, offset, stream, out);
+    return out;
+  }
 #else
   on_cuda(x);
 #endif
-  return quantize_cpu(x, levels, bucket, linf, seed, offset, threads);
+  quantize_cpu(x, levels, bucket, linf, seed, offset, threads, out);
+  return out;
+}
+
+torch::Tensor quantize(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                       int64_t offset, int64_t threads, int64_t stream) {
+  check_quant_inputs(x, levels, bucket, seed, offset);
+  return quantize_out(torch::empty_like(x), x, levels, bucket, linf, seed, offset, threads, stream);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices(const torch::Tensor& x, const torch::Tensor& levels,
                                                           int64_t bucket, bool linf, int64_t seed, int64_t offset,
-                                                          int64_t threads) {
+                                                          int64_t threads, int64_t stream) {
   check_quant_inputs(x, levels, bucket, seed, offset);
 #ifdef NUQ_WITH_CUDA
-  if (on_cuda(x)) return quantize_indices_cuda(x, levels, bucket, linf, seed, offset);
+  if (on_cuda(x)) return quantize_indices_cuda(x, levels, bucket, linf, seed, offset, stream);
 #else
   on_cuda(x);
 #endif
@@ -52,7 +103,7 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_indices(const torch::Tensor& x
 }
 
 torch::Tensor dequantize_indices(const torch::Tensor& idx, const torch::Tensor& norms, const torch::Tensor& levels,
-                                 int64_t bucket, int64_t threads) {
+                                 int64_t bucket, int64_t threads, int64_t stream) {
   TORCH_CHECK(idx.scalar_type() == torch::kUInt8 && idx.is_contiguous() && idx.dim() == 1,
               "indices must be a contiguous 1-D uint8 tensor");
   TORCH_CHECK(norms.scalar_type() == torch::kFloat32 && norms.is_contiguous(), "norms must be contiguous float32");
@@ -61,7 +112,7 @@ torch::Tensor dequantize_indices(const torch::Tensor& idx, const torch::Tensor& 
   TORCH_CHECK(idx.device() == norms.device() && idx.device() == levels.device(), "one device for all inputs");
   TORCH_CHECK(idx.numel() == 0 || idx.max().item<int64_t>() < levels.numel(), "an index exceeds the levels");
 #ifdef NUQ_WITH_CUDA
-  if (on_cuda(idx)) return dequantize_indices_cuda(idx, norms, levels, bucket);
+  if (on_cuda(idx)) return dequantize_indices_cuda(idx, norms, levels, bucket, stream);
 #else
   on_cuda(idx);
 #endif
@@ -81,7 +132,11 @@ bool has_cuda() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "nuqlab quantize kernels (C++/OpenMP CPU, CUDA when built with it)";
+  // Arguments: (x, levels, bucket_size, linf, seed, offset, cpu_threads, cuda_stream) and
+  // (indices, norms, levels, bucket_size, cpu_threads, cuda_stream); cuda_stream is torch's current stream
+  // handle (torch.cuda.current_stream().cuda_stream), ignored on CPU.
   m.def("quantize", &nuq::quantize, "quantize-dequantize flat float32 x");
+  m.def("quantize_out", &nuq::quantize_out, "quantize_out(out, x, ...): quantize into a given float32 tensor");
   m.def("quantize_indices", &nuq::quantize_indices, "(uint8 level indices, float32 bucket norms)");
   m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");

@@ -14,6 +14,13 @@ namespace {
 
 using cpu::Levels;
 
+constexpr int64_t kMinPerThread = 1 << 15;  // below this many values per thread, threads cost more than they save
+
+// Threads for n values: at most `requested`, and 1 for small tensors (results never depend on it).
+int thread_count(int64_t n, int64_t requested) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(requested, n / kMinPerThread)));
+}
+
 void run_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
              int64_t offset, int64_t threads, float* out, uint8_t* idx, float* norms) {
   const float* xp = x.data_ptr<float>();
@@ -22,7 +29,7 @@ void run_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket
   const int64_t nb = (n + bucket - 1) / bucket;
   const uint32_t k0 = static_cast<uint32_t>(static_cast<uint64_t>(seed));
   const uint32_t k1 = static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32);
-#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads))
+#pragma omp parallel for schedule(static) num_threads(thread_count(n, threads))
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t start = b * bucket;
     const int64_t len = std::min(bucket, n - start);
@@ -33,11 +40,9 @@ void run_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket
 
 }  // namespace
 
-torch::Tensor quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf,
-                           int64_t seed, int64_t offset, int64_t threads) {
-  auto out = torch::empty_like(x);
+void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                  int64_t offset, int64_t threads, torch::Tensor& out) {
   run_cpu(x, levels, bucket, linf, seed, offset, threads, out.data_ptr<float>(), nullptr, nullptr);
-  return out;
 }
 
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,
@@ -59,7 +64,7 @@ torch::Tensor dequantize_indices_cpu(const torch::Tensor& idx, const torch::Tens
   float* op = out.data_ptr<float>();
   const int64_t n = idx.numel();
   const int64_t nb = norms.numel();
-#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads))
+#pragma omp parallel for schedule(static) num_threads(thread_count(n, threads))
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t start = b * bucket, end = std::min(n, start + bucket);
     const float nf = np[b];

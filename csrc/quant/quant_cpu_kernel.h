@@ -100,71 +100,117 @@ NUQ_CPU_INLINE void chunk_words(uint64_t g, uint32_t key0, uint32_t key1, uint32
   std::memcpy(words, buf + (g - 4 * first), sizeof(uint32_t) * kChunk);
 }
 
-// Snap one bucket of normalisation `nf`: writes dequantized values (out) or level indices (idx), whichever is
-// non-null. g0 is the stream position of x[0].
-NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf, uint64_t g0, const Levels& lv,
-                        uint32_t k0, uint32_t k1, float* __restrict out, uint8_t* __restrict idx) {
-  const float inv = nf > 0.0f ? 1.0f / nf : 0.0f;
+// Snap one chunk with a compile-time number of inner levels: the level scan unrolls and every element stays
+// in registers from load to store, so the loop vectorises as one pass.
+template <int kInner, bool kIndices>
+NUQ_CPU_INLINE void snap_chunk_fixed(const float* __restrict xc, int m, float inv, float nf, const float* lv,
+                                     const uint32_t* __restrict words, float* __restrict oc,
+                                     uint8_t* __restrict ic) {
+  float l[kInner + 2];
+  for (int k = 0; k < kInner + 2; ++k) l[k] = lv[k];
+  for (int e = 0; e < m; ++e) {
+    float u = xc[e] * inv;
+    u = u < l[0] ? l[0] : u;
+    u = u > l[kInner + 1] ? l[kInner + 1] : u;
+    float lo = l[0], hi = l[1];
+    int32_t j = 0;
+    for (int k = 1; k <= kInner; ++k) {
+      const bool b = l[k] <= u;
+      lo = b ? l[k] : lo;
+      hi = b ? l[k + 1] : hi;
+      j += b ? 1 : 0;
+    }
+    const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
+    const bool up = r * (hi - lo) < u - lo;
+    if (kIndices) {
+      ic[e] = static_cast<uint8_t>(j + (up ? 1 : 0));
+    } else {
+      oc[e] = (up ? hi : lo) * nf;
+    }
+  }
+}
+
+// Snap one chunk for any number of levels: a vectorised scan over the levels (few) or a binary search (many).
+NUQ_CPU_INLINE void snap_chunk_any(const float* __restrict xc, int m, float inv, float nf, const Levels& lv,
+                                   const uint32_t* __restrict words, float* __restrict oc, uint8_t* __restrict ic) {
   const float lmin = lv.v[0], lmax = lv.v[lv.k - 1], l1 = lv.v[1];
   const int inner = lv.k - 2;
   alignas(64) float u[kChunk], lo[kChunk], hi[kChunk];
   alignas(64) int32_t j[kChunk];
+  for (int e = 0; e < m; ++e) {
+    float v = xc[e] * inv;
+    v = v < lmin ? lmin : v;
+    v = v > lmax ? lmax : v;
+    u[e] = v;
+    lo[e] = lmin;
+    hi[e] = l1;
+    j[e] = 0;
+  }
+  if (inner <= kScanMax) {
+    for (int k = 1; k <= inner; ++k) {
+      const float lk = lv.v[k], lk1 = lv.v[k + 1];
+      for (int e = 0; e < m; ++e) {
+        const bool b = lk <= u[e];
+        lo[e] = b ? lk : lo[e];
+        hi[e] = b ? lk1 : hi[e];
+        j[e] += b ? 1 : 0;
+      }
+    }
+  } else {
+    const float* in = lv.v + 1;
+    for (int e = 0; e < m; ++e) {
+      int base = 0, n = inner;  // upper bound: the count of inner levels <= u
+      while (n > 0) {
+        const int half = n / 2;
+        if (in[base + half] <= u[e]) {
+          base += half + 1;
+          n -= half + 1;
+        } else {
+          n = half;
+        }
+      }
+      j[e] = base;
+      lo[e] = lv.v[base];
+      hi[e] = lv.v[base + 1];
+    }
+  }
+  for (int e = 0; e < m; ++e) {
+    const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
+    const bool up = r * (hi[e] - lo[e]) < u[e] - lo[e];
+    if (oc) {
+      oc[e] = (up ? hi[e] : lo[e]) * nf;
+    } else {
+      ic[e] = static_cast<uint8_t>(j[e] + (up ? 1 : 0));
+    }
+  }
+}
+
+template <bool kIndices>
+NUQ_CPU_INLINE void snap_chunk(const float* xc, int m, float inv, float nf, const Levels& lv, const uint32_t* words,
+                               float* oc, uint8_t* ic) {
+  switch (lv.k) {  // the common level counts: trn (3), 1..4 bits
+    case 2: return snap_chunk_fixed<0, kIndices>(xc, m, inv, nf, lv.v, words, oc, ic);
+    case 3: return snap_chunk_fixed<1, kIndices>(xc, m, inv, nf, lv.v, words, oc, ic);
+    case 4: return snap_chunk_fixed<2, kIndices>(xc, m, inv, nf, lv.v, words, oc, ic);
+    case 8: return snap_chunk_fixed<6, kIndices>(xc, m, inv, nf, lv.v, words, oc, ic);
+    case 16: return snap_chunk_fixed<14, kIndices>(xc, m, inv, nf, lv.v, words, oc, ic);
+    default: return snap_chunk_any(xc, m, inv, nf, lv, words, oc, ic);
+  }
+}
+
+// Snap one bucket of normalisation `nf`: writes dequantized values (out) or level indices (idx), whichever is
+// non-null. g0 is the stream position of x[0].
+NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf, uint64_t g0, const Levels& lv,
+                                uint32_t k0, uint32_t k1, float* __restrict out, uint8_t* __restrict idx) {
+  const float inv = nf > 0.0f ? 1.0f / nf : 0.0f;
   alignas(64) uint32_t words[kChunk];
   for (int64_t c = 0; c < len; c += kChunk) {
     const int m = static_cast<int>(std::min<int64_t>(kChunk, len - c));
     chunk_words(g0 + static_cast<uint64_t>(c), k0, k1, words);
-    const float* __restrict xc = x + c;
-    for (int e = 0; e < m; ++e) {
-      float v = xc[e] * inv;
-      v = v < lmin ? lmin : v;
-      v = v > lmax ? lmax : v;
-      u[e] = v;
-      lo[e] = lmin;
-      hi[e] = l1;
-      j[e] = 0;
-    }
-    if (inner <= kScanMax) {
-      for (int k = 1; k <= inner; ++k) {
-        const float lk = lv.v[k], lk1 = lv.v[k + 1];
-        for (int e = 0; e < m; ++e) {
-          const bool b = lk <= u[e];
-          lo[e] = b ? lk : lo[e];
-          hi[e] = b ? lk1 : hi[e];
-          j[e] += b ? 1 : 0;
-        }
-      }
-    } else {
-      const float* in = lv.v + 1;
-      for (int e = 0; e < m; ++e) {
-        int base = 0, n = inner;  // upper bound: the count of inner levels <= u
-        while (n > 0) {
-          const int half = n / 2;
-          if (in[base + half] <= u[e]) {
-            base += half + 1;
-            n -= half + 1;
-          } else {
-            n = half;
-          }
-        }
-        j[e] = base;
-        lo[e] = lv.v[base];
-        hi[e] = lv.v[base + 1];
-      }
-    }
     if (out) {
-      float* __restrict oc = out + c;
-      for (int e = 0; e < m; ++e) {
-        const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
-        const bool up = r * (hi[e] - lo[e]) < u[e] - lo[e];
-        oc[e] = (up ? hi[e] : lo[e]) * nf;
-      }
+      snap_chunk<false>(x + c, m, inv, nf, lv, words, out + c, nullptr);
     } else {
-      uint8_t* __restrict ic = idx + c;
-      for (int e = 0; e < m; ++e) {
-        const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
-        const bool up = r * (hi[e] - lo[e]) < u[e] - lo[e];
-        ic[e] = static_cast<uint8_t>(j[e] + (up ? 1 : 0));
-      }
+      snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, idx + c);
     }
   }
 }

@@ -1,0 +1,103 @@
+"""Benchmark of the quantize kernel: 2^24 float32 values, 3 bits (QSGD levels, L2), buckets of 8192.
+
+Prints elements/s and GB/s of the pure-PyTorch reference, the C++ CPU kernel at 1 and 2 threads, a plain
+`copy_` of the same tensor at 1 thread (the memory-bandwidth ceiling) and, on a GPU, the CUDA kernel and a
+device copy; writes bench/results/kernel.json with the keys the issue names. Bandwidth counts bytes read
+plus bytes written (8 per element for both the copy and the kernel). Like the copy into an existing
+tensor, the kernel rows write into a preallocated output (`out=`); the table also shows the allocating
+call, whose fresh 64 MiB output pays page faults. Each timing is the best of several repeats, all within
+one run, so the ratios are fair even on a busy machine.
+
+    PYTHONPATH=$PWD python bench/bench_kernel.py [--out bench/results/kernel.json] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nuq import kernel
+from nuq.levels import get_method
+from trainer.runfiles import atomic_write_json
+
+N, BITS, BUCKET = 1 << 24, 3, 8192
+BYTES_PER_ELEMENT = 8  # 4 read + 4 written
+
+
+def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+    fn()  # warm-up (allocations, thread pools, CUDA context)
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure(repeats: int) -> tuple[dict[str, float], float]:
+    torch.manual_seed(0)
+    x = torch.randn(N)
+    lv = get_method("q").init_levels(BITS, 0.5)
+    y = torch.empty_like(x)
+    res: dict[str, float] = {"n": N, "bits": BITS, "bucket": BUCKET}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res["copy_gbps_1t"] = BYTES_PER_ELEMENT * N / best_time(lambda: y.copy_(x), repeats) / 1e9
+    finally:
+        torch.set_num_threads(threads)
+    t_ref = best_time(lambda: kernel.quantize(x, lv, BUCKET, "l2", 1, 0, backend="reference"), 1)
+    res["reference_melem_s"] = N / t_ref / 1e6
+    for t in (1, 2):
+        dt = best_time(lambda: kernel.quantize(x, lv, BUCKET, "l2", 1, 0, num_threads=t, out=y), repeats)
+        res[f"cpu_kernel_melem_s_{t}t"] = N / dt / 1e6
+    alloc = N / best_time(lambda: kernel.quantize(x, lv, BUCKET, "l2", 1, 0, num_threads=1), repeats) / 1e6
+    if torch.cuda.is_available():
+        xc, yc, lc = x.cuda(), torch.empty_like(x, device="cuda"), lv.cuda()
+        sync = torch.cuda.synchronize
+        res["cuda_copy_gbps"] = BYTES_PER_ELEMENT * N / best_time(lambda: yc.copy_(xc), repeats * 4, sync) / 1e9
+        dt = best_time(lambda: kernel.quantize(xc, lc, BUCKET, "l2", 1, 0, out=yc), repeats * 4, sync)
+        res["cuda_kernel_melem_s"] = N / dt / 1e6
+    return res, alloc
+
+
+def report(res: dict[str, float], alloc: float) -> str:
+    gbps = lambda melem: melem * 1e6 * BYTES_PER_ELEMENT / 1e9  # noqa: E731
+    rows = [("copy_ (1 thread)", res["copy_gbps_1t"] * 1e9 / BYTES_PER_ELEMENT / 1e6, res["copy_gbps_1t"]),
+            ("reference", res["reference_melem_s"], gbps(res["reference_melem_s"])),
+            ("CPU kernel, 1 thread", res["cpu_kernel_melem_s_1t"], gbps(res["cpu_kernel_melem_s_1t"])),
+            ("CPU kernel, 2 threads", res["cpu_kernel_melem_s_2t"], gbps(res["cpu_kernel_melem_s_2t"])),
+            ("CPU kernel 1t, allocating", alloc, gbps(alloc))]
+    if "cuda_kernel_melem_s" in res:
+        rows += [("CUDA copy_", res["cuda_copy_gbps"] * 1e9 / BYTES_PER_ELEMENT / 1e6, res["cuda_copy_gbps"]),
+                 ("CUDA kernel", res["cuda_kernel_melem_s"], gbps(res["cuda_kernel_melem_s"]))]
+    lines = [f"n={res['n']} bits={res['bits']} bucket={res['bucket']}",
+             f"{'':26s} {'Melem/s':>10s} {'GB/s':>8s}"]
+    lines += [f"{name:26s} {m:10.1f} {g:8.2f}" for name, m, g in rows]
+    k1 = res["cpu_kernel_melem_s_1t"]
+    lines.append(f"CPU kernel 1t / reference: {k1 / res['reference_melem_s']:.0f}x (target >= 50x); "
+                 f"1t bandwidth / copy_ 1t: {gbps(k1) / res['copy_gbps_1t']:.0%} (target >= 40%)")
+    if "cuda_kernel_melem_s" in res:
+        lines.append(f"CUDA kernel bandwidth / CUDA copy_: "
+                     f"{gbps(res['cuda_kernel_melem_s']) / res['cuda_copy_gbps']:.0%} (target >= 60%)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "kernel.json"))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    res, alloc = measure(args.repeats)
+    print(report(res, alloc))
+    atomic_write_json(args.out, res)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
