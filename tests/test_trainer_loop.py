@@ -142,3 +142,27 @@ def test_main_rejects_missing_and_malformed_config(tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("- 1\n- 2\n")
     assert trainer_main(["--config", str(tmp_path / "config.yaml")]) == 2
     assert "mapping" in capsys.readouterr().err
+
+
+def test_cifar_run_with_augmentation_resumes_exactly(tmp_path):
+    """Fake CIFAR-10 in the real pickle format through the loop: augmentation draws resume exactly too."""
+    import pickle
+
+    import numpy as np
+    data = tmp_path / "cifar"
+    data.mkdir()
+    rs = np.random.RandomState(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(data / name, "wb") as fh:
+            pickle.dump({b"data": rs.randint(0, 256, (8, 3072), dtype=np.uint8),
+                         b"labels": rs.randint(0, 10, 8).tolist()}, fh)
+    config = {"dataset": "cifar10", "data": str(data), "arch": "resnet8", "batch_size": 8, "niters": 7,
+              "chkpt_iter": 0, "tblog_interval": 1, "test_batch_size": 8}
+    full = loop.run(config, tmp_path / "full")
+    with pytest.raises(loop.Interrupted):
+        loop.run(config, tmp_path / "split", on_iteration=_stop_at(3))  # mid-epoch (5 batches per epoch)
+    resumed = loop.run(config, tmp_path / "split")
+    assert resumed["final"] == full["final"]
+    assert _metrics(tmp_path / "split") == _metrics(tmp_path / "full")
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except loop.Interrupted as err:
         print(f"trainer: interrupted: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("trainer: cancelled (KeyboardInterrupt); status.json says failed", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as err:
         print(f"trainer: failed: {type(err).__name__}: {err} (traceback in {run_dir / 'train.log'})", file=sys.stderr)
         return EXIT_FAILED

@@ -282,10 +282,11 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir, tty=sys.stderr.isatty())
-    status = StatusWriter(run_dir, niters=int(config.get("niters", 0) or 0))
+    status = StatusWriter(run_dir, niters=0)  # the real niters is known once the data is loaded
     try:
         status.write(runfiles.RUNNING)
         opt = full_config(config, run=run_dir.name)
+        status.niters = opt["niters"]
         training = Training(opt, run_dir, log, status, on_iteration)
         write_repro(run_dir, str(training.device))
         state = checkpoint.load(run_dir, warn=log.warning)

@@ -52,7 +52,7 @@ class BatchStream:
         return {"epoch": self.epoch, "pos": self.pos, "aug_gen": self.aug_gen.get_state(), "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seed = int(state["seed"])
+        # the seed stays this stream's own (seed + rank), so every rank can load rank 0's checkpoint
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self.aug_gen.set_state(state["aug_gen"])
         self._perm = self._permutation(self.epoch)
