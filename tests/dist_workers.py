@@ -55,12 +55,13 @@ def exchange_round(out_dir: str, n: str, bits: str, bucket: str, backend: str) -
 
 # Quantization settings the distributed estimator is compared on with the simulated one: per-layer buckets
 # with pass-through tails (layers smaller than a bucket travel whole) and TernGrad clipping; network-wide
-# with the linf norm; ternary levels (3 levels -> 2 bits).
+# with the linf norm; ternary levels (3 levels -> 2 bits); no quantization.
 ESTIMATOR_CASES = {
     "layers_tail_clip": {"nuq_method": "q", "nuq_bits": 3, "nuq_bucket_size": 64, "nuq_ig_sm_bkts": True,
                          "nuq_clip": True},
     "network_wide_linf": {"nuq_method": "qinf", "nuq_bits": 2, "nuq_bucket_size": 100, "nuq_layer": True},
     "ternary": {"nuq_method": "trn", "nuq_bits": 2, "nuq_bucket_size": 128},
+    "full_precision": {"nuq_method": "none"},  # fp32 all-reduce (2 ranks: a + b, the same float sum)
 }
 ESTIMATOR_CALLS = 2
 

@@ -74,7 +74,8 @@ def test_nuq_dist_gradient_equals_the_simulated_nuq_gradient(exchanged, case):
         for got, want in zip(calls, simulated):
             for g, w in zip(got, want):
                 assert torch.equal(g, w)
-    assert not torch.equal(simulated[0][0], simulated[1][0])  # each call draws fresh random numbers
+    if dist_workers.ESTIMATOR_CASES[case]["nuq_method"] != "none":
+        assert not torch.equal(simulated[0][0], simulated[1][0])  # each call draws fresh random numbers
 
 
 def test_hung_rank_is_caught_by_the_collective_timeout(tmp_path):
