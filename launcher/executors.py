@@ -1,0 +1,66 @@
+"""Executors by --cluster name: dryrun (= --dry-run), debug (in-process), local (submitit), slurm (plug-in).
+
+An executor receives the prepared runs (config.yaml written, done runs already skipped) and the parsed
+args. Another module adds one with `@register_executor("name")` on a subclass of Executor; modules in
+PLUGINS are imported when present, so launcher/slurm.py registers `slurm` without editing this file.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Callable, TypeVar
+
+from launcher.errors import UsageError
+from launcher.selection import RunSpec, Selection
+
+PLUGINS = ("launcher.slurm",)
+
+
+class Executor:
+    """Base class: override `launch`; add flags of your own in `add_arguments`."""
+    name = ""
+    help = ""
+    writes_run_folders = True  # False for dryrun: launch then writes no config.yaml before calling it
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this executor's flags to the `launch` parser (names must not clash with other executors')."""
+
+    def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
+        """Run or submit `runs`; return the exit code."""
+        raise NotImplementedError
+
+
+EXECUTORS: dict[str, Executor] = {}
+E = TypeVar("E", bound=type[Executor])
+
+
+def register_executor(name: str) -> Callable[[E], E]:
+    """Class decorator: make an Executor subclass available as --cluster NAME."""
+    def deco(cls: E) -> E:
+        instance = cls()
+        instance.name = name
+        EXECUTORS[name] = instance
+        return cls
+    return deco
+
+
+def load_executors() -> dict[str, Executor]:
+    """The registry with the built-in executors and every plug-in that is installed."""
+    import launcher.local_executors  # noqa: F401  (registers dryrun, debug, local)
+    for module in PLUGINS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+    return EXECUTORS
+
+
+def get_executor(name: str) -> Executor:
+    executors = load_executors()
+    if name not in executors:
+        if f"launcher.{name}" in PLUGINS:
+            raise UsageError(f"--cluster {name} is not available in this installation "
+                             f"(module launcher.{name} is missing); available: {', '.join(sorted(executors))}")
+        raise UsageError(f"unknown --cluster {name!r}; available: {', '.join(sorted(executors))}")
+    return executors[name]

@@ -1,0 +1,50 @@
+"""Run identity: a readable, path- and shell-safe folder name plus a short hash of the whole config.
+
+The same validated config always maps to the same name, whatever order its keys came in; any change of
+any key (excluded from the readable part or not) changes the hash.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from typing import Any, Iterable
+
+HASH_LEN = 8
+MAX_READABLE = 240  # + "," + 8-char hash stays under the usual 255-byte file-name limit
+_UNSAFE = re.compile(r"[^A-Za-z0-9.+-]")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Short sha1 of the canonical JSON of the config (sorted keys)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:HASH_LEN]
+
+
+def format_value(value: Any) -> str:
+    """The readable form of a value: flags as 'True'/'False', floats in their shortest repr."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def safe_token(text: str) -> str:
+    """Only [A-Za-z0-9.+-] survive; anything else (/, spaces, quotes, $, commas...) becomes '_'."""
+    return _UNSAFE.sub("_", text)
+
+
+@functools.lru_cache(maxsize=65536, typed=True)  # typed: True and 1 are different values here
+def _token(key: str, value: Any) -> str:
+    return safe_token(key) if value is True else f"{safe_token(key)}_{safe_token(format_value(value))}"
+
+
+def run_name(config: dict[str, Any], exclude: Iterable[str] = ()) -> str:
+    """'key_value,key_value,...,<hash>' from the non-excluded keys in config order.
+
+    A flag that is True shows as its key alone. Each token starts with a key (an identifier), and the
+    hash ends the name, so no name is '.', '..', starts with '-' or contains '/'.
+    """
+    skip = set(exclude)
+    parts = [_token(key, value) for key, value in config.items() if key not in skip]
+    readable = ",".join(parts)[:MAX_READABLE].rstrip(",")
+    digest = config_hash(config)
+    return f"{readable},{digest}" if readable else f"h{digest}"

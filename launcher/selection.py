@@ -1,0 +1,184 @@
+"""Which runs a command acts on: --grid --run --only --set --limit --root, shared by every subcommand.
+
+Pipeline: expand the grid -> apply --set -> validate every config against trainer.options -> name it
+-> keep those matching every --only -> first --limit. A RunSpec's index is its position in the full
+expansion, so it stays the same whatever --only/--limit select.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launcher.errors import UsageError
+from launcher.grid import GridError, expand
+from launcher.naming import run_name, safe_token
+from launcher.registry import get_run
+from trainer.options import ConfigError, closest_keys, OPTIONS, validate_config
+
+DEFAULT_ROOT = "./runs"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: its index in the full grid, folder name, folder and validated config."""
+    index: int
+    name: str
+    dir: Path
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GridMeta:
+    """The grid a selection came from."""
+    grid: str
+    run: str
+    folder: str              # results folder name under --root
+    results_dir: Path        # <root>/<folder>
+    exclude: tuple[str, ...]  # keys left out of run names
+    total: int               # configs in the full expansion (before --only/--limit)
+    slurm: dict[str, Any] | None = None  # the grid's SLURM resource defaults (GridRun.slurm)
+
+
+@dataclass
+class Selection:
+    meta: GridMeta
+    runs: list[RunSpec]
+    varying_keys: list[str] = field(default_factory=list)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The flags every subcommand uses to pick runs."""
+    group = parser.add_argument_group("run selection")
+    group.add_argument("--grid", required=required, help="grid family (a module of grids/) or a path to a grid .py file")
+    group.add_argument("--run", required=required, help="run of the family (a registered function)")
+    group.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                       help="keep configs whose KEY equals VALUE (repeatable; same key: any of, different keys: all of)")
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set",
+                       help="override KEY in every config (repeatable; part of run identity; 'KEY=' sets a flag)")
+    group.add_argument("--limit", type=positive_int, default=None, metavar="N", help="keep the first N selected runs")
+    group.add_argument("--root", default=DEFAULT_ROOT, metavar="DIR", help=f"results root (default {DEFAULT_ROOT})")
+
+
+def parse_scalar(text: str, flag: str) -> Any:
+    """A --set/--only value read as a YAML scalar: '200' -> 200, '0.1' -> 0.1, '' -> '' (a flag), 'amq' -> 'amq'."""
+    if text == "":
+        return ""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise UsageError(f"{flag}: cannot read value {text!r} (quote strings with special characters)") from None
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        raise UsageError(f"{flag}: value {text!r} must be a single value, not a {type(value).__name__}")
+    return value
+
+
+def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
+    """'key=value' -> (key, scalar); the key must be a trainer option."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"{flag} {text!r}: expected KEY=VALUE, e.g. {flag} niters=200")
+    if key not in OPTIONS:
+        near = closest_keys(key)
+        hint = f"did you mean {', '.join(near)}?" if near else "see `launch options` for the valid keys"
+        raise UsageError(f"{flag} {text!r}: unknown config key {key!r}; {hint}")
+    value = parse_scalar(raw, f"{flag} {key}")
+    try:
+        value = validate_config({key: value}, run=flag)[key]
+    except ConfigError as err:
+        raise UsageError(f"{flag} {text!r}: {str(err).removeprefix(f'run {flag}: ')}") from None
+    return key, value
+
+
+def _matches(config: dict[str, Any], only: dict[str, list[Any]]) -> bool:
+    return all(key in config and config[key] in values for key, values in only.items())
+
+
+def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """Keys whose value (or presence) differs between configs, in first-seen order."""
+    keys: dict[str, None] = {}
+    for cfg in configs:
+        keys.update(dict.fromkeys(cfg))
+    missing = object()
+    return [k for k in keys if len({repr(cfg.get(k, missing)) for cfg in configs}) > 1]
+
+
+def _results_folder(folder: str, where: str) -> str:
+    if not folder or safe_token(folder) != folder or folder in (".", ".."):
+        raise UsageError(f"grid {where}: results folder {folder!r} must be one plain folder name "
+                         "(letters, digits, '.', '+', '-')")
+    return folder
+
+
+def select_runs(args: argparse.Namespace) -> Selection:
+    """Expand, override, validate, name and filter the runs named by the selection flags in `args`."""
+    where = f"{args.grid}.{args.run}"
+    spec = get_run(args.grid, args.run)
+    try:
+        configs = expand(spec.grid)
+    except GridError as err:
+        raise UsageError(f"grid {where}: {err}") from None
+    overrides = dict(parse_assignment(text, "--set") for text in getattr(args, "set", []) or [])
+    only: dict[str, list[Any]] = {}
+    for text in getattr(args, "only", []) or []:
+        key, value = parse_assignment(text, "--only")
+        only.setdefault(key, []).append(value)
+    limit = getattr(args, "limit", None)
+
+    folder = _results_folder(spec.folder, where)
+    results_dir = Path(getattr(args, "root", DEFAULT_ROOT) or DEFAULT_ROOT) / folder
+    exclude = tuple(spec.exclude)
+    runs: list[RunSpec] = []
+    first_index: dict[str, int] = {}
+    for index, raw in enumerate(configs):
+        raw.update(overrides)
+        label = f"{where}[{index}]"
+        try:
+            config = validate_config(raw, run=label)
+        except ConfigError as err:
+            raise UsageError(str(err)) from None
+        if only and not _matches(config, only):
+            continue
+        name = run_name(config, exclude)
+        if first_index.setdefault(name, index) != index:
+            raise UsageError(f"grid {where}: configs {first_index[name]} and {index} are identical "
+                             f"({name}); remove the duplicate")
+        runs.append(RunSpec(index, name, results_dir / name, config))
+    if limit is not None:
+        runs = runs[:limit]  # after validating every config: a bad one is an error even beyond the limit
+    if not runs:
+        raise UsageError(_nothing_selected(where, configs, only))
+    meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs), spec.slurm)
+    return Selection(meta, runs, varying_keys([r.config for r in runs]))
+
+
+def _nothing_selected(where: str, configs: list[dict[str, Any]], only: dict[str, list[Any]]) -> str:
+    if not configs:
+        return f"grid {where} expands to no configs"
+    parts = []
+    for key in only:
+        seen = sorted({repr(c[key]) for c in configs if key in c})
+        parts.append(f"{key} takes {', '.join(seen) if seen else 'no value (never set)'}")
+    return f"--only selects none of the {len(configs)} runs of {where}: " + "; ".join(parts)
