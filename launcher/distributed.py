@@ -218,7 +218,12 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
     done = runfiles.read_json(run_dir / runfiles.RESULTS)
     if done and done.get("status") == runfiles.DONE:
         return runfiles.DONE
-    check_config(read_config(Path(config_path)), nprocs)
+    try:
+        check_config(read_config(Path(config_path)), nprocs)
+    except ValueError as err:  # say why in status.json too: the executor reports its error line
+        if run_dir.is_dir():
+            _mark_failed(run_dir, str(err))
+        raise
     result = spawn_local(nprocs, ["--config", str(config_path)], log_dir=run_dir, timeout_s=timeout_s,
                          grace_s=grace_s, backend=backend, target=target)
     if result.failed_rank is not None:

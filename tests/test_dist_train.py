@@ -89,8 +89,10 @@ def test_preemption_notice_on_one_rank_stops_every_rank_at_the_same_step(tmp_pat
     assert not (run_dir / "results.json").exists()
 
 
-def test_an_estimator_without_exchange_is_refused_on_several_processes():
+def test_an_estimator_without_exchange_is_refused_on_several_processes(tmp_path):
+    config = _write_config(tmp_path / "run", g_estim="sgd")
     with pytest.raises(ValueError, match="g_estim 'sgd' does not exchange gradients"):
-        check_config({"g_estim": "sgd"}, 2)
+        run_local(config, 2)  # refused before any process starts, and status.json says why
+    assert "does not exchange gradients" in json.loads((config.parent / "status.json").read_text())["error"]
     check_config({"g_estim": "sgd"}, 1)
     check_config({"g_estim": "nuq_dist"}, 4)
