@@ -1,0 +1,82 @@
+"""The wire format of one quantized gradient vector: what a rank sends instead of float32 values.
+
+A message is one flat uint8 tensor: the float32 norm of each bucket (4 bytes each, first, so they stay
+4-byte aligned), then the level indices bit-packed with `bits` bits each (`nuq.packing`). For n values in
+buckets of `bucket_size` that is exactly ceil(n*bits/8) + 4*ceil(n/bucket_size) bytes.
+
+`decode(encode(x, ...))` equals `nuq.kernel.quantize(x, ...)` bit for bit for the same (seed, offset):
+both are quantize_indices + dequantize_indices of the same random stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nuq import kernel, packing
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes of the message for n values: where the norms end and the packed indices start."""
+    n: int
+    bits: int
+    bucket_size: int
+
+    @property
+    def nbuckets(self) -> int:
+        return -(-self.n // self.bucket_size)
+
+    @property
+    def norm_bytes(self) -> int:
+        return 4 * self.nbuckets
+
+    @property
+    def index_bytes(self) -> int:
+        return packing.packed_nbytes(self.n, self.bits)
+
+    @property
+    def nbytes(self) -> int:
+        return self.norm_bytes + self.index_bytes
+
+    @property
+    def bits_per_value(self) -> float:
+        """Bits on the wire per coordinate, norms included."""
+        return 8.0 * self.nbytes / self.n if self.n else 0.0
+
+
+def layout(n: int, levels: torch.Tensor, bucket_size: int) -> Layout:
+    """The message layout of n values quantized to `levels` (ceil(log2(#levels)) bits per index)."""
+    if isinstance(bucket_size, bool) or not isinstance(bucket_size, int) or bucket_size < 1:
+        raise ValueError(f"bucket_size must be a positive int, got {bucket_size!r}")
+    return Layout(n, packing.bits_for_levels(int(levels.numel())), bucket_size)
+
+
+def encode(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str, seed: int, offset: int,
+           out: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
+    """Quantize flat `x` and pack it into a uint8 message (layout: module doc).
+
+    `out` (uint8, layout(...).nbytes) receives the message in place, e.g. a row of a gather buffer.
+    `backend` is passed to `nuq.kernel` (None: by device; 'reference': the pure-PyTorch oracle).
+    """
+    lay = layout(x.numel(), levels, bucket_size)
+    idx, norms = kernel.quantize_indices(x, levels, bucket_size, norm, seed, offset, backend=backend)
+    if out is None:
+        out = torch.empty(lay.nbytes, dtype=torch.uint8, device=x.device)
+    elif out.dtype != torch.uint8 or out.numel() != lay.nbytes:
+        raise ValueError(f"out must be a uint8 tensor of {lay.nbytes} bytes, got {out.dtype} of {out.numel()}")
+    out[: lay.norm_bytes] = norms.to(torch.float32).view(torch.uint8)
+    out[lay.norm_bytes:] = packing.pack(idx, lay.bits)
+    return out
+
+
+def decode(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_size: int,
+           backend: str | None = None) -> torch.Tensor:
+    """float32 [n] values of a message made by `encode` with the same n, levels and bucket_size."""
+    lay = layout(n, levels, bucket_size)
+    if message.dtype != torch.uint8 or message.dim() != 1 or message.numel() != lay.nbytes:
+        raise ValueError(f"a message of {n} values at {lay.bits} bits in buckets of {bucket_size} is "
+                         f"{lay.nbytes} uint8 bytes, got {message.dtype} {tuple(message.shape)}")
+    norms = message[: lay.norm_bytes].clone().view(torch.float32)  # clone: the row may be unaligned
+    idx = packing.unpack(message[lay.norm_bytes:], lay.bits, n)
+    return kernel.dequantize_indices(idx, norms, levels, bucket_size, backend=backend)
