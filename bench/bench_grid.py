@@ -5,6 +5,11 @@ dry_run_s: wall time of the whole `python -m launcher ... --dry-run` command, in
 included, writing 10,000 task scripts + the sbatch into a fresh jobs folder.
 Each is the best of REPEATS runs (the machine is shared; the minimum is the least disturbed one).
 Writes bench/results/grid.json with exactly the keys configs, expand_s, dry_run_s.
+
+dry_run_s is dominated by creating 10,001 files. On ext4 that cost rises several-fold for a few minutes
+after many files were deleted (the inode allocator skips recently deleted inodes: `perf` shows
+`recently_deleted` at ~60% of the time), e.g. right after a previous run of this bench cleaned up;
+the cpu column shows it as system time. Run it on a quiet disk.
 """
 from __future__ import annotations
 
