@@ -38,3 +38,9 @@ def test_sgd_estimator_returns_the_minibatch_gradient():
     assert loss == pytest.approx(ref.item())
     for g, p in zip(grads, model.parameters()):
         assert torch.equal(g, p.grad)
+
+
+def test_sgd_estimator_logs_32_bits_per_coordinate():
+    model = torch.nn.Linear(3, 2)
+    est = get_estimator_class("sgd")({}, model, torch.nn.functional.cross_entropy, None, None)
+    assert est.scalars() == {"bits": 32.0}
