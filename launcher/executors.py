@@ -21,6 +21,7 @@ class Executor:
     name = ""
     help = ""
     writes_run_folders = True  # False for dryrun: launch then writes no config.yaml before calling it
+    selects_runs = False  # True when the executor re-decides from the whole selection (slurm's --mode)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add this executor's flags to the `launch` parser (names must not clash with other executors')."""

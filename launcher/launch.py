@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     skipped = len(selection.runs) - len(todo)
     if skipped:
         print(f"skipping {skipped} runs that are done or running (never overwritten)")
-    if not todo:
+    if not todo and not executor.selects_runs:
         print("nothing to launch")
         return 0
     if executor.writes_run_folders:

@@ -274,6 +274,7 @@ def _put_checkout_on_pythonpath() -> None:
 class SlurmExecutor(Executor):
     """One throttled job array per launch through submitit; returns as soon as it is queued."""
     help = "submit a SLURM job array through submitit (returns at once; see `launch status`)"
+    selects_runs = True  # --mode decides from the whole selection, done runs included
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_slurm_arguments(parser)

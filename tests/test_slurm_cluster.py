@@ -92,6 +92,9 @@ def test_array_with_packing_and_throttling_then_relaunch_submits_nothing(tmp_pat
     out = launch(capsys, *args, "--cluster", "slurm")
     assert "submitted job" not in out
     assert [read(d / runfiles.JOB) for d in dirs] == jobs  # no run was resubmitted
+    # --mode force over an all-done grid reaches the mode check (it needs --yes), not "nothing to launch"
+    assert cli.main([*args, "--cluster", "slurm", "--mode", "force"]) == 2
+    assert "add --yes" in capsys.readouterr().err
 
 
 def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys, monkeypatch):
