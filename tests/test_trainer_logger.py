@@ -37,3 +37,18 @@ def test_fresh_run_starts_empty(tmp_path):
     with RunLogger(tmp_path) as log:
         log.scalar("loss", 1, 7.0)
     assert [r["value"] for r in _lines(tmp_path)] == [7.0]
+
+
+def test_a_quick_resume_keeps_the_previous_attempts_event_file(tmp_path):
+    """Two attempts within one second: tensorboardX names files by the second, so without a unique
+    suffix the resume would reopen and wipe the first attempt's events."""
+    from launcher.metrics_io import read_event_files
+
+    with RunLogger(tmp_path) as log:
+        log.scalar("loss", 1, 1.0)
+        log.scalar("loss", 2, 2.0)
+    with RunLogger(tmp_path, resume_step=2) as log:
+        log.scalar("loss", 3, 3.0)
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    steps = read_event_files(tmp_path)
+    assert list(zip(steps["loss"].steps.tolist(), steps["loss"].values.tolist())) == [(1, 1.0), (2, 2.0), (3, 3.0)]

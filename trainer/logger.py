@@ -60,7 +60,10 @@ class RunLogger:
             from tensorboardX import SummaryWriter
             # TensorBoard hides earlier events at steps >= purge_step (a failed or interrupted attempt's tail)
             purge = 0 if resume_step is None else resume_step + 1
-            self._tb = SummaryWriter(str(self.run_dir), purge_step=purge, flush_secs=30)
+            # tensorboardX names files by the second: a suffix in ns keeps a quick resume from reopening
+            # (and wiping) the previous attempt's file, and keeps file-name order = creation order
+            self._tb = SummaryWriter(str(self.run_dir), purge_step=purge, flush_secs=30,
+                                     filename_suffix=f".{time.time_ns()}")
 
     def scalar(self, tag: str, step: int, value: float) -> None:
         """Log one scalar; non-finite values are written as JSON null in metrics.jsonl."""
