@@ -108,25 +108,35 @@ NUQ_CPU_INLINE void snap_chunk_fixed(const float* __restrict xc, int m, float in
                                      uint8_t* __restrict ic) {
   float l[kInner + 2];
   for (int k = 0; k < kInner + 2; ++k) l[k] = lv[k];
+  alignas(64) int32_t jc[kIndices ? kChunk : 1];  // indices stay 32-bit in the vector loop, narrowed after
   for (int e = 0; e < m; ++e) {
     float u = xc[e] * inv;
     u = u < l[0] ? l[0] : u;
     u = u > l[kInner + 1] ? l[kInner + 1] : u;
     float lo = l[0], hi = l[1];
     int32_t j = 0;
-    for (int k = 1; k <= kInner; ++k) {
-      const bool b = l[k] <= u;
-      lo = b ? l[k] : lo;
-      hi = b ? l[k + 1] : hi;
-      j += b ? 1 : 0;
+    if (kIndices && kInner > 6) {  // many levels: count, then look the pair up (fewer live registers)
+      for (int k = 1; k <= kInner; ++k) j += l[k] <= u ? 1 : 0;
+      lo = l[j];
+      hi = l[j + 1];
+    } else {
+      for (int k = 1; k <= kInner; ++k) {
+        const bool b = l[k] <= u;
+        lo = b ? l[k] : lo;
+        hi = b ? l[k + 1] : hi;
+        j += b ? 1 : 0;  // dead (and dropped) when only values are written
+      }
     }
     const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
     const bool up = r * (hi - lo) < u - lo;
     if (kIndices) {
-      ic[e] = static_cast<uint8_t>(j + (up ? 1 : 0));
+      jc[e] = j + (up ? 1 : 0);
     } else {
       oc[e] = (up ? hi : lo) * nf;
     }
+  }
+  if (kIndices) {
+    for (int e = 0; e < m; ++e) ic[e] = static_cast<uint8_t>(jc[e]);
   }
 }
 
@@ -159,15 +169,12 @@ NUQ_CPU_INLINE void snap_chunk_any(const float* __restrict xc, int m, float inv,
   } else {
     const float* in = lv.v + 1;
     for (int e = 0; e < m; ++e) {
-      int base = 0, n = inner;  // upper bound: the count of inner levels <= u
-      while (n > 0) {
+      int base = 0, n = inner;  // upper bound: the count of inner levels <= u; selects, not branches,
+      while (n > 0) {           // since u is random and a mispredicted branch costs more than the probe
         const int half = n / 2;
-        if (in[base + half] <= u[e]) {
-          base += half + 1;
-          n -= half + 1;
-        } else {
-          n = half;
-        }
+        const bool go = in[base + half] <= u[e];
+        base = go ? base + half + 1 : base;
+        n = go ? n - half - 1 : half;
       }
       j[e] = base;
       lo[e] = lv.v[base];
