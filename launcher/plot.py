@@ -53,8 +53,9 @@ def group_runs(records: Sequence[RunRecord], by: Sequence[str] | None) -> dict[t
 def group_labels(by: Sequence[str] | None, keys: Sequence[tuple]) -> list[str]:
     """Legend labels of groups: the values of the `by` keys that tell groups apart (keys implied by
     earlier ones are left out, as in tables), 'key=value' when several, unset keys skipped."""
-    if by is None or len(by) == 1:
-        return [str(key[0]) for key in keys]
+    if by is None or len(by) == 1:  # one key: its value, or that it is unset (e.g. nuq_method of sgd runs)
+        unset = f"({by[0]} unset)" if by else "(unset)"
+        return [unset if key[0] is None else str(key[0]) for key in keys]
     if not by:
         return ["all runs" for _ in keys]
     hidden = set(implied_keys(pd.DataFrame(list(keys), columns=list(by)), by))

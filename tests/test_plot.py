@@ -155,3 +155,4 @@ def test_group_labels_skip_implied_and_unset_keys():
     keys = [("sgd", None, None), ("nuq", 3, "q"), ("nuq", 3, "alq")]
     assert group_labels(by, keys) == ["g_estim=sgd", "g_estim=nuq, nuq_method=q", "g_estim=nuq, nuq_method=alq"]
     assert group_labels(["nuq_method"], [("q",)]) == ["q"] and group_labels([], [()]) == ["all runs"]
+    assert group_labels(["nuq_method"], [(None,), ("q",)]) == ["(nuq_method unset)", "q"]
