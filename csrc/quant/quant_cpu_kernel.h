@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "quant_common.h"
 
@@ -35,12 +36,27 @@ struct Levels {
 
 NUQ_CPU_INLINE float bucket_norm(const float* __restrict x, int64_t len, int64_t bucket, bool linf) {
   if (linf) {
-    float m = 0.0f;
-    for (int64_t i = 0; i < len; ++i) {
-      const float a = std::fabs(x[i]);
-      m = (a > m || a != a) ? a : m;  // a NaN sticks (as torch.amax), so a NaN bucket gives NaNs, not values
+    // Lane-wise maxima (a max is exact, so lane order cannot change the result) vectorise where a single
+    // running max does not; a NaN anywhere makes the norm NaN (as torch.amax), so its bucket gives NaNs.
+    constexpr int kLinfLanes = 16;
+    float m[kLinfLanes] = {};
+    bool nan = false;
+    const int64_t full = len / kLinfLanes * kLinfLanes;
+    for (int64_t r = 0; r < full; r += kLinfLanes) {
+      for (int k = 0; k < kLinfLanes; ++k) {
+        const float a = std::fabs(x[r + k]);
+        nan |= a != a;
+        m[k] = a > m[k] ? a : m[k];
+      }
     }
-    return m;
+    for (int64_t i = full; i < len; ++i) {
+      const float a = std::fabs(x[i]);
+      nan |= a != a;
+      m[0] = a > m[0] ? a : m[0];
+    }
+    float best = 0.0f;
+    for (int k = 0; k < kLinfLanes; ++k) best = m[k] > best ? m[k] : best;
+    return nan ? std::numeric_limits<float>::quiet_NaN() : best;
   }
   const int lanes = norm_lanes(bucket);
   double acc[kMaxLanes];
