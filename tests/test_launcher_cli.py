@@ -18,17 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 HEADER = "from collections import OrderedDict\nfrom launcher.registry import GridRun, register\n"
 
 
-@pytest.fixture
-def launch(tmp_path, monkeypatch, capsys):
-    """Run `launch ARGS` in-process from tmp_path; returns (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-
-    def run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
-
 
 def grid_file(tmp_path, body, name="mygrid"):
     path = tmp_path / f"{name}.py"

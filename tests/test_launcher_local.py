@@ -13,16 +13,6 @@ from trainer import runfiles
 SMOKE = ["--grid", "nuq", "--run", "digits", "--only", "g_estim=sgd", "--set", "niters=10", "--set", "chkpt_iter=5"]
 
 
-@pytest.fixture
-def launch(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-
-    def run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
-
 
 def run_dirs(launch, *argv):
     code, out, _ = launch(*argv, "--json")
