@@ -96,6 +96,24 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
 }
 
 
+def cpu_kernel(levels: torch.Tensor) -> str:
+    """Which compiled CPU kernel a call with these (float32) levels runs: 'avx512' (hand-vectorised, on CPUs
+    with AVX-512 for up to 16 levels) or 'generic'. Both give identical bits; this is for benchmarks."""
+    return _extension("cpu").cpu_kernel(levels.detach().to("cpu", torch.float32).contiguous())
+
+
+@contextlib.contextmanager
+def only_generic_cpu_kernel():
+    """Within the block the CPU backend runs its generic kernel even where AVX-512 is available (process-wide;
+    for tests and benchmarks that compare the two)."""
+    ext = _extension("cpu")
+    ext.set_cpu_kernel("generic")
+    try:
+        yield
+    finally:
+        ext.set_cpu_kernel("auto")
+
+
 def _backend(name: str | None, device: torch.device) -> Backend:
     key = device.type if name is None else name
     if key not in BACKENDS:

@@ -11,7 +11,8 @@ arithmetic, which the C++ and CUDA kernels repeat operation for operation so res
    suits CPU SIMD and a CUDA block alike.)
 3. inv = 1 / norm in float32 (0 for a zero bucket, which therefore gives zeros, never NaN).
 4. u = clamp(x * inv, levels[0], levels[-1]) in float32 (values beyond the outer levels are clipped).
-5. j = number of inner levels levels[1..K-2] that are <= u (so levels[j] <= u <= levels[j+1]).
+5. j = number of inner levels levels[1..K-2] that are <= u (so levels[j] <= u <= levels[j+1]; 0 for a NaN u,
+   as from an infinite value in a bucket, whose norm is then infinite).
 6. With r the element's uniform from `nuq.philox`, take j+1 iff r * (levels[j+1] - levels[j]) < u - levels[j]
    (float32), i.e. with probability (u - l_j)/(l_{j+1} - l_j) up to 2^-24: the result is unbiased.
 7. Dequantized value = levels[index] * norm (float32).
@@ -65,6 +66,7 @@ def quantize_indices(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, no
     inv = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
     u = torch.clamp(x * _per_element(inv, bucket_size, n), levels[0], levels[-1])
     j = torch.searchsorted(levels[1:-1].contiguous(), u, right=True)
+    j = torch.where(torch.isnan(u), 0, j)  # no level is <= NaN (searchsorted would sort NaN last)
     r = uniforms(seed, offset, n, x.device)
     gaps = levels[1:] - levels[:-1]
     up = r * gaps[j] < u - levels[j]

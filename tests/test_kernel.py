@@ -22,6 +22,17 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=["auto", "generic"])
+def cpu_kernel(request):
+    """Run a test with the CPU backend's default kernel (AVX-512 where the CPU has it) and with the generic
+    one forced: both must compute the reference's bits."""
+    if request.param == "generic":
+        with kernel.only_generic_cpu_kernel():
+            yield request.param
+    else:
+        yield request.param
+
+
 def _levels(method: str, bits: int = 3) -> torch.Tensor:
     return get_method(method).init_levels(bits, 0.5)
 
@@ -116,7 +127,7 @@ CASES = [(1000, 128), (30, 7), (1000, 1000), (20000, 8192), (5000, 300), (3, 100
 
 @pytest.mark.parametrize("method,bits", [("q", 2), ("q", 3), ("qinf", 4), ("nuq", 3), ("nuq", 8), ("trn", 2),
                                          ("q", 6)])
-def test_cpu_kernel_equals_reference_bitwise(method, bits):
+def test_cpu_kernel_equals_reference_bitwise(method, bits, cpu_kernel):
     """Same seed and offset: identical bits at 1, 2 and 3 threads (3 oversubscribes 2 cores on purpose)."""
     torch.manual_seed(4)
     lv = _levels(method, bits)
@@ -214,7 +225,7 @@ def test_l2_and_linf_norms(backend):
 
 @pytest.mark.parametrize("backend", [None, "reference"])
 @pytest.mark.parametrize("method", FIXED)
-def test_zero_buckets_give_zeros_not_nan(backend, method):
+def test_zero_buckets_give_zeros_not_nan(backend, method, cpu_kernel):
     x = torch.randn(1100)
     x[200:400] = 0
     x[1000:] = 0  # a zero partial tail bucket
@@ -225,18 +236,65 @@ def test_zero_buckets_give_zeros_not_nan(backend, method):
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
-def test_non_finite_values_poison_only_their_bucket(norm):
-    """A NaN gradient value is never turned into finite garbage: its bucket comes out NaN, others are
-    untouched; kernel and reference agree (NaN positions included)."""
-    x = torch.randn(300)
-    x[150] = float("nan")
+@pytest.mark.parametrize("bucket", [100, 300])  # 128 and 256 L2 lanes: the AVX-512 kernel's own norm at 256
+def test_non_finite_values_poison_only_their_bucket(norm, bucket, cpu_kernel):
+    """A NaN or infinite gradient value is never turned into finite garbage: its bucket comes out non-finite,
+    others are untouched; kernel and reference agree (NaN positions included)."""
+    x = torch.randn(5 * bucket)
+    x[bucket + 7] = float("nan")
+    x[3 * bucket + 1] = float("inf")
     lv = _levels("q")
     for backend in (None, "reference"):
-        q = kernel.quantize(x, lv, 100, norm, 1, 0, backend=backend)
-        assert torch.all(torch.isnan(q[100:200])) and torch.all(torch.isfinite(q[:100])) \
-            and torch.all(torch.isfinite(q[200:]))
-    ref = kernel.quantize(x, lv, 100, norm, 1, 0, backend="reference")
-    torch.testing.assert_close(kernel.quantize(x, lv, 100, norm, 1, 0), ref, rtol=0, atol=0, equal_nan=True)
+        q = kernel.quantize(x, lv, bucket, norm, 1, 0, backend=backend)
+        for b in (1, 3):
+            assert not torch.any(torch.isfinite(q[b * bucket:(b + 1) * bucket]))
+        for b in (0, 2, 4):
+            assert torch.all(torch.isfinite(q[b * bucket:(b + 1) * bucket]))
+    ref = kernel.quantize(x, lv, bucket, norm, 1, 0, backend="reference")
+    torch.testing.assert_close(kernel.quantize(x, lv, bucket, norm, 1, 0), ref, rtol=0, atol=0, equal_nan=True)
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return all(f in flags for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl"))
+
+
+def test_cpu_kernel_selection():
+    """AVX-512 runs level sets of up to 16 values whose gaps its tables hold exactly; the rest, and any call
+    within only_generic_cpu_kernel(), runs the generic kernel. Either way the bits are the reference's."""
+    fast = "avx512" if _cpu_has_avx512() else "generic"
+    tiny_gap = torch.tensor([-1.0, 0.0, 1e-30, 1.0])
+    assert kernel.cpu_kernel(_levels("q", 4)) == fast
+    assert kernel.cpu_kernel(_levels("q", 5)) == "generic"  # 32 levels
+    assert kernel.cpu_kernel(tiny_gap) == "generic"
+    with kernel.only_generic_cpu_kernel():
+        assert kernel.cpu_kernel(_levels("q", 4)) == "generic"
+    assert kernel.cpu_kernel(_levels("q", 4)) == fast
+    x = torch.randn(3000) * 1e-29
+    ref = kernel.quantize(x, tiny_gap, 512, "linf", 4, 1, backend="reference")
+    assert torch.equal(kernel.quantize(x, tiny_gap, 512, "linf", 4, 1), ref)
+    from nuq import _quant
+    with pytest.raises(RuntimeError, match="'auto' or 'generic'"):
+        _quant.set_cpu_kernel("avx2")
+
+
+def test_large_tensor_with_streaming_stores_equals_reference():
+    """Outputs of 8 MiB and more are written with streaming stores where `out` is 64-byte aligned: aligned,
+    misaligned (a view one value in) and index outputs all keep the reference's bits."""
+    torch.manual_seed(6)
+    n, bucket = (1 << 21) + 37, 8192
+    x = torch.randn(n)
+    lv = _levels("nuq", 3)
+    ref = kernel.quantize(x, lv, bucket, "l2", 9, 3, backend="reference")
+    for threads in (1, 2):
+        assert torch.equal(kernel.quantize(x, lv, bucket, "l2", 9, 3, num_threads=threads), ref)
+    shifted = torch.empty(n + 1)[1:]
+    assert torch.equal(kernel.quantize(x, lv, bucket, "l2", 9, 3, out=shifted), ref)
+    idx, norms = kernel.quantize_indices(x, lv, bucket, "l2", 9, 3)
+    assert torch.equal(kernel.dequantize_indices(idx, norms, lv, bucket), ref)
 
 
 def test_all_zero_input():

@@ -140,4 +140,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_indices", &nuq::quantize_indices, "(uint8 level indices, float32 bucket norms)");
   m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");
+  m.def("cpu_kernel", &nuq::cpu_kernel_name, "cpu_kernel(levels): 'avx512' or 'generic', the CPU kernel a call with these levels runs");
+  m.def("set_cpu_kernel", &nuq::set_cpu_kernel, "set_cpu_kernel('auto' | 'generic'): allow AVX-512 or not");
 }

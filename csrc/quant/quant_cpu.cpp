@@ -1,13 +1,23 @@
 // C++ CPU quantize kernel: OpenMP over buckets; each bucket is read once (norm, then snapping while it is
-// still in cache) and processed in chunks whose inner loops vectorise. The arithmetic is exactly that of
-// nuq/reference.py (its docstring lists it step by step), so results agree bitwise.
+// still in cache). Two implementations compute the same bits: the hand-vectorised AVX-512 kernel
+// (quant_cpu_avx512.cpp) where the CPU has AVX-512 and the level set has at most 16 values, and the generic
+// kernel (quant_cpu_kernel.h, auto-vectorised, cloned for AVX2 and baseline x86-64) everywhere else. The
+// arithmetic is exactly that of nuq/reference.py (its docstring lists it step by step).
 #include <algorithm>
+#include <atomic>
 
 #include <omp.h>
 #include <torch/extension.h>
 
 #include "quant_cpu.h"
+#include "quant_cpu_avx512.h"
 #include "quant_cpu_kernel.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NUQ_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NUQ_CPU_CLONES
+#endif
 
 namespace nuq {
 namespace {
@@ -16,29 +26,82 @@ using cpu::Levels;
 
 constexpr int64_t kMinPerThread = 1 << 15;  // below this many values per thread, threads cost more than they save
 
+bool cpu_has_avx512() {
+#if NUQ_HAVE_AVX512_KERNEL
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+
+std::atomic<bool> g_allow_avx512{true};  // set_cpu_kernel("generic") clears it (tests compare both kernels)
+
 // Threads for n values: at most `requested`, and 1 for small tensors (results never depend on it).
 int thread_count(int64_t n, int64_t requested) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(requested, n / kMinPerThread)));
 }
 
+// One bucket end to end with the generic kernel: norm (stored to *norm_out when non-null), then snapping.
+NUQ_CPU_CLONES void process_bucket(const float* x, int64_t len, int64_t bucket, bool linf, uint64_t g0, Levels lv,
+                                   uint32_t k0, uint32_t k1, float* out, uint8_t* idx, float* norm_out) {
+  const float nf = cpu::bucket_norm(x, len, bucket, linf);
+  if (norm_out) *norm_out = nf;
+  cpu::snap_bucket(x, len, nf, g0, lv, k0, k1, out, idx);
+}
+
+bool use_avx512(const float* levels, int num_levels) {
+#if NUQ_HAVE_AVX512_KERNEL
+  static const bool has = cpu_has_avx512();
+  return has && g_allow_avx512.load(std::memory_order_relaxed) && avx512::handles(levels, num_levels);
+#else
+  (void)levels;
+  (void)num_levels;
+  return false;
+#endif
+}
+
 void run_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
              int64_t offset, int64_t threads, float* out, uint8_t* idx, float* norms) {
-  const float* xp = x.data_ptr<float>();
-  const Levels lv{levels.data_ptr<float>(), static_cast<int>(levels.numel())};
-  const int64_t n = x.numel();
-  const int64_t nb = (n + bucket - 1) / bucket;
-  const uint32_t k0 = static_cast<uint32_t>(static_cast<uint64_t>(seed));
-  const uint32_t k1 = static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32);
-#pragma omp parallel for schedule(static) num_threads(thread_count(n, threads))
+  const BucketJob job{x.data_ptr<float>(), x.numel(), bucket, linf, levels.data_ptr<float>(),
+                      static_cast<int>(levels.numel()), static_cast<uint64_t>(offset),
+                      static_cast<uint32_t>(static_cast<uint64_t>(seed)),
+                      static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32), out, idx, norms};
+  const int64_t nb = (job.n + bucket - 1) / bucket;
+  const int nthreads = thread_count(job.n, threads);
+#if NUQ_HAVE_AVX512_KERNEL
+  if (use_avx512(job.levels, job.num_levels)) {
+#pragma omp parallel num_threads(nthreads)
+    {  // contiguous ranges of buckets, as schedule(static) gives the generic loop below
+      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+      avx512::run_buckets(job, nb * t / nt, nb * (t + 1) / nt);
+    }
+    return;
+  }
+#endif
+  const Levels lv{job.levels, job.num_levels};
+#pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t start = b * bucket;
-    const int64_t len = std::min(bucket, n - start);
-    cpu::process_bucket(xp + start, len, bucket, linf, static_cast<uint64_t>(offset + start), lv, k0, k1,
-                        out ? out + start : nullptr, idx ? idx + start : nullptr, norms ? norms + b : nullptr);
+    const int64_t len = std::min(bucket, job.n - start);
+    process_bucket(job.x + start, len, bucket, linf, job.offset + static_cast<uint64_t>(start), lv, job.key0,
+                   job.key1, out ? out + start : nullptr, idx ? idx + start : nullptr, norms ? norms + b : nullptr);
   }
 }
 
 }  // namespace
+
+std::string cpu_kernel_name(const torch::Tensor& levels) {
+  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && !levels.is_cuda(),
+              "levels must be a contiguous float32 CPU tensor");
+  return use_avx512(levels.data_ptr<float>(), static_cast<int>(levels.numel())) ? "avx512" : "generic";
+}
+
+void set_cpu_kernel(const std::string& name) {
+  TORCH_CHECK(name == "auto" || name == "generic", "cpu kernel must be 'auto' or 'generic', got '", name, "'");
+  g_allow_avx512.store(name == "auto", std::memory_order_relaxed);
+}
 
 void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
                   int64_t offset, int64_t threads, torch::Tensor& out) {

@@ -2,6 +2,7 @@
 #pragma once
 #include <torch/extension.h>
 
+#include <string>
 #include <tuple>
 
 namespace nuq {
@@ -12,6 +13,10 @@ void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t b
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,
                                                               int64_t bucket, bool linf, int64_t seed,
                                                               int64_t offset, int64_t threads);
+// Which CPU kernel a call with these levels runs: "avx512" or "generic".
+std::string cpu_kernel_name(const torch::Tensor& levels);
+// "auto" (AVX-512 where the CPU has it) or "generic" (always the portable kernel; for tests and benchmarks).
+void set_cpu_kernel(const std::string& name);
 torch::Tensor dequantize_indices_cpu(const torch::Tensor& idx, const torch::Tensor& norms,
                                      const torch::Tensor& levels, int64_t bucket, int64_t threads);
 

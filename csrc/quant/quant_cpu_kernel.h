@@ -3,8 +3,9 @@
 //
 // Speed: each bucket is processed in chunks of kChunk elements; every inner loop runs over the elements of
 // a chunk with no branches (Philox over a structure of arrays, a compare-and-select scan over the levels),
-// so the compiler vectorises it; `process_bucket` is compiled for AVX-512, AVX2 and baseline x86-64 and
-// picked at load time (target_clones), because the build's baseline flags cannot assume AVX.
+// so the compiler vectorises it. quant_cpu.cpp compiles these helpers for AVX2 and baseline x86-64 (picked
+// at load time, since the build's baseline flags cannot assume AVX) and quant_cpu_avx512.cpp reuses the
+// norm under AVX-512.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -14,11 +15,9 @@
 
 #include "quant_common.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NUQ_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#if defined(__GNUC__)
 #define NUQ_CPU_INLINE inline __attribute__((always_inline))
 #else
-#define NUQ_CPU_CLONES
 #define NUQ_CPU_INLINE inline
 #endif
 
@@ -236,15 +235,6 @@ NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf
       snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, idx + c);
     }
   }
-}
-
-// One bucket end to end: norm (stored to *norm_out when non-null), then snapping.
-NUQ_CPU_CLONES static void process_bucket(const float* x, int64_t len, int64_t bucket, bool linf, uint64_t g0,
-                                          Levels lv, uint32_t k0, uint32_t k1, float* out, uint8_t* idx,
-                                          float* norm_out) {
-  const float nf = bucket_norm(x, len, bucket, linf);
-  if (norm_out) *norm_out = nf;
-  snap_bucket(x, len, nf, g0, lv, k0, k1, out, idx);
 }
 
 }  // namespace cpu

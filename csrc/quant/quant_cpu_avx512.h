@@ -1,0 +1,43 @@
+// The AVX-512 CPU kernel (quant_cpu_avx512.cpp): torch-free, called by quant_cpu.cpp on CPUs that have
+// AVX-512 for level sets of at most kMaxAvx512Levels values (see `handles`); everything else runs the generic kernel.
+#pragma once
+#include <cstdint>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NUQ_HAVE_AVX512_KERNEL 1
+#else
+#define NUQ_HAVE_AVX512_KERNEL 0
+#endif
+
+namespace nuq {
+
+// One quantize call over flat x: buckets of `bucket` values, the last possibly partial. Exactly one of
+// out (dequantized values) and idx (level indices) is non-null; norms (one per bucket) may be null.
+struct BucketJob {
+  const float* x;
+  int64_t n;
+  int64_t bucket;
+  bool linf;
+  const float* levels;
+  int num_levels;
+  uint64_t offset;  // stream position of x[0]
+  uint32_t key0, key1;
+  float* out;
+  uint8_t* idx;
+  float* norms;
+};
+
+namespace avx512 {
+
+constexpr int kMaxAvx512Levels = 16;
+
+#if NUQ_HAVE_AVX512_KERNEL
+// Whether the AVX-512 kernel handles this level set: 2 .. kMaxAvx512Levels sorted values, no two closer than
+// 2^-90 unless equal (true of every level set in practice; the generic kernel takes the rest).
+bool handles(const float* levels, int num_levels);
+// Buckets first .. last-1 of the job. Call only where the CPU has AVX-512 F, BW, DQ and VL.
+void run_buckets(const BucketJob& job, int64_t first, int64_t last);
+#endif
+
+}  // namespace avx512
+}  // namespace nuq
