@@ -60,11 +60,13 @@ def encode(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str, s
     `backend` is passed to `nuq.kernel` (None: by device; 'reference': the pure-PyTorch oracle).
     """
     lay = layout(x.numel(), levels, bucket_size)
-    idx, norms = kernel.quantize_indices(x, levels, bucket_size, norm, seed, offset, backend=backend)
     if out is None:
         out = torch.empty(lay.nbytes, dtype=torch.uint8, device=x.device)
     elif out.dtype != torch.uint8 or out.numel() != lay.nbytes:
         raise ValueError(f"out must be a uint8 tensor of {lay.nbytes} bytes, got {out.dtype} of {out.numel()}")
+    if out.is_contiguous() and kernel.fused_encode_supported(x, bucket_size, backend):
+        return kernel.encode_packed(x, levels, bucket_size, norm, seed, offset, out)  # one pass, same bytes
+    idx, norms = kernel.quantize_indices(x, levels, bucket_size, norm, seed, offset, backend=backend)
     out[: lay.norm_bytes] = norms.to(torch.float32).view(torch.uint8)
     out[lay.norm_bytes:] = packing.pack(idx, lay.bits)
     return out

@@ -160,6 +160,35 @@ def quantize_indices(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, no
     return _backend(backend, flat.device).quantize_indices(flat, lv, bucket_size, norm, seed, offset, num_threads)
 
 
+def fused_encode_supported(x: torch.Tensor, bucket_size: int, backend: str | None = None) -> bool:
+    """Whether `encode_packed` can write x's message in one pass: a CPU tensor, the compiled kernel, and
+    buckets that start on whole bytes (bucket_size % 8 == 0, or a single bucket)."""
+    if backend not in (None, "cpu") or x.device.type != "cpu" or not isinstance(bucket_size, int):
+        return False
+    if bucket_size % 8 and x.numel() > bucket_size:
+        return False
+    try:
+        return hasattr(_extension("cpu"), "encode")
+    except RuntimeError:
+        return False
+
+
+def encode_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str, seed: int, offset: int,
+                  out: torch.Tensor, *, num_threads: int | None = None) -> torch.Tensor:
+    """Quantize flat x straight into the wire message `out` (uint8: the float32 bucket norms, then the
+    indices packed ceil(log2(#levels)) bits each; nuq.codec's layout), with the random choices of
+    `quantize_indices` for the same (seed, offset). One pass: no index tensor, no separate packing.
+    Only where `fused_encode_supported`."""
+    flat, lv = _prepare(x, levels, bucket_size, norm, seed, offset)
+    if not fused_encode_supported(flat, bucket_size):
+        raise ValueError(f"encode_packed needs a CPU tensor and bucket_size % 8 == 0 (got {bucket_size} for "
+                         f"{flat.numel()} values on {flat.device}); use quantize_indices and nuq.packing")
+    if flat.numel() == 0:
+        return out
+    return _extension("cpu").encode(out, flat, lv, bucket_size, norm == "linf", seed, offset,
+                                    _threads(num_threads))
+
+
 def dequantize_indices(indices: torch.Tensor, norms: torch.Tensor, levels: torch.Tensor, bucket_size: int, *,
                        backend: str | None = None, num_threads: int | None = None) -> torch.Tensor:
     """float32 [n] values levels[index] * norm of the index's bucket (the inverse of `quantize_indices`)."""

@@ -376,3 +376,42 @@ def test_values_beyond_outer_levels_are_clipped():
     x = torch.tensor([10.0, 0.0, 0.0, 0.0])
     q = kernel.quantize(x, lv, 4, "l2", 1, 0)
     assert math.isclose(float(q[0]), 5.0)
+
+
+# ---------------------------------------------------------------- fused encode (quantize + bit packing)
+
+@pytest.mark.parametrize("method,bits", [("q", 1), ("trn", 2), ("q", 2), ("nuq", 3), ("qinf", 4), ("q", 5),
+                                         ("nuq", 8)])
+def test_encode_packed_equals_reference_indices_packed(method, bits, cpu_kernel):
+    """The one-pass encode writes exactly the reference's norms and indices, packed by nuq.packing's torch
+    path, for tails, single small buckets and stream offsets that are not multiples of 4."""
+    from nuq import packing
+    torch.manual_seed(8)
+    lv = _levels(method, bits)
+    norm = get_method(method).norm
+    width = packing.bits_for_levels(lv.numel())
+    for n, bucket in [(1000, 128), (20000, 8192), (5003, 8), (7, 1000), (70001, 4096), (3000, 24)]:
+        x = torch.randn(n)
+        for offset in (0, 3, 2 ** 33 + 1):
+            idx, norms = kernel.quantize_indices(x, lv, bucket, norm, 7, offset, backend="reference")
+            want = torch.cat([norms.view(torch.uint8), packing.pack(idx, width, use_ext=False)])
+            assert kernel.fused_encode_supported(x, bucket)
+            for threads in (1, 2):
+                out = torch.full((want.numel(),), 0xAB, dtype=torch.uint8)
+                kernel.encode_packed(x, lv, bucket, norm, 7, offset, out, num_threads=threads)
+                assert torch.equal(out, want), (n, bucket, offset, threads)
+
+
+def test_encode_packed_bad_input_is_named():
+    lv = _levels("q")
+    x = torch.randn(100)
+    assert not kernel.fused_encode_supported(x, 12)  # buckets would start mid-byte
+    assert kernel.fused_encode_supported(x, 100)  # a single bucket starts on byte 0
+    assert not kernel.fused_encode_supported(x, 16, backend="reference")
+    with pytest.raises(ValueError, match="bucket_size % 8 == 0"):
+        kernel.encode_packed(x, lv, 12, "l2", 1, 0, torch.empty(1000, dtype=torch.uint8))
+    from nuq import _quant
+    with pytest.raises(RuntimeError, match="message must be a contiguous 1-D uint8 CPU tensor of 66 bytes"):
+        _quant.encode(torch.empty(65, dtype=torch.uint8), x, lv, 16, False, 1, 0, 1)  # 7 norms + 300 bits
+    with pytest.raises(RuntimeError, match="bucket_size % 8 == 0"):
+        _quant.encode(torch.empty(100, dtype=torch.uint8), x, lv, 12, False, 1, 0, 1)

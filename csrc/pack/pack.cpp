@@ -1,16 +1,16 @@
 // Bit packing of b-bit level indices (b in 1..8) into bytes: the CPU fast path of nuq/packing.py.
 //
-// Layout (same as the torch fallback): one little-endian bit stream, value i in bits [i*b, (i+1)*b).
-// 8 values fill exactly b bytes, so each group of 8 is packed independently, which makes the loop
-// trivially parallel. Padding bits of the last byte are zero. A group is moved as one 64-bit word
-// (byte i = value i) and its fields are squeezed together, or spread apart, in three mask-and-shift
-// steps (pairs of bytes, pairs of 16-bit lanes, the two 32-bit halves): ~10 word ops per 8 values.
+// Layout (same as the torch fallback; see csrc/common/bitpack.h): one little-endian bit stream, value i in
+// bits [i*b, (i+1)*b). 8 values fill exactly b bytes, so each group of 8 is packed independently, which
+// makes the loop trivially parallel.
 #include <torch/extension.h>
 
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+
+#include "../common/bitpack.h"
 
 namespace {
 
@@ -25,28 +25,8 @@ void check_args(const torch::Tensor& t, int64_t bits, const char* name) {
   TORCH_CHECK(t.dim() == 1 && t.is_contiguous(), name, " must be 1-D and contiguous");
 }
 
-constexpr uint64_t kLanes16 = 0x00FF00FF00FF00FFull;
-constexpr uint64_t kLanes32 = 0x0000FFFF0000FFFFull;
-constexpr uint64_t kLow32 = 0x00000000FFFFFFFFull;
-
-// 8 values, one per byte of `w` (each < 2^bits), -> the 8*bits-bit stream in the low bits.
-template <int bits>
-inline uint64_t squeeze(uint64_t w) {
-  w = (w & kLanes16) | ((w >> 8) & kLanes16) << bits;
-  w = (w & kLanes32) | ((w >> 16) & kLanes32) << (2 * bits);
-  return (w & kLow32) | (w >> 32) << (4 * bits);
-}
-
-// Inverse of squeeze: the low 8*bits bits of `w` -> 8 values, one per byte.
-template <int bits>
-inline uint64_t spread(uint64_t w) {
-  const uint64_t m4 = (uint64_t{1} << (4 * bits)) - 1;  // bits <= 8: at most 32 bits
-  const uint64_t m2 = ((uint64_t{1} << (2 * bits)) - 1) * 0x0000000100000001ull;
-  const uint64_t m1 = ((uint64_t{1} << bits) - 1) * 0x0001000100010001ull;
-  w = (w & m4) | (w >> (4 * bits)) << 32;
-  w = (w & m2) | ((w >> (2 * bits)) & m2) << 16;
-  return (w & m1) | ((w >> bits) & m1) << 8;
-}
+using nuq::bitpack::spread;
+using nuq::bitpack::squeeze;
 
 // The group loops, with `bits` a compile-time constant so each group's b-byte load/store is a few
 // plain moves instead of a memcpy call.
@@ -87,11 +67,8 @@ void unpack_groups(const uint8_t* src, uint8_t* dst, int64_t full, int64_t avail
 
 template <int bits>
 uint64_t pack_tail(const uint8_t* in, uint8_t* dst, int64_t rest, int64_t tail_bytes) {
-  uint64_t w = 0;
-  std::memcpy(&w, in, rest);
-  const uint64_t word = squeeze<bits>(w);
-  std::memcpy(dst, &word, tail_bytes);
-  return w;
+  (void)tail_bytes;  // == ceil(rest * bits / 8)
+  return nuq::bitpack::pack_up_to_8<bits>(in, rest, dst);
 }
 
 template <int bits>

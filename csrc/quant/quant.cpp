@@ -119,6 +119,23 @@ torch::Tensor dequantize_indices(const torch::Tensor& idx, const torch::Tensor& 
   return dequantize_indices_cpu(idx, norms, levels, bucket, threads);
 }
 
+// The packed message of x (nuq/codec.py's layout) written into `message` in one pass (CPU only).
+torch::Tensor encode(torch::Tensor message, const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket,
+                     bool linf, int64_t seed, int64_t offset, int64_t threads) {
+  check_quant_inputs(x, levels, bucket, seed, offset);
+  TORCH_CHECK(!x.is_cuda(), "encode runs on the CPU; CUDA tensors use quantize_indices and nuq.packing");
+  const int64_t n = x.numel(), nb = (n + bucket - 1) / bucket;
+  int64_t bits = 1;
+  while ((int64_t{1} << bits) < levels.numel()) ++bits;
+  TORCH_CHECK(bucket % 8 == 0 || n <= bucket, "encode needs bucket_size % 8 == 0 (buckets start on a byte), got ",
+              bucket);
+  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
+                  !message.is_cuda() && message.numel() == 4 * nb + (n * bits + 7) / 8,
+              "message must be a contiguous 1-D uint8 CPU tensor of ", 4 * nb + (n * bits + 7) / 8, " bytes");
+  encode_cpu(x, levels, bucket, linf, seed, offset, threads, bits, message);
+  return message;
+}
+
 bool has_cuda() {
 #ifdef NUQ_WITH_CUDA
   return true;
@@ -139,6 +156,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_out", &nuq::quantize_out, "quantize_out(out, x, ...): quantize into a given float32 tensor");
   m.def("quantize_indices", &nuq::quantize_indices, "(uint8 level indices, float32 bucket norms)");
   m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
+  m.def("encode", &nuq::encode,
+        "encode(message, x, levels, bucket_size, linf, seed, offset, cpu_threads): norms + packed indices");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");
   m.def("cpu_kernel", &nuq::cpu_kernel_name, "cpu_kernel(levels): 'avx512' or 'generic', the CPU kernel a call with these levels runs");
   m.def("set_cpu_kernel", &nuq::set_cpu_kernel, "set_cpu_kernel('auto' | 'generic'): allow AVX-512 or not");

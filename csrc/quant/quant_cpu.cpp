@@ -5,6 +5,7 @@
 // arithmetic is exactly that of nuq/reference.py (its docstring lists it step by step).
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 
 #include <omp.h>
 #include <torch/extension.h>
@@ -30,7 +31,7 @@ bool cpu_has_avx512() {
 #if NUQ_HAVE_AVX512_KERNEL
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("bmi2");
 #else
   return false;
 #endif
@@ -43,12 +44,17 @@ int thread_count(int64_t n, int64_t requested) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(requested, n / kMinPerThread)));
 }
 
-// One bucket end to end with the generic kernel: norm (stored to *norm_out when non-null), then snapping.
-NUQ_CPU_CLONES void process_bucket(const float* x, int64_t len, int64_t bucket, bool linf, uint64_t g0, Levels lv,
-                                   uint32_t k0, uint32_t k1, float* out, uint8_t* idx, float* norm_out) {
-  const float nf = cpu::bucket_norm(x, len, bucket, linf);
-  if (norm_out) *norm_out = nf;
-  cpu::snap_bucket(x, len, nf, g0, lv, k0, k1, out, idx);
+// One bucket end to end with the generic kernel: norm (stored to bucket b of job.norms when non-null), then
+// snapping into the job's output.
+NUQ_CPU_CLONES void process_bucket(const BucketJob& job, int64_t b) {
+  const int64_t start = b * job.bucket;
+  const int64_t len = std::min(job.bucket, job.n - start);
+  const float* x = job.x + start;
+  const float nf = cpu::bucket_norm(x, len, job.bucket, job.linf);
+  if (job.norms) std::memcpy(static_cast<uint8_t*>(job.norms) + 4 * b, &nf, 4);
+  cpu::snap_bucket(x, len, nf, job.offset + static_cast<uint64_t>(start), Levels{job.levels, job.num_levels},
+                   job.key0, job.key1, job.out ? job.out + start : nullptr, job.idx ? job.idx + start : nullptr,
+                   job.packed ? job.packed + start / 8 * job.bits : nullptr, job.bits);
 }
 
 bool use_avx512(const float* levels, int num_levels) {
@@ -62,32 +68,37 @@ bool use_avx512(const float* levels, int num_levels) {
 #endif
 }
 
-void run_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
-             int64_t offset, int64_t threads, float* out, uint8_t* idx, float* norms) {
-  const BucketJob job{x.data_ptr<float>(), x.numel(), bucket, linf, levels.data_ptr<float>(),
-                      static_cast<int>(levels.numel()), static_cast<uint64_t>(offset),
-                      static_cast<uint32_t>(static_cast<uint64_t>(seed)),
-                      static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32), out, idx, norms};
-  const int64_t nb = (job.n + bucket - 1) / bucket;
+// Runs the job over all its buckets on up to `threads` threads (contiguous ranges of buckets per thread).
+void run_job(const BucketJob& job, int64_t threads) {
+  const int64_t nb = (job.n + job.bucket - 1) / job.bucket;
   const int nthreads = thread_count(job.n, threads);
 #if NUQ_HAVE_AVX512_KERNEL
   if (use_avx512(job.levels, job.num_levels)) {
 #pragma omp parallel num_threads(nthreads)
-    {  // contiguous ranges of buckets, as schedule(static) gives the generic loop below
+    {  // the same ranges schedule(static) gives the generic loop below
       const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
       avx512::run_buckets(job, nb * t / nt, nb * (t + 1) / nt);
     }
     return;
   }
 #endif
-  const Levels lv{job.levels, job.num_levels};
 #pragma omp parallel for schedule(static) num_threads(nthreads)
-  for (int64_t b = 0; b < nb; ++b) {
-    const int64_t start = b * bucket;
-    const int64_t len = std::min(bucket, job.n - start);
-    process_bucket(job.x + start, len, bucket, linf, job.offset + static_cast<uint64_t>(start), lv, job.key0,
-                   job.key1, out ? out + start : nullptr, idx ? idx + start : nullptr, norms ? norms + b : nullptr);
-  }
+  for (int64_t b = 0; b < nb; ++b) process_bucket(job, b);
+}
+
+BucketJob make_job(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                   int64_t offset) {
+  BucketJob job{};
+  job.x = x.data_ptr<float>();
+  job.n = x.numel();
+  job.bucket = bucket;
+  job.linf = linf;
+  job.levels = levels.data_ptr<float>();
+  job.num_levels = static_cast<int>(levels.numel());
+  job.offset = static_cast<uint64_t>(offset);
+  job.key0 = static_cast<uint32_t>(static_cast<uint64_t>(seed));
+  job.key1 = static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32);
+  return job;
 }
 
 }  // namespace
@@ -105,7 +116,9 @@ void set_cpu_kernel(const std::string& name) {
 
 void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
                   int64_t offset, int64_t threads, torch::Tensor& out) {
-  run_cpu(x, levels, bucket, linf, seed, offset, threads, out.data_ptr<float>(), nullptr, nullptr);
+  BucketJob job = make_job(x, levels, bucket, linf, seed, offset);
+  job.out = out.data_ptr<float>();
+  run_job(job, threads);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,
@@ -113,9 +126,21 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tenso
                                                               int64_t offset, int64_t threads) {
   auto idx = torch::empty({x.numel()}, x.options().dtype(torch::kUInt8));
   auto norms = torch::empty({(x.numel() + bucket - 1) / bucket}, x.options());
-  run_cpu(x, levels, bucket, linf, seed, offset, threads, nullptr, idx.data_ptr<uint8_t>(),
-          norms.data_ptr<float>());
+  BucketJob job = make_job(x, levels, bucket, linf, seed, offset);
+  job.idx = idx.data_ptr<uint8_t>();
+  job.norms = norms.data_ptr<float>();
+  run_job(job, threads);
   return {idx, norms};
+}
+
+void encode_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message) {
+  const int64_t nb = (x.numel() + bucket - 1) / bucket;
+  BucketJob job = make_job(x, levels, bucket, linf, seed, offset);
+  job.norms = message.data_ptr<uint8_t>();
+  job.packed = message.data_ptr<uint8_t>() + 4 * nb;
+  job.bits = static_cast<int>(bits);
+  run_job(job, threads);
 }
 
 torch::Tensor dequantize_indices_cpu(const torch::Tensor& idx, const torch::Tensor& norms,

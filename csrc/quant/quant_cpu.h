@@ -13,6 +13,11 @@ void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t b
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,
                                                               int64_t bucket, bool linf, int64_t seed,
                                                               int64_t offset, int64_t threads);
+// Quantizes x into `message` (uint8, 4*ceil(n/bucket) + ceil(n*bits/8) bytes, any alignment): the float32
+// bucket norms, then the level indices packed `bits` = ceil(log2(#levels)) bits each (nuq/codec.py's
+// layout) in one pass. Needs bucket % 8 == 0 (every bucket starts on a byte).
+void encode_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message);
 // Which CPU kernel a call with these levels runs: "avx512" or "generic".
 std::string cpu_kernel_name(const torch::Tensor& levels);
 // "auto" (AVX-512 where the CPU has it) or "generic" (always the portable kernel; for tests and benchmarks).

@@ -20,9 +20,10 @@
 #include <limits>
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,bmi2")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in avx512fintrin.h
 
+#include "../common/bitpack.h"
 #include "quant_cpu_kernel.h"
 
 namespace nuq {
@@ -151,12 +152,15 @@ LevelTables level_tables(const float* lv, int k) {
   return t;
 }
 
-// Snap 16 elements of one bucket (kFull), or the lanes in `mask` of a partial vector: writes dequantized
-// values (`scaled` = levels * norm) or uint8 indices. Full vectors use plain loads and stores (masked
-// stores are slow on some CPUs), or streaming stores (kStream: 64-byte aligned `out` only).
-template <int kSteps, bool kIndices, bool kFull, bool kStream = false>
+enum class Output { kValues, kIndices, kPacked };
+
+// Snap 16 elements of one bucket (kFull), or the lanes in `mask` of a partial vector, and write them as
+// dequantized values (`scaled` = levels * norm), uint8 indices, or indices packed kBits bits each
+// (csrc/common/bitpack.h; `dst` then points at the group's first byte). Full vectors use plain loads and
+// stores (masked stores are slow on some CPUs), or streaming stores (kStream: 64-byte aligned `dst` only).
+template <int kSteps, Output kOut, int kBits, bool kFull, bool kStream = false>
 inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
-                   const LevelTables& t, float* out, uint8_t* idx) {
+                   const LevelTables& t, void* dst) {
   const __m512 xv = kFull ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(mask, x);
   // clamp(x * inv, lmin, lmax) with NaN kept, as `u < l0 ? l0 : u` then `u > lmax ? lmax : u`
   const __m512 u = _mm512_min_ps(t.lmax, _mm512_max_ps(t.lmin, _mm512_mul_ps(xv, inv)));
@@ -172,13 +176,8 @@ inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512
   const __m512 r_gap = _mm512_mul_ps(_mm512_cvtepu32_ps(top24), gap);
   const __mmask16 up = _mm512_cmp_ps_mask(r_gap, _mm512_sub_ps(u, lo), _CMP_LT_OQ);
   const __m512i index = _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
-  if (kIndices) {
-    if (kFull) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(idx), _mm512_cvtepi32_epi8(index));
-    } else {
-      _mm512_mask_cvtepi32_storeu_epi8(idx, mask, index);
-    }
-  } else {
+  if (kOut == Output::kValues) {
+    float* out = static_cast<float*>(dst);
     const __m512 value = _mm512_permutexvar_ps(index, scaled);
     if (kStream) {
       _mm512_stream_ps(out, value);
@@ -187,24 +186,56 @@ inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512
     } else {
       _mm512_mask_storeu_ps(out, mask, value);
     }
+  } else if (kOut == Output::kIndices) {
+    uint8_t* idx = static_cast<uint8_t*>(dst);
+    if (kFull) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(idx), _mm512_cvtepi32_epi8(index));
+    } else {
+      _mm512_mask_cvtepi32_storeu_epi8(idx, mask, index);
+    }
+  } else {
+    uint8_t* packed = static_cast<uint8_t*>(dst);
+    const __m128i bytes = _mm512_cvtepi32_epi8(kFull ? index : _mm512_maskz_mov_epi32(mask, index));
+    if (kFull) {  // 16 values -> 2 * kBits bytes: one bit-extract (BMI2 pext) per 8 values
+      static_assert(kBits <= 4 || !kFull, "16 values of more than 4 bits do not fit one 64-bit word");
+      constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
+      alignas(16) uint64_t lanes[2];  // through memory: cheaper than two vector-to-register moves
+      _mm_store_si128(reinterpret_cast<__m128i*>(lanes), bytes);
+      const uint64_t low = _pext_u64(lanes[0], kFields), high = _pext_u64(lanes[1], kFields);
+      const uint64_t word = low | high << (8 * kBits);
+      std::memcpy(packed, &word, 2 * kBits);
+    } else {
+      alignas(16) uint8_t tmp[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+      bitpack::pack<kBits>(tmp, __builtin_popcount(mask), packed);
+    }
   }
 }
 
-// Snap a bucket whose stream starts at g0, a chunk of kWords stream positions at a time (chunks aligned
-// to the stream, so every chunk but the first starts on a Philox block).
-template <int kSteps, bool kIndices>
+// Where group e (an element offset in the bucket) of the output goes.
+template <Output kOut, int kBits>
+inline void* group_dst(void* dst, int64_t e) {
+  if (kOut == Output::kValues) return static_cast<float*>(dst) + e;
+  if (kOut == Output::kIndices) return static_cast<uint8_t*>(dst) + e;
+  return static_cast<uint8_t*>(dst) + e * kBits / 8;  // e is a multiple of 8 (16, or the bucket's end)
+}
+
+// Snap a bucket whose stream starts at g0 into `dst` (values, indices or packed bytes of this bucket),
+// in chunks of kWords elements: one vectorised Philox call gives the chunk's words when g0 is a multiple
+// of 4; otherwise the chunk also needs the first words of the next block, one scalar Philox call.
+template <int kSteps, Output kOut, int kBits>
 void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const LevelTables& t,
-                 const RoundKeys& keys, float* out, uint8_t* idx, const float* next, int64_t next_len,
-                 bool stream) {
+                 const RoundKeys& keys, void* dst, const float* next, int64_t next_len, bool stream) {
   const float inv_s = norm > 0.0f ? 1.0f / norm : 0.0f;
   const __m512 inv = _mm512_set1_ps(inv_s), scaled = _mm512_mul_ps(t.levels, _mm512_set1_ps(norm));
-  alignas(64) uint32_t words[kWords];
-  int64_t c = 0;
-  while (c < len) {
-    const uint64_t pos = g0 + static_cast<uint64_t>(c);
-    const int64_t m = std::min<int64_t>(len - c, kWords - static_cast<int64_t>(pos % kWords));
-    philox_words(pos >> 2, keys, words);
-    const uint32_t* w = words + (pos & 3);
+  alignas(64) uint32_t words[kWords + 4];
+  const int64_t shift = static_cast<int64_t>(g0 & 3);  // every chunk starts kWords later: the same shift
+  for (int64_t c = 0; c < len; c += kWords) {
+    const int64_t m = std::min<int64_t>(len - c, kWords);
+    const uint64_t block = (g0 + static_cast<uint64_t>(c)) >> 2;
+    philox_words(block, keys, words);
+    if (shift + m > kWords) philox4x32_10(block + kWords / 4, keys.k0[0], keys.k1[0], words + kWords);
+    const uint32_t* w = words + shift;
     int64_t e = 0;
     for (; e + 16 <= m; e += 16) {
       // fetch the next bucket into cache meanwhile, two lines per step so it has arrived well before its
@@ -214,29 +245,40 @@ void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Lev
         _mm_prefetch(reinterpret_cast<const char*>(next + ahead), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(next + ahead + 16), _MM_HINT_T0);
       }
-      if (!kIndices && stream && (reinterpret_cast<uintptr_t>(out + c + e) & 63) == 0) {
-        snap16<kSteps, kIndices, true, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, out + c + e, nullptr);
+      void* group = group_dst<kOut, kBits>(dst, c + e);
+      if (kOut == Output::kValues && stream && (reinterpret_cast<uintptr_t>(group) & 63) == 0) {
+        snap16<kSteps, kOut, kBits, true, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
       } else {
-        snap16<kSteps, kIndices, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, out ? out + c + e : nullptr,
-                                       idx ? idx + c + e : nullptr);
+        snap16<kSteps, kOut, kBits, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
       }
     }
     if (e < m) {
-      snap16<kSteps, kIndices, false>(x + c + e, w + e, __mmask16((1u << (m - e)) - 1), inv, scaled, t,
-                                      out ? out + c + e : nullptr, idx ? idx + c + e : nullptr);
+      snap16<kSteps, kOut, kBits, false>(x + c + e, w + e, __mmask16((1u << (m - e)) - 1), inv, scaled, t,
+                                         group_dst<kOut, kBits>(dst, c + e));
     }
-    c += m;
   }
 }
 
-template <bool kIndices, typename... Args>
-void snap_bucket_any(int steps, Args... args) {
-  switch (steps) {
-    case 0: return snap_bucket<0, kIndices>(args...);
-    case 1: return snap_bucket<1, kIndices>(args...);
-    case 2: return snap_bucket<2, kIndices>(args...);
-    case 3: return snap_bucket<3, kIndices>(args...);
-    default: return snap_bucket<4, kIndices>(args...);
+// snap_bucket with the level set's search steps and (packed output) index bits as compile-time constants.
+template <Output kOut, typename... Args>
+void snap_bucket_any(const LevelTables& t, int bits, Args... args) {
+  if (kOut != Output::kPacked) {
+    switch (t.steps) {
+      case 0: return snap_bucket<0, kOut, 0>(args...);
+      case 1: return snap_bucket<1, kOut, 0>(args...);
+      case 2: return snap_bucket<2, kOut, 0>(args...);
+      case 3: return snap_bucket<3, kOut, 0>(args...);
+      default: return snap_bucket<4, kOut, 0>(args...);
+    }
+  }
+  switch (t.steps * 8 + bits) {  // bits = ceil(log2(levels)) fixes the steps to one or two values
+    case 0 * 8 + 1: return snap_bucket<0, kOut, 1>(args...);
+    case 1 * 8 + 2: return snap_bucket<1, kOut, 2>(args...);
+    case 2 * 8 + 2: return snap_bucket<2, kOut, 2>(args...);
+    case 2 * 8 + 3: return snap_bucket<2, kOut, 3>(args...);
+    case 3 * 8 + 3: return snap_bucket<3, kOut, 3>(args...);
+    case 3 * 8 + 4: return snap_bucket<3, kOut, 4>(args...);
+    default: return snap_bucket<4, kOut, 4>(args...);
   }
 }
 
@@ -254,22 +296,26 @@ bool handles(const float* levels, int num_levels) {
 void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
   const LevelTables t = level_tables(job.levels, job.num_levels);
   const RoundKeys keys = round_keys(job.key0, job.key1);
-  const bool stream = job.n >= kStreamValues;
+  const bool stream = job.out && job.n >= kStreamValues;
   for (int64_t b = first; b < last; ++b) {
     const int64_t start = b * job.bucket;
     const int64_t len = std::min(job.bucket, job.n - start);
     const float* x = job.x + start;
     const float norm = !job.linf && norm_lanes(job.bucket) == kMaxLanes ? l2_norm_256(x, len)
                                                                         : cpu::bucket_norm(x, len, job.bucket, job.linf);
-    if (job.norms) job.norms[b] = norm;
+    if (job.norms) std::memcpy(static_cast<uint8_t*>(job.norms) + 4 * b, &norm, 4);
     const uint64_t g0 = job.offset + static_cast<uint64_t>(start);
+    const float* next = x + job.bucket;
     const int64_t next_len = b + 1 < last ? std::min(job.bucket, job.n - start - job.bucket) : 0;
     if (job.out) {
-      snap_bucket_any<false>(t.steps, x, len, norm, g0, t, keys, job.out + start, nullptr, x + job.bucket, next_len,
-                             stream);
+      snap_bucket_any<Output::kValues>(t, 0, x, len, norm, g0, t, keys, static_cast<void*>(job.out + start), next,
+                                       next_len, stream);
+    } else if (job.idx) {
+      snap_bucket_any<Output::kIndices>(t, 0, x, len, norm, g0, t, keys, static_cast<void*>(job.idx + start), next,
+                                        next_len, false);
     } else {
-      snap_bucket_any<true>(t.steps, x, len, norm, g0, t, keys, nullptr, job.idx + start, x + job.bucket, next_len,
-                             stream);
+      snap_bucket_any<Output::kPacked>(t, job.bits, x, len, norm, g0, t, keys,
+                                       static_cast<void*>(job.packed + start / 8 * job.bits), next, next_len, false);
     }
   }
   if (stream) _mm_sfence();  // streaming stores are weakly ordered: make them visible before returning

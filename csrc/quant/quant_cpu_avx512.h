@@ -12,7 +12,9 @@
 namespace nuq {
 
 // One quantize call over flat x: buckets of `bucket` values, the last possibly partial. Exactly one of
-// out (dequantized values) and idx (level indices) is non-null; norms (one per bucket) may be null.
+// out (dequantized values), idx (level indices) and packed (indices packed `bits` bits each, layout of
+// csrc/common/bitpack.h; needs bucket % 8 == 0 so every bucket starts on a byte) is non-null. norms (one
+// float32 per bucket, written bytewise so it may be unaligned) may be null.
 struct BucketJob {
   const float* x;
   int64_t n;
@@ -24,7 +26,9 @@ struct BucketJob {
   uint32_t key0, key1;
   float* out;
   uint8_t* idx;
-  float* norms;
+  void* norms;
+  uint8_t* packed = nullptr;
+  int bits = 0;  // ceil(log2(num_levels)), for `packed`
 };
 
 namespace avx512 {
@@ -35,7 +39,7 @@ constexpr int kMaxAvx512Levels = 16;
 // Whether the AVX-512 kernel handles this level set: 2 .. kMaxAvx512Levels sorted values, no two closer than
 // 2^-90 unless equal (true of every level set in practice; the generic kernel takes the rest).
 bool handles(const float* levels, int num_levels);
-// Buckets first .. last-1 of the job. Call only where the CPU has AVX-512 F, BW, DQ and VL.
+// Buckets first .. last-1 of the job. Call only where the CPU has AVX-512 F, BW, DQ, VL and BMI2.
 void run_buckets(const BucketJob& job, int64_t first, int64_t last);
 #endif
 

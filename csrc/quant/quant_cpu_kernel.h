@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../common/bitpack.h"
 #include "quant_common.h"
 
 #if defined(__GNUC__)
@@ -220,19 +221,39 @@ NUQ_CPU_INLINE void snap_chunk(const float* xc, int m, float inv, float nf, cons
   }
 }
 
-// Snap one bucket of normalisation `nf`: writes dequantized values (out) or level indices (idx), whichever is
-// non-null. g0 is the stream position of x[0].
+// Packs the m indices of a chunk (m a multiple of 8 unless it ends the bucket) `bits` bits each at dst.
+NUQ_CPU_INLINE void pack_chunk(const uint8_t* idx, int64_t m, int bits, uint8_t* dst) {
+  switch (bits) {
+    case 1: bitpack::pack<1>(idx, m, dst); return;
+    case 2: bitpack::pack<2>(idx, m, dst); return;
+    case 3: bitpack::pack<3>(idx, m, dst); return;
+    case 4: bitpack::pack<4>(idx, m, dst); return;
+    case 5: bitpack::pack<5>(idx, m, dst); return;
+    case 6: bitpack::pack<6>(idx, m, dst); return;
+    case 7: bitpack::pack<7>(idx, m, dst); return;
+    default: std::memcpy(dst, idx, static_cast<size_t>(m)); return;
+  }
+}
+
+// Snap one bucket of normalisation `nf`: writes dequantized values (out), level indices (idx) or indices
+// packed `bits` bits each (packed: this bucket's first byte), whichever is non-null. g0 is the stream
+// position of x[0].
 NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf, uint64_t g0, const Levels& lv,
-                                uint32_t k0, uint32_t k1, float* __restrict out, uint8_t* __restrict idx) {
+                                uint32_t k0, uint32_t k1, float* __restrict out, uint8_t* __restrict idx,
+                                uint8_t* __restrict packed = nullptr, int bits = 0) {
   const float inv = nf > 0.0f ? 1.0f / nf : 0.0f;
   alignas(64) uint32_t words[kChunk];
+  alignas(64) uint8_t chunk_idx[kChunk];
   for (int64_t c = 0; c < len; c += kChunk) {
     const int m = static_cast<int>(std::min<int64_t>(kChunk, len - c));
     chunk_words(g0 + static_cast<uint64_t>(c), k0, k1, words);
     if (out) {
       snap_chunk<false>(x + c, m, inv, nf, lv, words, out + c, nullptr);
-    } else {
+    } else if (idx) {
       snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, idx + c);
+    } else {
+      snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, chunk_idx);
+      pack_chunk(chunk_idx, m, bits, packed + c / 8 * bits);  // c is a multiple of kChunk: a whole byte
     }
   }
 }
