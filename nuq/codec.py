@@ -64,7 +64,7 @@ def encode(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str, s
         out = torch.empty(lay.nbytes, dtype=torch.uint8, device=x.device)
     elif out.dtype != torch.uint8 or out.numel() != lay.nbytes:
         raise ValueError(f"out must be a uint8 tensor of {lay.nbytes} bytes, got {out.dtype} of {out.numel()}")
-    if out.is_contiguous() and kernel.fused_encode_supported(x, bucket_size, backend):
+    if out.is_contiguous() and kernel.fused_codec_supported(x.numel(), x.device, bucket_size, backend):
         return kernel.encode_packed(x, levels, bucket_size, norm, seed, offset, out)  # one pass, same bytes
     idx, norms = kernel.quantize_indices(x, levels, bucket_size, norm, seed, offset, backend=backend)
     out[: lay.norm_bytes] = norms.to(torch.float32).view(torch.uint8)
@@ -79,6 +79,8 @@ def decode(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_size: int
     if message.dtype != torch.uint8 or message.dim() != 1 or message.numel() != lay.nbytes:
         raise ValueError(f"a message of {n} values at {lay.bits} bits in buckets of {bucket_size} is "
                          f"{lay.nbytes} uint8 bytes, got {message.dtype} {tuple(message.shape)}")
+    if message.is_contiguous() and kernel.fused_decode_supported(n, message.device, levels, bucket_size, backend):
+        return kernel.decode_packed(message, n, levels, bucket_size)  # one pass, same bits
     norms = message[: lay.norm_bytes].clone().view(torch.float32)  # clone: the row may be unaligned
     idx = packing.unpack(message[lay.norm_bytes:], lay.bits, n)
     return kernel.dequantize_indices(idx, norms, levels, bucket_size, backend=backend)

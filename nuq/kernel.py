@@ -160,12 +160,13 @@ def quantize_indices(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, no
     return _backend(backend, flat.device).quantize_indices(flat, lv, bucket_size, norm, seed, offset, num_threads)
 
 
-def fused_encode_supported(x: torch.Tensor, bucket_size: int, backend: str | None = None) -> bool:
-    """Whether `encode_packed` can write x's message in one pass: a CPU tensor, the compiled kernel, and
-    buckets that start on whole bytes (bucket_size % 8 == 0, or a single bucket)."""
-    if backend not in (None, "cpu") or x.device.type != "cpu" or not isinstance(bucket_size, int):
+def fused_codec_supported(n: int, device: torch.device, bucket_size: int, backend: str | None = None) -> bool:
+    """Whether n values on `device` can be encoded (`encode_packed`) and decoded (`decode_packed`) in one
+    pass: CPU, the compiled kernel, and buckets that start on whole bytes (bucket_size % 8 == 0, or one
+    bucket)."""
+    if backend not in (None, "cpu") or torch.device(device).type != "cpu" or not isinstance(bucket_size, int):
         return False
-    if bucket_size % 8 and x.numel() > bucket_size:
+    if bucket_size < 1 or (bucket_size % 8 and n > bucket_size):
         return False
     try:
         return hasattr(_extension("cpu"), "encode")
@@ -178,15 +179,40 @@ def encode_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm:
     """Quantize flat x straight into the wire message `out` (uint8: the float32 bucket norms, then the
     indices packed ceil(log2(#levels)) bits each; nuq.codec's layout), with the random choices of
     `quantize_indices` for the same (seed, offset). One pass: no index tensor, no separate packing.
-    Only where `fused_encode_supported`."""
+    Only where `fused_codec_supported`."""
     flat, lv = _prepare(x, levels, bucket_size, norm, seed, offset)
-    if not fused_encode_supported(flat, bucket_size):
+    if not fused_codec_supported(flat.numel(), flat.device, bucket_size):
         raise ValueError(f"encode_packed needs a CPU tensor and bucket_size % 8 == 0 (got {bucket_size} for "
                          f"{flat.numel()} values on {flat.device}); use quantize_indices and nuq.packing")
     if flat.numel() == 0:
         return out
     return _extension("cpu").encode(out, flat, lv, bucket_size, norm == "linf", seed, offset,
                                     _threads(num_threads))
+
+
+def fused_decode_supported(n: int, device: torch.device, levels: torch.Tensor, bucket_size: int,
+                           backend: str | None = None) -> bool:
+    """Whether `decode_packed` runs: `fused_codec_supported` and the AVX-512 kernel for these levels (at most
+    16; elsewhere unpacking then `dequantize_indices` is as fast as a generic one-pass decode)."""
+    if not fused_codec_supported(n, device, bucket_size, backend) or levels.device.type != "cpu":
+        return False
+    return bool(_extension("cpu").decode_supported(levels.detach().to(torch.float32).contiguous()))
+
+
+def decode_packed(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_size: int, *,
+                  num_threads: int | None = None) -> torch.Tensor:
+    """float32 [n] values of a message written by `encode_packed` (levels[index] * bucket norm, the bits of
+    `dequantize_indices`), unpacked and looked up in one pass. Only where `fused_decode_supported`."""
+    lv = checks.check_levels(levels, torch.device("cpu"))
+    checks._int("bucket_size", bucket_size, 1)
+    if not fused_decode_supported(n, message.device, lv, bucket_size):
+        raise ValueError(f"decode_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} for {n} "
+                         f"values on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels; "
+                         f"use nuq.packing.unpack and dequantize_indices")
+    try:
+        return _extension("cpu").decode(message, n, lv, bucket_size, _threads(num_threads))
+    except RuntimeError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
 
 
 def dequantize_indices(indices: torch.Tensor, norms: torch.Tensor, levels: torch.Tensor, bucket_size: int, *,

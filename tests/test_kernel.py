@@ -395,7 +395,7 @@ def test_encode_packed_equals_reference_indices_packed(method, bits, cpu_kernel)
         for offset in (0, 3, 2 ** 33 + 1):
             idx, norms = kernel.quantize_indices(x, lv, bucket, norm, 7, offset, backend="reference")
             want = torch.cat([norms.view(torch.uint8), packing.pack(idx, width, use_ext=False)])
-            assert kernel.fused_encode_supported(x, bucket)
+            assert kernel.fused_codec_supported(n, x.device, bucket)
             for threads in (1, 2):
                 out = torch.full((want.numel(),), 0xAB, dtype=torch.uint8)
                 kernel.encode_packed(x, lv, bucket, norm, 7, offset, out, num_threads=threads)
@@ -405,9 +405,9 @@ def test_encode_packed_equals_reference_indices_packed(method, bits, cpu_kernel)
 def test_encode_packed_bad_input_is_named():
     lv = _levels("q")
     x = torch.randn(100)
-    assert not kernel.fused_encode_supported(x, 12)  # buckets would start mid-byte
-    assert kernel.fused_encode_supported(x, 100)  # a single bucket starts on byte 0
-    assert not kernel.fused_encode_supported(x, 16, backend="reference")
+    assert not kernel.fused_codec_supported(100, x.device, 12)  # buckets would start mid-byte
+    assert kernel.fused_codec_supported(100, x.device, 100)  # a single bucket starts on byte 0
+    assert not kernel.fused_codec_supported(100, x.device, 16, backend="reference")
     with pytest.raises(ValueError, match="bucket_size % 8 == 0"):
         kernel.encode_packed(x, lv, 12, "l2", 1, 0, torch.empty(1000, dtype=torch.uint8))
     from nuq import _quant
@@ -415,3 +415,42 @@ def test_encode_packed_bad_input_is_named():
         _quant.encode(torch.empty(65, dtype=torch.uint8), x, lv, 16, False, 1, 0, 1)  # 7 norms + 300 bits
     with pytest.raises(RuntimeError, match="bucket_size % 8 == 0"):
         _quant.encode(torch.empty(100, dtype=torch.uint8), x, lv, 12, False, 1, 0, 1)
+
+
+@pytest.mark.parametrize("method,bits", [("q", 1), ("trn", 2), ("nuq", 3), ("qinf", 4), ("q", 5), ("nuq", 8)])
+def test_decode_packed_equals_dequantized_reference(method, bits):
+    """One-pass decode runs where the AVX-512 kernel takes the levels (at most 16) and then gives
+    levels[index] * norm bit for bit, at 1 and 2 threads, tails included; elsewhere it is not offered (and
+    nuq.codec unpacks, then dequantizes)."""
+    torch.manual_seed(9)
+    lv = _levels(method, bits)
+    norm = get_method(method).norm
+    supported = _cpu_has_avx512() and lv.numel() <= 16
+    assert kernel.fused_decode_supported(1000, torch.device("cpu"), lv, 128) == supported
+    with kernel.only_generic_cpu_kernel():
+        assert not kernel.fused_decode_supported(1000, torch.device("cpu"), lv, 128)
+    for n, bucket in [(1000, 128), (20000, 8192), (5003, 8), (7, 1000), (70001, 4096)]:
+        x = torch.randn(n)
+        message = torch.empty(4 * -(-n // bucket) + -(-n * max(1, (lv.numel() - 1).bit_length()) // 8),
+                              dtype=torch.uint8)
+        kernel.encode_packed(x, lv, bucket, norm, 3, 1, message)
+        want = kernel.quantize(x, lv, bucket, norm, 3, 1, backend="reference")
+        if not supported:
+            with pytest.raises(ValueError, match="AVX-512 kernel"):
+                kernel.decode_packed(message, n, lv, bucket)
+            continue
+        for threads in (1, 2):
+            assert torch.equal(kernel.decode_packed(message, n, lv, bucket, num_threads=threads), want)
+
+
+@pytest.mark.skipif(not _cpu_has_avx512(), reason="the one-pass decode exists only on AVX-512 CPUs (tested above)")
+def test_decode_packed_rejects_an_index_beyond_the_levels():
+    """trn has 3 levels in 2 bits: a message holding index 3 is corrupt, and says so instead of reading garbage."""
+    lv = _levels("trn", 2)
+    message = torch.zeros(4 + 4, dtype=torch.uint8)  # one bucket of 16 values: a norm, then 4 bytes
+    message[:4] = torch.tensor([1.0]).view(torch.uint8)
+    message[4 + 2] = 0b00110000  # value 10 = 3
+    with pytest.raises(ValueError, match="level index 3 but there are only 3 levels"):
+        kernel.decode_packed(message, 16, lv, 16)
+    with pytest.raises(ValueError, match="message must be a contiguous 1-D uint8 CPU tensor of 8 bytes"):
+        kernel.decode_packed(message[:7], 16, lv, 16)

@@ -136,6 +136,24 @@ torch::Tensor encode(torch::Tensor message, const torch::Tensor& x, const torch:
   return message;
 }
 
+// The values of a message made by encode (CPU only).
+torch::Tensor decode(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
+                     int64_t threads) {
+  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1 &&
+                  !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
+              "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
+  TORCH_CHECK(n >= 0 && bucket >= 1, "need n >= 0 and bucket_size >= 1");
+  TORCH_CHECK(bucket % 8 == 0 || n <= bucket, "decode needs bucket_size % 8 == 0 (buckets start on a byte), got ",
+              bucket);
+  const int64_t nb = (n + bucket - 1) / bucket;
+  int64_t bits = 1;
+  while ((int64_t{1} << bits) < levels.numel()) ++bits;
+  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
+                  !message.is_cuda() && message.numel() == 4 * nb + (n * bits + 7) / 8,
+              "message must be a contiguous 1-D uint8 CPU tensor of ", 4 * nb + (n * bits + 7) / 8, " bytes");
+  return decode_cpu(message, n, levels, bucket, bits, threads);
+}
+
 bool has_cuda() {
 #ifdef NUQ_WITH_CUDA
   return true;
@@ -158,6 +176,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
   m.def("encode", &nuq::encode,
         "encode(message, x, levels, bucket_size, linf, seed, offset, cpu_threads): norms + packed indices");
+  m.def("decode_supported", &nuq::decode_supported, "decode_supported(levels): whether decode runs for them");
+  m.def("decode", &nuq::decode, "decode(message, n, levels, bucket_size, cpu_threads): float32 values");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");
   m.def("cpu_kernel", &nuq::cpu_kernel_name, "cpu_kernel(levels): 'avx512' or 'generic', the CPU kernel a call with these levels runs");
   m.def("set_cpu_kernel", &nuq::set_cpu_kernel, "set_cpu_kernel('auto' | 'generic'): allow AVX-512 or not");

@@ -103,6 +103,35 @@ BucketJob make_job(const torch::Tensor& x, const torch::Tensor& levels, int64_t 
 
 }  // namespace
 
+bool decode_supported(const torch::Tensor& levels) {
+  return levels.numel() <= avx512::kMaxAvx512Levels && use_avx512(levels.data_ptr<float>(),
+                                                                   static_cast<int>(levels.numel()));
+}
+
+torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
+                         int64_t bits, int64_t threads) {
+  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 kernel only (this CPU or these ",
+              levels.numel(), " levels have none); unpack, then dequantize_indices");
+  auto out = torch::empty({n}, levels.options());
+  const int64_t nb = (n + bucket - 1) / bucket;
+  const uint8_t* bytes = message.data_ptr<uint8_t>();
+  const DecodeJob job{bytes, bytes + 4 * nb, n, bucket, levels.data_ptr<float>(), static_cast<int>(levels.numel()),
+                      static_cast<int>(bits), out.data_ptr<float>(), bytes + message.numel()};
+  uint32_t max_index = 0;
+#if NUQ_HAVE_AVX512_KERNEL
+#pragma omp parallel num_threads(thread_count(n, threads)) reduction(max : max_index)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    avx512::decode_buckets(job, nb * t / nt, nb * (t + 1) / nt, &max_index);
+  }
+#else
+  (void)threads;
+#endif
+  TORCH_CHECK(max_index < static_cast<uint32_t>(job.num_levels), "the message holds level index ", max_index,
+              " but there are only ", job.num_levels, " levels: corrupt, or encoded with other levels");
+  return out;
+}
+
 std::string cpu_kernel_name(const torch::Tensor& levels) {
   TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && !levels.is_cuda(),
               "levels must be a contiguous float32 CPU tensor");

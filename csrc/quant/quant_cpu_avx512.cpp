@@ -156,9 +156,10 @@ enum class Output { kValues, kIndices, kPacked };
 
 // Snap 16 elements of one bucket (kFull), or the lanes in `mask` of a partial vector, and write them as
 // dequantized values (`scaled` = levels * norm), uint8 indices, or indices packed kBits bits each
-// (csrc/common/bitpack.h; `dst` then points at the group's first byte). Full vectors use plain loads and
-// stores (masked stores are slow on some CPUs), or streaming stores (kStream: 64-byte aligned `dst` only).
-template <int kSteps, Output kOut, int kBits, bool kFull, bool kStream = false>
+// (csrc/common/bitpack.h; `dst` then points at the group's first byte; kOverwrite: one 8-byte store whose
+// extra bytes the next group overwrites). Full vectors use plain loads and stores (masked stores are slow
+// on some CPUs), or streaming stores (kStream: 64-byte aligned `dst` only).
+template <int kSteps, Output kOut, int kBits, bool kFull, bool kStream = false, bool kOverwrite = false>
 inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
                    const LevelTables& t, void* dst) {
   const __m512 xv = kFull ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(mask, x);
@@ -195,18 +196,17 @@ inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512
     }
   } else {
     uint8_t* packed = static_cast<uint8_t*>(dst);
-    const __m128i bytes = _mm512_cvtepi32_epi8(kFull ? index : _mm512_maskz_mov_epi32(mask, index));
-    if (kFull) {  // 16 values -> 2 * kBits bytes: one bit-extract (BMI2 pext) per 8 values
+    if (kFull) {  // 16 values -> 2 * kBits bytes
       static_assert(kBits <= 4 || !kFull, "16 values of more than 4 bits do not fit one 64-bit word");
-      constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
-      alignas(16) uint64_t lanes[2];  // through memory: cheaper than two vector-to-register moves
-      _mm_store_si128(reinterpret_cast<__m128i*>(lanes), bytes);
-      const uint64_t low = _pext_u64(lanes[0], kFields), high = _pext_u64(lanes[1], kFields);
-      const uint64_t word = low | high << (8 * kBits);
-      std::memcpy(packed, &word, 2 * kBits);
+      // pairs of neighbours into the low byte of each 64-bit lane (lo | hi << kBits: the high lane's bits
+      // sit above the byte and are dropped by the narrowing), then one bit-extract (BMI2 pext) of the 8 bytes
+      const __m512i pairs = _mm512_or_si512(index, _mm512_srli_epi64(index, 32 - kBits));
+      constexpr uint64_t kFields = ((uint64_t{1} << (2 * kBits)) - 1) * 0x0101010101010101ull;
+      const uint64_t word = _pext_u64(static_cast<uint64_t>(_mm_cvtsi128_si64(_mm512_cvtepi64_epi8(pairs))), kFields);
+      std::memcpy(packed, &word, kOverwrite ? 8 : 2 * kBits);  // kOverwrite: bytes past the group are written next
     } else {
       alignas(16) uint8_t tmp[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(mask, index)));
       bitpack::pack<kBits>(tmp, __builtin_popcount(mask), packed);
     }
   }
@@ -248,6 +248,8 @@ void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Lev
       void* group = group_dst<kOut, kBits>(dst, c + e);
       if (kOut == Output::kValues && stream && (reinterpret_cast<uintptr_t>(group) & 63) == 0) {
         snap16<kSteps, kOut, kBits, true, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
+      } else if (kOut == Output::kPacked && (c + e) * kBits + 64 <= len * kBits) {  // 8 bytes inside the bucket
+        snap16<kSteps, kOut, kBits, true, false, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
       } else {
         snap16<kSteps, kOut, kBits, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
       }
@@ -319,6 +321,46 @@ void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
     }
   }
   if (stream) _mm_sfence();  // streaming stores are weakly ordered: make them visible before returning
+}
+
+void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
+  alignas(64) float padded[16];
+  for (int j = 0; j < 16; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
+  const __m512 levels = _mm512_load_ps(padded);
+  __m512i seen = _mm512_setzero_si512();  // lane-wise maximum index: one out of range fails the call
+  const int bits = job.bits;
+  const uint64_t fields = ((uint64_t{1} << bits) - 1) * 0x0101010101010101ull;
+  for (int64_t b = first; b < last; ++b) {
+    const int64_t start = b * job.bucket;
+    const int64_t len = std::min(job.bucket, job.n - start);
+    float norm;
+    std::memcpy(&norm, job.norms + 4 * b, 4);
+    const __m512 scaled = _mm512_mul_ps(levels, _mm512_set1_ps(norm));
+    const uint8_t* src = job.packed + start / 8 * bits;
+    float* out = job.out + start;
+    for (int64_t e = 0; e < len; e += 16) {
+      const int64_t count = std::min<int64_t>(16, len - e);
+      const uint8_t* at = src + e / 8 * bits;
+      uint64_t word = 0;  // 16 values are 2 * bits <= 8 bytes: one 8-byte load, masked, where 8 bytes exist
+      if (at + 8 <= job.end) {  // (a partial load into a word would stall store-to-load forwarding)
+        std::memcpy(&word, at, 8);
+        word &= count * bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << (count * bits)) - 1;
+      } else {
+        std::memcpy(&word, at, static_cast<size_t>((count * bits + 7) / 8));
+      }
+      const uint64_t low = _pdep_u64(word, fields), high = _pdep_u64(word >> (8 * bits), fields);
+      const __m512i index = _mm512_cvtepu8_epi32(_mm_set_epi64x(static_cast<int64_t>(high), static_cast<int64_t>(low)));
+      const __mmask16 mask = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+      seen = _mm512_mask_max_epu32(seen, mask, seen, index);
+      const __m512 value = _mm512_permutexvar_ps(index, scaled);
+      if (count == 16) {
+        _mm512_storeu_ps(out + e, value);
+      } else {
+        _mm512_mask_storeu_ps(out + e, mask, value);
+      }
+    }
+  }
+  *max_index = std::max(*max_index, static_cast<uint32_t>(_mm512_reduce_max_epu32(seen)));
 }
 
 }  // namespace avx512

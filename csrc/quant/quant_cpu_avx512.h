@@ -31,6 +31,21 @@ struct BucketJob {
   int bits = 0;  // ceil(log2(num_levels)), for `packed`
 };
 
+// Decoding one message (nuq/codec.py's layout) of n values into out: norms (float32 per bucket, bytewise),
+// then indices packed `bits` bits each; bucket % 8 == 0 unless there is one bucket. The AVX-512 kernel
+// decodes level sets of up to 16 values (bits <= 4); elsewhere nuq/codec.py unpacks, then dequantizes.
+struct DecodeJob {
+  const uint8_t* norms;
+  const uint8_t* packed;
+  int64_t n;
+  int64_t bucket;
+  const float* levels;
+  int num_levels;
+  int bits;
+  float* out;
+  const uint8_t* end;  // one past the message's last byte
+};
+
 namespace avx512 {
 
 constexpr int kMaxAvx512Levels = 16;
@@ -41,6 +56,9 @@ constexpr int kMaxAvx512Levels = 16;
 bool handles(const float* levels, int num_levels);
 // Buckets first .. last-1 of the job. Call only where the CPU has AVX-512 F, BW, DQ, VL and BMI2.
 void run_buckets(const BucketJob& job, int64_t first, int64_t last);
+// Decodes buckets first .. last-1 (levels: at most 16, so bits <= 4); raises *max_index to the largest
+// index read. Same CPU requirements as run_buckets.
+void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index);
 #endif
 
 }  // namespace avx512
