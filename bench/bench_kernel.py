@@ -40,18 +40,23 @@ def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] =
     return best
 
 
+def copy_gbps(x: torch.Tensor, y: torch.Tensor, threads: int, repeats: int) -> float:
+    """Bandwidth of y.copy_(x) on `threads` torch threads (bytes read plus written)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return BYTES_PER_ELEMENT * N / best_time(lambda: y.copy_(x), repeats) / 1e9
+    finally:
+        torch.set_num_threads(before)
+
+
 def measure(repeats: int) -> tuple[dict[str, float], float]:
     torch.manual_seed(0)
     x = torch.randn(N)
     lv = get_method("q").init_levels(BITS, 0.5)
     y = torch.empty_like(x)
     res: dict[str, float] = {"n": N, "bits": BITS, "bucket": BUCKET}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        res["copy_gbps_1t"] = BYTES_PER_ELEMENT * N / best_time(lambda: y.copy_(x), repeats) / 1e9
-    finally:
-        torch.set_num_threads(threads)
+    res["copy_gbps_1t"] = copy_gbps(x, y, 1, repeats)
     t_ref = best_time(lambda: kernel.quantize(x, lv, BUCKET, "l2", 1, 0, backend="reference"), 1)
     res["reference_melem_s"] = N / t_ref / 1e6
     for t in (1, 2):
@@ -61,12 +66,7 @@ def measure(repeats: int) -> tuple[dict[str, float], float]:
         dt = best_time(lambda: kernel.quantize(x, lv, BUCKET, "l2", 1, 0, num_threads=1, out=y), repeats)
     res["cpu_generic_kernel_melem_s_1t"] = N / dt / 1e6
     res["cpu_kernel"] = kernel.cpu_kernel(lv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        res["copy_gbps_2t"] = BYTES_PER_ELEMENT * N / best_time(lambda: y.copy_(x), repeats) / 1e9
-    finally:
-        torch.set_num_threads(threads)
+    res["copy_gbps_2t"] = copy_gbps(x, y, 2, repeats)
     alloc = N / best_time(lambda: kernel.quantize(x, lv, BUCKET, "l2", 1, 0, num_threads=1), repeats) / 1e6
     if torch.cuda.is_available():
         xc, yc, lc = x.cuda(), torch.empty_like(x, device="cuda"), lv.cuda()

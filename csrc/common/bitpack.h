@@ -61,24 +61,5 @@ inline uint64_t pack(const uint8_t* in, int64_t n, uint8_t* dst) {
   return seen;
 }
 
-// Unpacks `count` (<= 8) values of `bits` (runtime, 1..8) bits from src into dst, reading only the
-// ceil(count*bits/8) bytes that hold them.
-inline void unpack_up_to_8(const uint8_t* src, int64_t count, int bits, uint8_t* dst) {
-  uint64_t word = 0;
-  std::memcpy(&word, src, static_cast<size_t>((count * bits + 7) / 8));
-  uint64_t w = 0;
-  switch (bits) {
-    case 1: w = spread<1>(word); break;
-    case 2: w = spread<2>(word); break;
-    case 3: w = spread<3>(word); break;
-    case 4: w = spread<4>(word); break;
-    case 5: w = spread<5>(word); break;
-    case 6: w = spread<6>(word); break;
-    case 7: w = spread<7>(word); break;
-    default: w = word; break;
-  }
-  std::memcpy(dst, &w, static_cast<size_t>(count));
-}
-
 }  // namespace bitpack
 }  // namespace nuq

@@ -66,12 +66,6 @@ void unpack_groups(const uint8_t* src, uint8_t* dst, int64_t full, int64_t avail
 }
 
 template <int bits>
-uint64_t pack_tail(const uint8_t* in, uint8_t* dst, int64_t rest, int64_t tail_bytes) {
-  (void)tail_bytes;  // == ceil(rest * bits / 8)
-  return nuq::bitpack::pack_up_to_8<bits>(in, rest, dst);
-}
-
-template <int bits>
 void unpack_tail(const uint8_t* src, uint8_t* dst, int64_t rest, int64_t tail_bytes) {
   uint64_t word = 0;
   std::memcpy(&word, src, tail_bytes);
@@ -107,7 +101,7 @@ torch::Tensor pack(const torch::Tensor& indices, int64_t bits) {
   const int64_t full = n / 8, rest = n - full * 8;  // complete groups of 8 values, values after them
   const uint64_t seen = dispatch(bits, [&](auto b) {
     uint64_t s = pack_groups<b()>(in, dst, full);
-    if (rest > 0) s |= pack_tail<b()>(in + full * 8, dst + full * b(), rest, nbytes - full * b());
+    if (rest > 0) s |= nuq::bitpack::pack_up_to_8<b()>(in + full * 8, rest, dst + full * b());
     return s;
   });
   const uint64_t high = ~(((uint64_t{1} << bits) - 1) * 0x0101010101010101ull);

@@ -119,19 +119,27 @@ torch::Tensor dequantize_indices(const torch::Tensor& idx, const torch::Tensor& 
   return dequantize_indices_cpu(idx, norms, levels, bucket, threads);
 }
 
-// The packed message of x (nuq/codec.py's layout) written into `message` in one pass (CPU only).
+// Checks a wire message (nuq/codec.py's layout) of n values for `what` ("encode" or "decode") and returns
+// the index width ceil(log2(#levels)).
+int64_t check_message(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
+                      const char* what) {
+  TORCH_CHECK(bucket % 8 == 0 || n <= bucket, what, " needs bucket_size % 8 == 0 (buckets start on a byte), got ",
+              bucket);
+  int64_t bits = 1;
+  while ((int64_t{1} << bits) < levels.numel()) ++bits;
+  const int64_t nbytes = 4 * ((n + bucket - 1) / bucket) + (n * bits + 7) / 8;
+  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
+                  !message.is_cuda() && message.numel() == nbytes,
+              "message must be a contiguous 1-D uint8 CPU tensor of ", nbytes, " bytes");
+  return bits;
+}
+
+// The packed message of x written into `message` in one pass (CPU only).
 torch::Tensor encode(torch::Tensor message, const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket,
                      bool linf, int64_t seed, int64_t offset, int64_t threads) {
   check_quant_inputs(x, levels, bucket, seed, offset);
   TORCH_CHECK(!x.is_cuda(), "encode runs on the CPU; CUDA tensors use quantize_indices and nuq.packing");
-  const int64_t n = x.numel(), nb = (n + bucket - 1) / bucket;
-  int64_t bits = 1;
-  while ((int64_t{1} << bits) < levels.numel()) ++bits;
-  TORCH_CHECK(bucket % 8 == 0 || n <= bucket, "encode needs bucket_size % 8 == 0 (buckets start on a byte), got ",
-              bucket);
-  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
-                  !message.is_cuda() && message.numel() == 4 * nb + (n * bits + 7) / 8,
-              "message must be a contiguous 1-D uint8 CPU tensor of ", 4 * nb + (n * bits + 7) / 8, " bytes");
+  const int64_t bits = check_message(message, x.numel(), levels, bucket, "encode");
   encode_cpu(x, levels, bucket, linf, seed, offset, threads, bits, message);
   return message;
 }
@@ -143,14 +151,7 @@ torch::Tensor decode(const torch::Tensor& message, int64_t n, const torch::Tenso
                   !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
               "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
   TORCH_CHECK(n >= 0 && bucket >= 1, "need n >= 0 and bucket_size >= 1");
-  TORCH_CHECK(bucket % 8 == 0 || n <= bucket, "decode needs bucket_size % 8 == 0 (buckets start on a byte), got ",
-              bucket);
-  const int64_t nb = (n + bucket - 1) / bucket;
-  int64_t bits = 1;
-  while ((int64_t{1} << bits) < levels.numel()) ++bits;
-  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
-                  !message.is_cuda() && message.numel() == 4 * nb + (n * bits + 7) / 8,
-              "message must be a contiguous 1-D uint8 CPU tensor of ", 4 * nb + (n * bits + 7) / 8, " bytes");
+  const int64_t bits = check_message(message, n, levels, bucket, "decode");
   return decode_cpu(message, n, levels, bucket, bits, threads);
 }
 
