@@ -11,9 +11,11 @@ once), then stop them, write the failure to the run's status.json and raise Dist
 the rank and how it died. A rank that hangs is caught by the collective timeout (`timeout_s`) in the
 others. Ranks die with the parent (PR_SET_PDEATHSIG).
 
-SLURM: `slurm_parameters(nodes, gpus_per_node)` gives submitit executor parameters for one multi-task
-job (one task per GPU); submit `SlurmDistributedTrain()` with the config path: in every task it
-exports submitit's TorchDistributedEnvironment and trains one rank.
+SLURM (`launch --cluster slurm --nodes N --gpus-per-node G`): one multi-task job per run, one task per
+GPU (`slurm_parameters`); every task runs launcher.slurm_task.DistributedRank, which exports submitit's
+TorchDistributedEnvironment and trains its rank as a child `--worker` process. Inside any SLURM
+allocation `srun python -m launcher.distributed --slurm --config DIR/config.yaml` does the same by hand
+(the dry-run's job scripts use it).
 
 Import-light (no torch at import): the launcher imports this module to build commands.
 """
@@ -96,7 +98,8 @@ def _host_store(timeout_s: float) -> Any:
                     timeout=timedelta(seconds=timeout_s))
 
 
-def _describe_exit(code: int) -> str:
+def describe_exit(code: int) -> str:
+    """A process exit code in words: 'exited with code 1', 'was killed by SIGKILL'."""
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"
@@ -173,9 +176,9 @@ def _monitor(ranks: list[_Rank], grace_s: float) -> LocalResult:
     codes = [r.proc.returncode for r in ranks]
     if failed is None:
         return LocalResult(codes)
-    others = ", ".join(f"rank {r.rank} {_describe_exit(r.proc.returncode)}" for r in ranks if r is not failed)
+    others = ", ".join(f"rank {r.rank} {describe_exit(r.proc.returncode)}" for r in ranks if r is not failed)
     where = f" (last log line: {_last_line(failed.log)!r}; log {failed.log})" if failed.log else ""
-    msg = (f"rank {failed.rank} of {len(ranks)} {_describe_exit(failed.code)}{where}; "
+    msg = (f"rank {failed.rank} of {len(ranks)} {describe_exit(failed.code)}{where}; "
            f"stopped the other ranks: {others}")
     return LocalResult(codes, failed.rank, msg, {r.rank: str(r.log) for r in ranks if r.log})
 
@@ -222,12 +225,12 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
         check_config(read_config(Path(config_path)), nprocs)
     except ValueError as err:  # say why in status.json too: the executor reports its error line
         if run_dir.is_dir():
-            _mark_failed(run_dir, str(err))
+            mark_failed(run_dir, str(err))
         raise
     result = spawn_local(nprocs, ["--config", str(config_path)], log_dir=run_dir, timeout_s=timeout_s,
                          grace_s=grace_s, backend=backend, target=target)
     if result.failed_rank is not None:
-        _mark_failed(run_dir, result.message)
+        mark_failed(run_dir, result.message)
         raise DistributedRunError(result.message)
     return runfiles.INTERRUPTED if result.interrupted else runfiles.DONE
 
@@ -245,7 +248,7 @@ def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
     return runfiles.read_json(Path(run_dir) / runfiles.RESULTS) or {}
 
 
-def _mark_failed(run_dir: Path, message: str) -> None:
+def mark_failed(run_dir: Path, message: str) -> None:
     """Record a rank failure in status.json (rank 0 may have died before it could write anything)."""
     from trainer import runfiles
     status = runfiles.read_json(run_dir / runfiles.STATUS) or {}
@@ -355,20 +358,27 @@ def worker_main(target: str, argv: Sequence[str]) -> None:
 
 
 def slurm_parameters(nodes: int, gpus_per_node: int) -> dict[str, int]:
-    """submitit executor parameters for one run on `nodes` x `gpus_per_node` ranks (one task per GPU)."""
-    for name, value in (("nodes", nodes), ("gpus_per_node", gpus_per_node)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return {"nodes": nodes, "tasks_per_node": gpus_per_node, "gpus_per_node": gpus_per_node}
+    """submitit.SlurmExecutor parameters for one run on `nodes` nodes: one task (rank) per GPU, or one
+    task per node when gpus_per_node is 0 (CPU nodes, gloo)."""
+    for name, value, low in (("nodes", nodes, 1), ("gpus_per_node", gpus_per_node, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    params = {"nodes": nodes, "ntasks_per_node": max(1, gpus_per_node)}
+    if gpus_per_node:
+        params["gpus_per_node"] = gpus_per_node
+    return params
 
 
-class SlurmDistributedTrain:
-    """Submitit callable: each SLURM task of a multi-task job trains one rank of the run at config_path."""
-
-    def __call__(self, config_path: str) -> None:
-        from submitit.helpers import TorchDistributedEnvironment
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=True, overwrite=True)
-        train_rank("--config", str(config_path))
+def export_slurm_environment() -> tuple[int, int]:
+    """Inside a SLURM task: set the env:// variables from submitit's TorchDistributedEnvironment (master =
+    the first node, port from the job id; each task sees only its own GPU). Returns (rank, world size)."""
+    from submitit.helpers import TorchDistributedEnvironment
+    if "SLURM_JOB_ID" not in os.environ or "SLURM_PROCID" not in os.environ:
+        raise ValueError("not inside a SLURM task (no SLURM_JOB_ID/SLURM_PROCID); start it with srun")
+    # submitit sets this in the jobs it submits; a task started by a hand-written srun is a SLURM job too
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
+    env = TorchDistributedEnvironment().export(set_cuda_visible_devices=True, overwrite=True)
+    return env.rank, env.world_size
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,6 +387,14 @@ class SlurmDistributedTrain:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--slurm"]:  # one rank of a run inside an srun task (the dry-run's job scripts)
+        try:
+            export_slurm_environment()
+        except ValueError as err:
+            print(f"launcher.distributed: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        train_rank(*argv[1:])
+        return EXIT_OK
     if argv[:1] == ["--worker"]:
         parser = argparse.ArgumentParser(add_help=False)
         parser.add_argument("--target", default=DEFAULT_TARGET)

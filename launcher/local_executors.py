@@ -56,7 +56,8 @@ class DryRunExecutor(Executor):
         directives = getattr(slurm, "sbatch_directives", None)
         directives = directives(args) if callable(directives) else DEFAULT_DIRECTIVES
         prefix = job_prefix(selection, args)
-        sbatch, tasks = write_job_scripts(runs, prefix, Path(args.jobs_dir), directives)
+        distributed = any(getattr(args, k, None) is not None for k in ("nodes", "gpus_per_node"))
+        sbatch, tasks = write_job_scripts(runs, prefix, Path(args.jobs_dir), directives, distributed)
         print(f"dry run: wrote {len(tasks)} task scripts {tasks[0].parent}/{prefix}_<i>.sh and {sbatch}")
         print(f"submit by hand with: sbatch {sbatch}   (or run one: bash {tasks[0]})")
         return 0

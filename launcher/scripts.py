@@ -2,8 +2,10 @@
 
 Each task script is self-contained so a user can submit it by hand: it writes the run's config.yaml
 (refusing a folder that holds a different one, as the launcher does) and runs
-`python -m trainer --config <run_dir>/config.yaml`. Every value that reaches the shell goes through
-shlex.quote, so spaces, quotes, `$()` or `../` in a config or a path stay one inert word.
+`python -m trainer --config <run_dir>/config.yaml`, or for runs on several ranks (--nodes/--gpus-per-node)
+`srun python -m launcher.distributed --slurm --config ...` (one rank per SLURM task). Every value that
+reaches the shell goes through shlex.quote, so spaces, quotes, `$()` or `../` in a config or a path stay
+one inert word.
 """
 from __future__ import annotations
 
@@ -50,9 +52,11 @@ def array_spec(indices: Iterable[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-def task_script(run: RunSpec, python: str | None = None) -> str:
+def task_script(run: RunSpec, python: str | None = None, distributed: bool = False) -> str:
     """The bash script that prepares and runs one run (every inserted value is one quoted word)."""
     q = shlex.quote
+    train = ('exec srun "$python" -u -m launcher.distributed --slurm' if distributed
+             else 'exec "$python" -m trainer')
     return "\n".join([
         "#!/usr/bin/env bash",
         f"# nuqlab run {run.index}: {run.name}",
@@ -72,7 +76,7 @@ def task_script(run: RunSpec, python: str | None = None) -> str:
         "fi",
         f"python={q(python or sys.executable)}",
         f'if [ -n "${{{PYTHON_ENV}:-}}" ]; then python=${PYTHON_ENV}; fi',
-        f'exec "$python" -m trainer --config "$run_dir/{runfiles.CONFIG}"',
+        f'{train} --config "$run_dir/{runfiles.CONFIG}"',
         "",
     ])
 
@@ -121,13 +125,14 @@ def write_generated(path: Path, text: str, executable: bool = False) -> None:
 
 
 def write_job_scripts(runs: list[RunSpec], prefix: str, jobs_dir: Path,
-                      directives: Iterable[str] = DEFAULT_DIRECTIVES) -> tuple[Path, list[Path]]:
+                      directives: Iterable[str] = DEFAULT_DIRECTIVES,
+                      distributed: bool = False) -> tuple[Path, list[Path]]:
     """Write one task script per run and the sbatch array script; return their paths."""
     jobs_dir.mkdir(parents=True, exist_ok=True)
     tasks = []
     for run in runs:
         path = script_path(jobs_dir, prefix, run.index)
-        write_generated(path, task_script(run), executable=True)
+        write_generated(path, task_script(run, distributed=distributed), executable=True)
         tasks.append(path)
     sbatch = sbatch_path(jobs_dir, prefix)
     write_generated(sbatch, sbatch_script(prefix, jobs_dir, [r.index for r in runs], directives))

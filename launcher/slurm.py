@@ -5,6 +5,8 @@ into every run folder; from then on `launch status` / `launch cancel` and a rela
 Which runs are submitted depends on --mode (missing: not done and not queued/running; failed; force).
 Resources come from flags, else the grid's defaults (a `slurm` dict in its GridRun, when it has one),
 else DEFAULTS. Preemption and timeouts requeue through submitit's checkpointing (launcher/slurm_task.py).
+With --nodes N / --gpus-per-node G every run trains on N*G torch.distributed ranks (one task per GPU, one
+per node without GPUs): each array task is then a multi-node job that trains one run (launcher.distributed).
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ RESOURCES: dict[str, Resource] = {
     "exclude": Resource(str, "exclude", "nodes not to use (e.g. 'node[1-3]')"),
 }
 DEFAULTS: dict[str, Any] = {"time_min": 1440, "runs_per_task": 1, "array_parallelism": 256}
+DISTRIBUTED = ("nodes", "gpus_per_node")  # flags that make every run a multi-task torch.distributed job
 
 # sbatch options --sbatch KEY=VALUE may set (sbatch 22.05 long options that make sense for an array task).
 SBATCH_KEYS = frozenset("""
@@ -78,7 +81,8 @@ wait-all-nodes wckey
 # keys submitit or this module set themselves, and the flag to use instead where there is one
 RESERVED = {r.sbatch: f"--{k.replace('_', '-')}" for k, r in RESOURCES.items()} | {
     "array": "--array-parallelism", "job-name": None, "output": None, "error": None, "open-mode": None,
-    "signal": None, "wckey": None, "nodes": None, "ntasks": None, "ntasks-per-node": None}
+    "signal": None, "wckey": None, "nodes": "--nodes", "gpus-per-node": "--gpus-per-node", "ntasks": None,
+    "ntasks-per-node": "--gpus-per-node"}
 VALID_SBATCH_KEYS = sorted(SBATCH_KEYS - set(RESERVED))
 
 
@@ -90,6 +94,24 @@ class SlurmOptions:
     setup: list[str] = field(default_factory=list)
     runs_per_task: int = 1
     array_parallelism: int = 256
+    nodes: int | None = None          # set (with gpus_per_node) for runs on several ranks
+    gpus_per_node: int | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.nodes is not None or self.gpus_per_node is not None
+
+    @property
+    def ranks(self) -> int:
+        """torch.distributed ranks per run: one per GPU, or one per node without GPUs."""
+        return (self.nodes or 1) * max(1, self.gpus_per_node or 0)
+
+    def task_parameters(self) -> dict[str, int]:
+        """submitit parameters of the multi-task job of one distributed run ({} otherwise)."""
+        if not self.distributed:
+            return {}
+        from launcher.distributed import slurm_parameters
+        return slurm_parameters(self.nodes or 1, self.gpus_per_node or 0)
 
 
 def parse_sbatch_item(item: str) -> tuple[str, str]:
@@ -123,12 +145,13 @@ def _sbatch_flag(item: str) -> str:
 def grid_defaults(selection: Selection | None) -> dict[str, Any]:
     """Resource defaults the grid declares (GridRun/GridMeta attribute `slurm`), checked like flags."""
     given = dict(getattr(selection.meta, "slurm", None) or {}) if selection is not None else {}
-    known = set(RESOURCES) | set(DEFAULTS) | {"sbatch", "setup"}
+    known = set(RESOURCES) | set(DEFAULTS) | set(DISTRIBUTED) | {"sbatch", "setup"}
     bad = sorted(set(given) - known)
     if bad:
         raise UsageError(f"grid slurm defaults: unknown key {bad[0]!r}; valid: {', '.join(sorted(known))}")
-    parsers = {name: r.parse for name, r in RESOURCES.items()} | {"runs_per_task": positive_int,
-                                                                  "array_parallelism": positive_int}
+    parsers = {name: r.parse for name, r in RESOURCES.items()} | {
+        "runs_per_task": positive_int, "array_parallelism": positive_int, "nodes": positive_int,
+        "gpus_per_node": nonnegative_int}
     for name, parse in parsers.items():
         if given.get(name) is not None:
             try:
@@ -153,8 +176,16 @@ def options_from_args(args: argparse.Namespace, selection: Selection | None = No
     sbatch = parse_sbatch([f"{k}={v}" for k, v in (grid.get("sbatch") or {}).items()]
                           + list(getattr(args, "sbatch", None) or []))
     setup = list(grid.get("setup") or []) + list(getattr(args, "setup", None) or [])
-    return SlurmOptions({k: v for k, v in resources.items() if v is not None}, sbatch, setup,
-                        runs_per_task, pick("array_parallelism"))
+    opts = SlurmOptions({k: v for k, v in resources.items() if v is not None}, sbatch, setup,
+                        runs_per_task, pick("array_parallelism"), pick("nodes"), pick("gpus_per_node"))
+    if opts.distributed:
+        if runs_per_task != 1:
+            raise UsageError(f"--runs-per-task {runs_per_task} with --nodes/--gpus-per-node: a run on several "
+                             "ranks is one multi-task job of its own; leave --runs-per-task at 1")
+        if opts.resources.get("gpus_per_task") is not None:
+            raise UsageError("--gpus-per-task with --nodes/--gpus-per-node: GPUs then come from --gpus-per-node "
+                             "(one rank per GPU); drop --gpus-per-task")
+    return opts
 
 
 def signal_delay_s(time_min: int) -> int:
@@ -170,7 +201,7 @@ def executor_parameters(opts: SlurmOptions, job_name: str) -> dict[str, Any]:
     for name, value in opts.resources.items():
         resource = RESOURCES[name]
         params[resource.sbatch.replace("-", "_")] = resource.to_sbatch(value)
-    return params
+    return params | opts.task_parameters()
 
 
 def sbatch_text(opts: SlurmOptions, job_name: str, folder: str, n_tasks: int, command: str) -> str:
@@ -184,6 +215,7 @@ def sbatch_directives(args: argparse.Namespace) -> tuple[str, ...]:
     """The #SBATCH options of the resources for `launch --dry-run` job scripts (launcher/scripts.py)."""
     opts = options_from_args(args)
     flags = [f"--{RESOURCES[n].sbatch}={RESOURCES[n].to_sbatch(v)}" for n, v in opts.resources.items()]
+    flags += [f"--{k.replace('_', '-')}={v}" for k, v in opts.task_parameters().items()]
     flags += [f"--{k}={v}" for k, v in opts.sbatch.items()]
     return tuple(flags) + (f"--signal=USR2@{signal_delay_s(opts.resources['time_min'])}", "--open-mode=append")
 
@@ -201,6 +233,12 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --cluster slurm: K runs per array task, run concurrently (sharing its GPU)")
     parser.add_argument("--array-parallelism", type=positive_int, default=None, metavar="N",
                         help="with --cluster slurm: at most N array tasks at once (SLURM's %%N)")
+    parser.add_argument("--nodes", type=positive_int, default=None, metavar="N",
+                        help="with --cluster slurm: train every run on N nodes as torch.distributed ranks "
+                             "(g_estim=nuq_dist; one multi-task job per run)")
+    parser.add_argument("--gpus-per-node", type=nonnegative_int, default=None, metavar="G",
+                        help="with --cluster slurm: one rank per GPU, G per node (default with --nodes: 0, "
+                             "one CPU rank per node)")
     parser.add_argument("--mode", choices=MODES, default="missing",
                         help="which runs to submit: missing (default: not done and not queued/running), "
                              "failed (only failed), force (all; done runs are moved aside, needs --yes)")
@@ -224,6 +262,16 @@ def select_for_mode(mode: str, states: dict[int, str], runs: list[RunSpec], yes:
     return list(runs)
 
 
+def check_distributed(runs: list[RunSpec], ranks: int) -> None:
+    """Refuse, before anything is written, runs whose estimator would train `ranks` independent replicas."""
+    from launcher.distributed import check_config
+    for run in runs:
+        try:
+            check_config(run.config, ranks)
+        except ValueError as err:
+            raise UsageError(f"run {run.name}: {err}") from None
+
+
 def move_aside(run: RunSpec) -> Path:
     """Rename a run folder that holds trainer files to <name>.old-<time> so a forced run starts from scratch."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -244,7 +292,7 @@ def pack(runs: list[RunSpec], k: int) -> list[list[RunSpec]]:
 def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions) -> str:
     """Submit the runs as one array (config.yaml already written); write job.json; return the array job id."""
     import submitit
-    from launcher.slurm_task import PackedRuns
+    from launcher.slurm_task import DistributedRank, PackedRuns
 
     log_root = selection.meta.results_dir.absolute() / LOG_DIR
     executor = submitit.SlurmExecutor(folder=log_root / "%j")
@@ -252,7 +300,8 @@ def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions) -> str
     executor.update_parameters(**executor_parameters(opts, job_name))
     groups = pack(runs, opts.runs_per_task)
     _put_checkout_on_pythonpath()
-    jobs = executor.map_array(PackedRuns(), [[str(r.dir.absolute()) for r in g] for g in groups])
+    task = DistributedRank() if opts.distributed else PackedRuns()
+    jobs = executor.map_array(task, [[str(r.dir.absolute()) for r in g] for g in groups])
     now = time.time()
     for task, (job, group) in enumerate(zip(jobs, groups)):
         for run in group:
@@ -287,6 +336,8 @@ class SlurmExecutor(Executor):
         if shutil.which("sbatch") is None:
             raise UsageError("--cluster slurm: sbatch is not on PATH (run this on a SLURM login node)")
         opts = options_from_args(args, selection)
+        if opts.distributed:
+            check_distributed(selection.runs, opts.ranks)
         # The launch command hands over the runs that are neither done nor running by their files; the mode
         # decides from the whole selection, refined by squeue/sacct (a queued run is not submitted twice).
         rows, _ = collect(selection.runs)
@@ -307,8 +358,10 @@ class SlurmExecutor(Executor):
         array_id = submit(todo, selection, opts)
         tasks = len(pack(todo, opts.runs_per_task))
         log_root = selection.meta.results_dir.absolute() / LOG_DIR
+        per_task = (f"each on {opts.ranks} ranks: {opts.nodes or 1} nodes x {opts.ranks // (opts.nodes or 1)} "
+                    "tasks" if opts.distributed else f"{opts.runs_per_task} per task")
         print(f"submitted job {array_id}: {len(todo)} runs in {tasks} array tasks "
-              f"({opts.runs_per_task} per task, at most {min(tasks, opts.array_parallelism)} at once)")
+              f"({per_task}, at most {min(tasks, opts.array_parallelism)} at once)")
         print(f"logs: {log_root}/{array_id}_<task>/ ; run logs: <run folder>/{runfiles.LOG}")
         print(f"follow with: launch status --grid {selection.meta.grid} --run {selection.meta.run} "
               f"--root {selection.meta.results_dir.parent}")

@@ -1,4 +1,5 @@
-"""What one SLURM array task runs: its K packed runs, each as a `python -m trainer` child, concurrently.
+"""What one SLURM array task runs: its K packed runs, each as a `python -m trainer` child, concurrently;
+or, for a run on several ranks (`--nodes/--gpus-per-node`), one rank of it (DistributedRank).
 
 Why children and not threads: K runs in one process would share torch's global RNG and thread settings
 (irreproducible) and the GIL. Why not in the submitit process itself: submitit's SIGUSR2 handler runs on
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +32,7 @@ STOP_GRACE_S = 60.0  # how long checkpoint() waits for the children to checkpoin
 # SIGTERM before this process has handled its SIGUSR2; waiting a little lets submitit's handler requeue the
 # task instead of the task ending as failed. (A cancelled task is killed by SLURM during this wait.)
 SIGNAL_GRACE_S = 10.0
+FAILURE_GRACE_S = 10.0  # how long rank 0 of a failed distributed run waits for the other ranks' exit files
 
 
 def child_command(run_dir: str | Path) -> list[str]:
@@ -54,10 +57,10 @@ class PackedRuns(submitit.helpers.Checkpointable):
         self._children: list[subprocess.Popen] = []
 
     def __call__(self, run_dirs: list[str]) -> dict[str, str]:
-        env = child_env(len(run_dirs))
+        env = self._child_env(len(run_dirs))
         self._children = []
         for run_dir in run_dirs:
-            self._children.append(subprocess.Popen(child_command(run_dir), env=env, cwd=run_dir))
+            self._children.append(subprocess.Popen(self._child_command(run_dir), env=env, cwd=run_dir))
             _say(f"started {run_dir} (pid {self._children[-1].pid})")
         # Reaping happens on helper threads: checkpoint() runs as a signal handler on this thread, possibly
         # in the middle of a wait here, and Popen.wait is not re-entrant (its lock would be held).
@@ -68,7 +71,7 @@ class PackedRuns(submitit.helpers.Checkpointable):
         for waiter in self._waiters:
             while waiter.is_alive():
                 waiter.join(timeout=1.0)
-        states = {d: _final_state(d, c.returncode) for d, c in zip(run_dirs, self._children)}
+        states = {d: self._final_state(d, c.returncode) for d, c in zip(run_dirs, self._children)}
         if any(s.startswith(runfiles.INTERRUPTED) for s in states.values()):
             time.sleep(SIGNAL_GRACE_S)
         bad = {d: s for d, s in states.items() if s != runfiles.DONE}
@@ -88,7 +91,16 @@ class PackedRuns(submitit.helpers.Checkpointable):
             if waiter.is_alive():
                 _say(f"run pid {child.pid} did not stop in {STOP_GRACE_S:.0f}s; requeueing anyway")
         _say(f"checkpointed {len(run_dirs)} runs on preemption/timeout; submitit requeues this task")
-        return submitit.helpers.DelayedSubmission(PackedRuns(), run_dirs)
+        return submitit.helpers.DelayedSubmission(type(self)(), run_dirs)
+
+    def _child_command(self, run_dir: str) -> list[str]:
+        return child_command(run_dir)
+
+    def _child_env(self, n_children: int) -> dict[str, str]:
+        return child_env(n_children)
+
+    def _final_state(self, run_dir: str, code: int) -> str:
+        return _final_state(run_dir, code)
 
     def __getstate__(self) -> dict:
         return {}  # child processes and threads belong to this task only and cannot be pickled
@@ -115,3 +127,76 @@ def _final_state(run_dir: str, code: int) -> str:
     status = runfiles.read_json(Path(run_dir) / runfiles.STATUS) or {}
     state = status.get("state") or f"exit code {code}"
     return f"{state}: {status['error']}" if status.get("error") else str(state)
+
+
+class DistributedRank(PackedRuns):
+    """The callable of a multi-task job: every SLURM task trains one rank of one run as a child process.
+
+    The env:// variables come from submitit's TorchDistributedEnvironment (master = the job's first node).
+    When its child ends, every rank writes rank<k>.exit.json in the run folder. When the run fails, rank 0
+    waits up to FAILURE_GRACE_S for the other ranks' files and writes the failure that came first into
+    status.json (which rank, on which node, how it died), since the survivors' own errors only say that a
+    peer went away. Preemption: submitit calls checkpoint() on rank 0 only; every child also gets SLURM's
+    signal, the ranks agree on the step to stop at, rank 0 saves the checkpoint and requeues the job.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rank, self._world, self._started = 0, 1, 0.0
+
+    def __call__(self, run_dirs: list[str]) -> dict[str, str]:
+        if len(run_dirs) != 1:
+            raise ValueError(f"a distributed task trains one run, got {len(run_dirs)}: {run_dirs}")
+        from launcher.distributed import export_slurm_environment
+        self._rank, self._world = export_slurm_environment()
+        self._started = time.time()
+        return super().__call__(run_dirs)
+
+    def _child_command(self, run_dir: str) -> list[str]:
+        return [sys.executable, "-u", "-m", "launcher.distributed", "--worker",
+                "--config", str(Path(run_dir) / runfiles.CONFIG)]
+
+    def _child_env(self, n_children: int) -> dict[str, str]:
+        from launcher.distributed import ENV_PARENT
+        return {**child_env(n_children), ENV_PARENT: str(os.getpid())}  # the rank dies with this task
+
+    def _final_state(self, run_dir: str, code: int) -> str:
+        from launcher.distributed import EXIT_INTERRUPTED, EXIT_OK, describe_exit
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        record = {"rank": self._rank, "world": self._world, "node": node, "code": code, "time": time.time()}
+        runfiles.atomic_write_json(Path(run_dir) / f"rank{self._rank}.exit.json", record)
+        if code in (EXIT_OK, EXIT_INTERRUPTED):
+            if self._rank == 0:
+                return _final_state(run_dir, code)
+            return runfiles.DONE if code == EXIT_OK else runfiles.INTERRUPTED
+        if self._rank != 0:
+            return f"{runfiles.FAILED}: rank {self._rank} {describe_exit(code)}"
+        first = self._first_failure(Path(run_dir), record)
+        message = (f"rank {first['rank']} of {self._world} (node {first['node']}) {describe_exit(first['code'])}"
+                   f"; its log: {_task_log(first['rank'])}")
+        from launcher.distributed import mark_failed
+        mark_failed(Path(run_dir), message)
+        return f"{runfiles.FAILED}: {message}"
+
+    def _first_failure(self, run_dir: Path, own: dict) -> dict:
+        """The earliest failed rank of this attempt, waiting up to FAILURE_GRACE_S for the others' files."""
+        deadline = time.monotonic() + FAILURE_GRACE_S
+        while True:
+            records = [own] + [r for k in range(1, self._world)
+                               if (r := runfiles.read_json(run_dir / f"rank{k}.exit.json"))
+                               and r.get("time", 0) >= self._started]
+            if len(records) == self._world or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        failed = [r for r in records if r["code"] not in (0, 3)]
+        return min(failed, key=lambda r: r["time"])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._rank, self._world, self._started = 0, 1, 0.0
+
+
+def _task_log(rank: int) -> Path:
+    """The stderr file submitit gives task `rank` of this job."""
+    env = submitit.JobEnvironment()
+    return submitit.core.utils.JobPaths(env.paths.folder, env.job_id, rank).stderr

@@ -12,13 +12,18 @@
 # symlinks /etc/slurm/{slurm,gres,slurmdbd}.conf pointing into the state folder so sbatch/sacct find the config.
 # Clients can also use SLURM_CONF=$NUQLAB_SLURM_DIR/etc/slurm.conf.
 #
-# Node: 8 CPUs declared on any machine (SlurmdParameters=config_overrides): the test runs are tiny and mostly
-# wait on I/O and Python start-up, so 8 one-CPU tasks share 2 real cores well and the tests' arrays run
-# concurrently. 16 GiB schedulable memory, 1 GiB per CPU by default, two fake GPUs (gres on /dev/null clones).
+# Nodes: two slurmd daemons on this host (nuqlab1, nuqlab2; own ports, spool and pid files through %n), so
+# multi-node jobs (torch.distributed over SLURM tasks) run for real. Partition `debug` (the default) holds
+# nuqlab1 only, partition `all` both nodes. Each node declares 8 CPUs on any machine
+# (SlurmdParameters=config_overrides): the test runs are tiny and mostly wait on I/O and Python start-up, so
+# 8 one-CPU tasks share 2 real cores well and the tests' arrays run concurrently. 16 GiB schedulable memory,
+# 1 GiB per CPU by default, two fake GPUs per node (gres on /dev/null clones). The node names must resolve
+# (torch.distributed's master is the first node's name), so they are added to /etc/hosts as 127.0.0.1
+# when they do not.
 set -euo pipefail
 
 STATE=${NUQLAB_SLURM_DIR:-/tmp/nuqlab-slurm}
-NODE=nuqlab1
+NODES="nuqlab1 nuqlab2"
 CPUS=${NUQLAB_SLURM_CPUS:-8}
 MEM_MB=${NUQLAB_SLURM_MEM_MB:-16384}
 PACKAGES="munge slurmctld slurmd slurm-client slurmdbd mariadb-server"
@@ -72,11 +77,11 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=cred_expire=10
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/spool
+SlurmdSpoolDir=$STATE/spool/%n
 SlurmctldPidFile=$STATE/run/slurmctld.pid
-SlurmdPidFile=$STATE/run/slurmd.pid
+SlurmdPidFile=$STATE/run/slurmd-%n.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+SlurmdLogFile=$STATE/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -95,11 +100,13 @@ KillWait=15
 MinJobAge=600
 SlurmdParameters=config_overrides
 GresTypes=gpu
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+NodeName=nuqlab1 NodeAddr=127.0.0.1 Port=6818 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:2 State=UNKNOWN
+NodeName=nuqlab2 NodeAddr=127.0.0.1 Port=6830 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:2 State=UNKNOWN
+PartitionName=debug Nodes=nuqlab1 Default=YES MaxTime=INFINITE State=UP
+PartitionName=all Nodes=nuqlab1,nuqlab2 MaxTime=INFINITE State=UP
 CONF
     cat > "$STATE/etc/gres.conf" <<CONF
-NodeName=$NODE Name=gpu File=$STATE/dev/gpu[0-1]
+NodeName=nuqlab[1-2] Name=gpu File=$STATE/dev/gpu[0-1]
 CONF
     cat > "$STATE/etc/slurmdbd.conf" <<CONF
 AuthType=auth/munge
@@ -163,19 +170,32 @@ start_slurm() {
         slurmctld
         wait_for 30 slurmctld scontrol ping
     fi
-    if ! pid_alive "$STATE/run/slurmd.pid"; then
-        slurmd -N "$NODE"
-    fi
-    wait_for 30 "node $NODE" node_usable
-    # A node drained in an earlier life stays drained across restarts: resume it.
-    if sinfo -h -n "$NODE" -o %t | grep -Eq 'drain|down'; then
-        scontrol update NodeName="$NODE" State=RESUME || true
-    fi
-    wait_for 30 "node $NODE (idle)" node_idle_or_busy
+    local node
+    for node in $NODES; do
+        mkdir -p "$STATE/spool/$node"
+        pid_alive "$STATE/run/slurmd-$node.pid" || slurmd -N "$node"
+    done
+    for node in $NODES; do
+        wait_for 30 "node $node" node_usable "$node"
+        # A node drained in an earlier life stays drained across restarts: resume it.
+        if sinfo -h -n "$node" -o %t | grep -Eq 'drain|down'; then
+            scontrol update NodeName="$node" State=RESUME || true
+        fi
+        wait_for 30 "node $node (idle)" node_idle_or_busy "$node"
+    done
 }
 
-node_usable() { sinfo -h -n "$NODE" -o %t | grep -Eqv 'unk|n/a'; }
-node_idle_or_busy() { sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc|comp)'; }
+node_usable() { sinfo -h -n "$1" -o %t | grep -Eqv 'unk|n/a'; }
+node_idle_or_busy() { sinfo -h -n "$1" -o %t | grep -Eq '^(idle|mix|alloc|comp)'; }
+
+resolve_node_names() {
+    local node
+    for node in $NODES; do
+        getent hosts "$node" >/dev/null && continue
+        # append (not sed -i): /etc/hosts is often a bind mount that cannot be replaced
+        echo "127.0.0.1 $node  # nuqlab SLURM test cluster (scripts/slurm_cluster.sh)" >> /etc/hosts
+    done
+}
 
 stop_pidfile() {  # stop_pidfile FILE NAME
     local f=$1 i pid
@@ -194,10 +214,11 @@ cmd_start() {
     need_root
     install_packages
     write_configs
+    resolve_node_names
     start_munge
     start_mariadb
     start_slurm
-    log "up: SLURM_CONF=$SLURM_CONF, node $NODE ($CPUS CPUs, $MEM_MB MB, gpu:2), state in $STATE"
+    log "up: SLURM_CONF=$SLURM_CONF, nodes $NODES ($CPUS CPUs, $MEM_MB MB, gpu:2 each), state in $STATE"
 }
 
 cmd_stop() {
@@ -214,7 +235,11 @@ cmd_stop() {
             done
         fi
     fi
-    stop_pidfile "$STATE/run/slurmd.pid" slurmd
+    local node
+    for node in $NODES; do
+        stop_pidfile "$STATE/run/slurmd-$node.pid" "slurmd $node"
+    done
+    stop_pidfile "$STATE/run/slurmd.pid" slurmd  # written by an older version of this script
     stop_pidfile "$STATE/run/slurmctld.pid" slurmctld
     stop_pidfile "$STATE/run/slurmdbd.pid" slurmdbd
     stop_pidfile "$STATE/mariadb/mariadb.pid" mariadbd
@@ -225,7 +250,8 @@ cmd_stop() {
 cmd_status() {
     local name f ok=0
     for name in munged:munge/munged.pid mariadbd:mariadb/mariadb.pid slurmdbd:run/slurmdbd.pid \
-                slurmctld:run/slurmctld.pid slurmd:run/slurmd.pid; do
+                slurmctld:run/slurmctld.pid slurmd-nuqlab1:run/slurmd-nuqlab1.pid \
+                slurmd-nuqlab2:run/slurmd-nuqlab2.pid; do
         f=$STATE/${name#*:}
         if pid_alive "$f"; then echo "${name%%:*}: running (pid $(cat "$f"))"; else echo "${name%%:*}: stopped"; ok=1; fi
     done

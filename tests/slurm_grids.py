@@ -31,3 +31,32 @@ def long() -> GridRun:
 def endless() -> GridRun:
     """Runs that would take many minutes: they are cancelled."""
     return GridRun({**BASE, "niters": 1000000, "chkpt_iter": 100000, "seed": [1, 2]}, "endless", tuple(BASE))
+
+
+DIST = {**BASE, "g_estim": "nuq_dist", "nuq_method": "q", "nuq_bits": 3, "nuq_bucket_size": 256, "niters": 40,
+        "chkpt_iter": 20, "log_interval": 10, "tblog_interval": 10, "gvar_log_iter": 0}
+
+
+@register
+def dist() -> GridRun:
+    """One 3-bit nuq_dist run for the multi-node tests (--nodes/--gpus-per-node, partition `all`)."""
+    return GridRun(DIST, "dist", tuple(DIST))
+
+
+@register
+def dist_long() -> GridRun:
+    """A nuq_dist run long enough to kill one of its ranks mid-way."""
+    return GridRun({**DIST, "niters": 100000, "chkpt_iter": 50000}, "dist_long", tuple(DIST))
+
+
+@register
+def not_dist() -> GridRun:
+    """A plain SGD run: refused on several ranks (it would train independent replicas)."""
+    return GridRun(BASE, "not_dist", tuple(BASE))
+
+
+@register
+def dist_resume() -> GridRun:
+    """A nuq_dist run of 10-30 s: preempted mid-way, it must resume to the uninterrupted run's metrics."""
+    return GridRun({**DIST, "niters": 2000, "chkpt_iter": 500, "log_interval": 100, "tblog_interval": 100},
+                   "dist_resume", tuple(DIST))

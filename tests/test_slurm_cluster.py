@@ -1,4 +1,5 @@
-"""`launch --cluster slurm`, `launch status` and `launch cancel` on a real single-node SLURM cluster.
+"""`launch --cluster slurm`, `launch status` and `launch cancel` on a real SLURM cluster (its one-node default
+partition; multi-node runs: test_slurm_distributed.py).
 
 The cluster (scripts/slurm_cluster.sh) is started by the slurm_cluster fixture; runs are real trainer runs on
 the digits data (tests/slurm_grids.py), seconds each. Nothing here is mocked.
@@ -10,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,45 +18,11 @@ import submitit
 
 from launcher import cli
 from launcher.slurm import LOG_DIR
-from slurm_fixture import REPO, slurm_cluster  # noqa: F401  (pytest fixture)
+from slurm_fixture import REPO, finished, launch, read, run_dirs, slurm_cluster, wait_until  # noqa: F401
 from trainer import runfiles
 
 GRIDS = str(Path(__file__).with_name("slurm_grids.py"))
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
-
-
-def launch(capsys: pytest.CaptureFixture, *argv: str) -> str:
-    """Run the `launch` CLI in-process; assert it succeeded; return its stdout."""
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, f"launch {' '.join(argv)} -> {code}\n{out}\n{err}"
-    return out
-
-
-def run_dirs(root: Path, folder: str) -> list[Path]:
-    return sorted(p for p in (root / folder).iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def read(path: Path) -> dict:
-    return runfiles.read_json(path) or {}
-
-
-def wait_until(what: str, predicate, timeout: float = 240.0, every: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; squeue:\n"
-                        + subprocess.run(["squeue"], capture_output=True, text=True).stdout)
-        time.sleep(every)
-
-
-def finished(d: Path) -> bool:
-    """The run ended (done or failed) and its job left the queue."""
-    state = read(d / runfiles.STATUS).get("state")
-    job = read(d / runfiles.JOB).get("job_id", "")
-    queued = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", job.split("_")[0]],
-                            capture_output=True, text=True).stdout.split()
-    return (read(d / runfiles.RESULTS).get("status") == "done" or state == "failed") and job not in queued
 
 
 def test_array_with_packing_and_throttling_then_relaunch_submits_nothing(tmp_path, capsys):

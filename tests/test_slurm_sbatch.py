@@ -177,3 +177,47 @@ def test_children_split_the_task_cpus(monkeypatch):
     env = slurm_task.child_env(4)
     assert env["OMP_NUM_THREADS"] == "2" and env["PYTHONPATH"].split(os.pathsep)[0] == str(slurm_task.REPO_ROOT)
     assert slurm_task.child_command("/r/x")[-2:] == ["--config", "/r/x/config.yaml"]
+
+
+def test_distributed_runs_become_multi_task_jobs_one_rank_per_gpu():
+    opts = options_from_args(parse("--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu"))
+    assert opts.distributed and opts.ranks == 8
+    text = sbatch_text(opts, "j", FOLDER, 3, COMMAND)
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--array=0-2%3"):
+        assert f"#SBATCH {line}\n" in text, line
+    assert "--gres" not in text
+    # CPU nodes: one gloo rank per node, no GPU request
+    opts = options_from_args(parse("--nodes", "3"))
+    assert opts.ranks == 3 and opts.task_parameters() == {"nodes": 3, "ntasks_per_node": 1}
+    assert "--gpus-per-node" not in sbatch_text(opts, "j", FOLDER, 1, COMMAND)
+    assert not options_from_args(parse()).distributed and options_from_args(parse()).task_parameters() == {}
+    flags = sbatch_directives(parse("--nodes", "2", "--gpus-per-node", "1"))
+    assert "--nodes=2" in flags and "--ntasks-per-node=1" in flags and "--gpus-per-node=1" in flags
+
+
+def test_distributed_flags_refuse_what_cannot_go_with_them(capsys):
+    with pytest.raises(UsageError, match="--runs-per-task 2 with --nodes"):
+        options_from_args(parse("--nodes", "2", "--runs-per-task", "2"))
+    with pytest.raises(UsageError, match="drop --gpus-per-task"):
+        options_from_args(parse("--gpus-per-node", "2", "--gpus-per-task", "1"))
+    with pytest.raises(UsageError, match="use --nodes instead"):
+        parse_sbatch(["nodes=2"])
+    with pytest.raises(UsageError, match="use --gpus-per-node instead"):
+        parse_sbatch(["ntasks-per-node=2"])
+    for argv in (["--nodes", "0"], ["--gpus-per-node", "-1"]):
+        with pytest.raises(SystemExit):
+            parse(*argv)
+        assert argv[1] in capsys.readouterr().err
+    selection = SimpleNamespace(meta=SimpleNamespace(slurm={"nodes": 4, "gpus_per_node": 8}))
+    assert options_from_args(parse(), selection).ranks == 32  # a grid may declare its runs' shape
+
+
+def test_rank_mode_outside_slurm_is_a_clear_usage_error(monkeypatch, capsys):
+    from launcher import distributed
+    for name in ("SLURM_JOB_ID", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.main(["--slurm", "--config", "/nonexistent/config.yaml"]) == distributed.EXIT_USAGE
+    assert "not inside a SLURM task" in capsys.readouterr().err
+    assert distributed.slurm_parameters(2, 4) == {"nodes": 2, "ntasks_per_node": 4, "gpus_per_node": 4}
+    with pytest.raises(ValueError, match="nodes must be an int >= 1, got 0"):
+        distributed.slurm_parameters(0, 1)
