@@ -193,7 +193,8 @@ resolve_node_names() {
     for node in $NODES; do
         getent hosts "$node" >/dev/null && continue
         # append (not sed -i): /etc/hosts is often a bind mount that cannot be replaced
-        echo "127.0.0.1 $node  # nuqlab SLURM test cluster (scripts/slurm_cluster.sh)" >> /etc/hosts
+        echo "127.0.0.1 $node  # nuqlab SLURM test cluster (scripts/slurm_cluster.sh)" >> /etc/hosts \
+            || log "warning: cannot add $node to /etc/hosts: multi-node jobs will not find their master"
     done
 }
 
