@@ -154,9 +154,14 @@ LevelTables level_tables(const float* lv, int k) {
 
 enum class Output { kValues, kIndices, kPacked };
 
-// The level index of 16 elements of one bucket (kFull), or of the lanes in `mask` of a partial vector.
-template <int kSteps, bool kFull>
-inline __m512i snap_index(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, const LevelTables& t) {
+// Snap 16 elements of one bucket (kFull), or the lanes in `mask` of a partial vector, and write them as
+// dequantized values (`scaled` = levels * norm), uint8 indices, or indices packed kBits bits each
+// (csrc/common/bitpack.h; `dst` then points at the group's first byte; kOverwrite: one 8-byte store whose
+// extra bytes the next group overwrites). Full vectors use plain loads and stores (masked stores are slow
+// on some CPUs), or streaming stores (kStream: 64-byte aligned `dst` only).
+template <int kSteps, Output kOut, int kBits, bool kFull, bool kStream = false, bool kOverwrite = false>
+inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
+                   const LevelTables& t, void* dst) {
   const __m512 xv = kFull ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(mask, x);
   // clamp(x * inv, lmin, lmax) with NaN kept, as `u < l0 ? l0 : u` then `u > lmax ? lmax : u`
   const __m512 u = _mm512_min_ps(t.lmax, _mm512_max_ps(t.lmin, _mm512_mul_ps(xv, inv)));
@@ -171,18 +176,7 @@ inline __m512i snap_index(const float* x, const uint32_t* words, __mmask16 mask,
   const __m512i top24 = _mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xFFFFFF00u)));  // (w >> 8) << 8
   const __m512 r_gap = _mm512_mul_ps(_mm512_cvtepu32_ps(top24), gap);
   const __mmask16 up = _mm512_cmp_ps_mask(r_gap, _mm512_sub_ps(u, lo), _CMP_LT_OQ);
-  return _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
-}
-
-// Snap 16 elements (as snap_index) and write them as dequantized values (`scaled` = levels * norm), uint8
-// indices, or indices packed kBits bits each (csrc/common/bitpack.h; `dst` then points at the group's first
-// byte; kOverwrite: one 8-byte store whose extra bytes the next group overwrites). Full vectors use plain
-// loads and stores (masked stores are slow on some CPUs), or streaming stores (kStream: 64-byte aligned
-// `dst` only).
-template <int kSteps, Output kOut, int kBits, bool kFull, bool kStream = false, bool kOverwrite = false>
-inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
-                   const LevelTables& t, void* dst) {
-  const __m512i index = snap_index<kSteps, kFull>(x, words, mask, inv, t);
+  const __m512i index = _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
   if (kOut == Output::kValues) {
     float* out = static_cast<float*>(dst);
     const __m512 value = _mm512_permutexvar_ps(index, scaled);
@@ -218,44 +212,6 @@ inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512
   }
 }
 
-// After pack64's packs and multiply-adds, dword 4 L + p (L: 128-bit lane, p: place in the lane) holds quad
-// q = 4 p + L: the fields of values 4 q .. 4 q + 3 in its low 4 * kBits bits. This permute puts quads in order.
-inline __m512i quads_in_order(__m512i quads) {
-  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), quads);
-}
-
-// Packs 64 indices (a, b, c, d: values 0-15, 16-31, 32-47, 48-63, one per dword) kBits bits each into
-// 8 * kBits bytes at dst: narrowed to bytes by two packs (in-lane, so each 4 consecutive values stay
-// together), neighbours then quads merged by two multiply-adds, the quads put in order and narrowed.
-// ~9 vector operations per 64 values, where the pext path takes ~5 per 16 (AVX-512 F/BW only: no VBMI).
-template <int kBits>
-inline void pack64(__m512i a, __m512i b, __m512i c, __m512i d, uint8_t* dst) {
-  const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
-  const __m512i pairs = _mm512_maddubs_epi16(bytes, _mm512_set1_epi16(static_cast<short>(1 | 1 << (8 + kBits))));
-  const __m512i quads = quads_in_order(_mm512_madd_epi16(pairs, _mm512_set1_epi32(1 | 1 << (16 + 2 * kBits))));
-  if (kBits == 2) {  // a byte per quad
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(quads));
-  } else if (kBits == 4) {  // two bytes per quad
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(quads));
-  } else {  // 12-bit quads: pairs into the low 24 bits of each qword, then 3 of each 4 bytes kept
-    const __m256i pairs24 = _mm512_cvtepi64_epi32(_mm512_or_si512(quads, _mm512_srli_epi64(quads, 32 - 12)));
-    const __m256i lanes = _mm256_shuffle_epi8(pairs24, _mm256_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1,
-                                                                     0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
-    const __m256i out = _mm256_permutevar8x32_epi32(lanes, _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 3, 7));
-    _mm256_mask_storeu_epi8(dst, 0xFFFFFF, out);
-  }
-}
-
-// Fetches 32 values of the next bucket at `ahead` into cache while this one is snapped: two lines per 16
-// values snapped, so the next bucket has arrived well before its norm pass (snapping is compute-bound, so
-// this hides the memory latency entirely).
-inline void prefetch_ahead(const float* next, int64_t next_len, int64_t ahead) {
-  if (ahead < next_len) {
-    _mm_prefetch(reinterpret_cast<const char*>(next + ahead), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(next + ahead + 16), _MM_HINT_T0);
-  }
-}
-
 // Where group e (an element offset in the bucket) of the output goes.
 template <Output kOut, int kBits>
 inline void* group_dst(void* dst, int64_t e) {
@@ -281,18 +237,14 @@ void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Lev
     if (shift + m > kWords) philox4x32_10(block + kWords / 4, keys.k0[0], keys.k1[0], words + kWords);
     const uint32_t* w = words + shift;
     int64_t e = 0;
-    if constexpr (kOut == Output::kPacked && kBits >= 2) {  // whole groups of 64: cheaper packing
-      for (; e + 64 <= m; e += 64) {
-        __m512i index[4];
-        for (int k = 0; k < 4; ++k) {
-          prefetch_ahead(next, next_len, 2 * (c + e + 16 * k));
-          index[k] = snap_index<kSteps, true>(x + c + e + 16 * k, w + e + 16 * k, 0xFFFF, inv, t);
-        }
-        pack64<kBits>(index[0], index[1], index[2], index[3], static_cast<uint8_t*>(group_dst<kOut, kBits>(dst, c + e)));
-      }
-    }
     for (; e + 16 <= m; e += 16) {
-      prefetch_ahead(next, next_len, 2 * (c + e));
+      // fetch the next bucket into cache meanwhile, two lines per step so it has arrived well before its
+      // norm pass: the snapping is compute-bound, so this hides the memory latency entirely
+      const int64_t ahead = 2 * (c + e);
+      if (ahead < next_len) {
+        _mm_prefetch(reinterpret_cast<const char*>(next + ahead), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(next + ahead + 16), _MM_HINT_T0);
+      }
       void* group = group_dst<kOut, kBits>(dst, c + e);
       if (kOut == Output::kValues && stream && (reinterpret_cast<uintptr_t>(group) & 63) == 0) {
         snap16<kSteps, kOut, kBits, true, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
