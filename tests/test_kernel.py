@@ -167,6 +167,12 @@ def test_many_levels_search_equals_reference(count: int, cpu_kernel: str) -> Non
             ref = kernel.quantize(x, lv, bucket, "l2", 5, offset, backend="reference")
             assert torch.equal(ref.isnan(), kernel.quantize(x, lv, bucket, "l2", 5, offset).isnan())
             assert torch.equal(ref.nan_to_num(), kernel.quantize(x, lv, bucket, "l2", 5, offset).nan_to_num())
+    # values exactly on the levels (linf norm 4: x / 4 is exact): a level counts as <= u, never skipped
+    on = torch.cat([torch.tensor([4.0]), lv * 4, lv[1:-1] * 4 + 1e-6]).repeat(3)
+    for bucket in (on.numel(), 64):
+        ri, _ = kernel.quantize_indices(on, lv, bucket, "linf", 5, 0, backend="reference")
+        gi, _ = kernel.quantize_indices(on, lv, bucket, "linf", 5, 0)
+        assert torch.equal(ri, gi)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
