@@ -146,6 +146,35 @@ def test_cpu_kernel_equals_reference_bitwise(method, bits, cpu_kernel):
                 assert torch.equal(kernel.dequantize_indices(gi, gn, lv, bucket, num_threads=threads), got)
 
 
+@pytest.mark.parametrize("count", [35, 100, 129, 256])
+def test_many_levels_search_equals_reference(count: int, cpu_kernel: str) -> None:
+    """Beyond 34 levels the generic kernel's binary search pads the levels to 2^steps - 1 probes: random
+    sorted level sets (repeated levels, outer levels inside +-1) against the reference, with a zero bucket,
+    NaN and inf values, and buckets and tails that are not multiples of 16."""
+    gen = torch.Generator().manual_seed(count)
+    inner = torch.rand(count - 2, generator=gen) * 1.6 - 0.8
+    inner[: count // 10] = inner[0]  # repeated levels
+    lv = torch.cat([torch.tensor([-0.9]), inner, torch.tensor([0.95])]).sort().values
+    x = torch.randn(3001, generator=gen) * 2
+    x[200:400] = 0.0  # a zero bucket
+    x[1000], x[1500], x[2000] = float("nan"), float("inf"), float("-inf")
+    for bucket in (200, 136, 3001):
+        for offset in (0, 7):
+            ri, rn = kernel.quantize_indices(x, lv, bucket, "l2", 5, offset, backend="reference")
+            gi, gn = kernel.quantize_indices(x, lv, bucket, "l2", 5, offset)
+            assert torch.equal(ri, gi) and torch.equal(rn.isnan(), gn.isnan())
+            assert torch.equal(rn.nan_to_num(), gn.nan_to_num())
+            ref = kernel.quantize(x, lv, bucket, "l2", 5, offset, backend="reference")
+            assert torch.equal(ref.isnan(), kernel.quantize(x, lv, bucket, "l2", 5, offset).isnan())
+            assert torch.equal(ref.nan_to_num(), kernel.quantize(x, lv, bucket, "l2", 5, offset).nan_to_num())
+    # values exactly on the levels (linf norm 4: x / 4 is exact): a level counts as <= u, never skipped
+    on = torch.cat([torch.tensor([4.0]), lv * 4, lv[1:-1] * 4 + 1e-6]).repeat(3)
+    for bucket in (on.numel(), 64):
+        ri, _ = kernel.quantize_indices(on, lv, bucket, "linf", 5, 0, backend="reference")
+        gi, _ = kernel.quantize_indices(on, lv, bucket, "linf", 5, 0)
+        assert torch.equal(ri, gi)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_computed_in_float32(dtype):
     x = (torch.randn(3000) * 2).to(dtype)
@@ -390,7 +419,8 @@ def test_encode_packed_equals_reference_indices_packed(method, bits, cpu_kernel)
     lv = _levels(method, bits)
     norm = get_method(method).norm
     width = packing.bits_for_levels(lv.numel())
-    for n, bucket in [(1000, 128), (20000, 8192), (5003, 8), (7, 1000), (70001, 4096), (3000, 24)]:
+    for n, bucket in [(1000, 128), (20000, 8192), (5003, 8), (7, 1000), (70001, 4096), (3000, 24), (5000, 200),
+                      (3000, 1000)]:  # buckets and chunk tails of 64k + 16i + 8 values
         x = torch.randn(n)
         for offset in (0, 3, 2 ** 33 + 1):
             idx, norms = kernel.quantize_indices(x, lv, bucket, norm, 7, offset, backend="reference")

@@ -183,18 +183,20 @@ NUQ_CPU_INLINE void snap_chunk_any(const float* __restrict xc, int m, float inv,
       }
     }
   } else {
-    const float* in = lv.v + 1;
+    // Binary search with the same steps for every element (the inner levels padded with +inf to 2^steps - 1
+    // probes, so `probe <= u` is false past them), one step at a time over the chunk: the element loop then
+    // vectorises with gathers, where a per-element search is a chain of dependent scalar loads.
+    alignas(64) float probe[kMaxLevels];
+    int steps = 0;
+    while ((1 << steps) - 1 < inner) ++steps;
+    for (int k = 0; k < (1 << steps) - 1; ++k) probe[k] = k < inner ? lv.v[k + 1] : std::numeric_limits<float>::infinity();
+    for (int s = steps - 1; s >= 0; --s) {
+      const int step = 1 << s;
+      for (int e = 0; e < m; ++e) j[e] += probe[j[e] + step - 1] <= u[e] ? step : 0;
+    }
     for (int e = 0; e < m; ++e) {
-      int base = 0, n = inner;  // upper bound: the count of inner levels <= u; selects, not branches,
-      while (n > 0) {           // since u is random and a mispredicted branch costs more than the probe
-        const int half = n / 2;
-        const bool go = in[base + half] <= u[e];
-        base = go ? base + half + 1 : base;
-        n = go ? n - half - 1 : half;
-      }
-      j[e] = base;
-      lo[e] = lv.v[base];
-      hi[e] = lv.v[base + 1];
+      lo[e] = lv.v[j[e]];
+      hi[e] = lv.v[j[e] + 1];
     }
   }
   for (int e = 0; e < m; ++e) {
