@@ -362,7 +362,8 @@ class SlurmExecutor(Executor):
                     "tasks" if opts.distributed else f"{opts.runs_per_task} per task")
         print(f"submitted job {array_id}: {len(todo)} runs in {tasks} array tasks "
               f"({per_task}, at most {min(tasks, opts.array_parallelism)} at once)")
-        print(f"logs: {log_root}/{array_id}_<task>/ ; run logs: <run folder>/{runfiles.LOG}")
+        folder = f"{array_id}_<task>" if tasks > 1 else array_id  # submitit submits one task as a plain job
+        print(f"logs: {log_root}/{folder}/ ; run logs: <run folder>/{runfiles.LOG}")
         print(f"follow with: launch status --grid {selection.meta.grid} --run {selection.meta.run} "
               f"--root {selection.meta.results_dir.parent}")
         sys.stdout.flush()

@@ -71,6 +71,7 @@ def test_a_run_on_two_nodes_trains_like_two_local_ranks(tmp_path, capsys):
     (run_dir,) = run_dirs(tmp_path / "runs", "dist")
     ref = local_reference(run_dir / runfiles.CONFIG, tmp_path / "ref")
     job_id = read(run_dir / runfiles.JOB)["job_id"]
+    assert f"logs: {tmp_path / 'runs' / 'dist' / '.slurm' / job_id}/ ;" in out  # the folder submitit writes
     script = Path(read(run_dir / runfiles.JOB)["stdout"]).parent / f"{job_id}_submission.sh"
     for line in ("--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--partition=all"):
         assert f"#SBATCH {line}\n" in script.read_text(), line
