@@ -70,17 +70,23 @@ def test_uniform_stream_is_positional():
 
 # ---------------------------------------------------------------- statistics (C++ kernel: many draws are cheap)
 
+def _repeated_draws(method: str, torch_seed: int, seed: int, n: int = 64, T: int = 4000):
+    """T independent quantizations of one n-value bucket of N(0, 1) values: (x, levels, norm, draws [T, n])."""
+    torch.manual_seed(torch_seed)
+    x = torch.randn(n)
+    lv = _levels(method)
+    norm_kind = get_method(method).norm
+    draws = kernel.quantize(x.repeat(T), lv, n, norm_kind, seed=seed, offset=0).view(T, n).double()
+    norm = float(x.norm()) if norm_kind == "l2" else float(x.abs().max())
+    return x, lv, norm, draws
+
+
 @pytest.mark.parametrize("method", FIXED)
 def test_unbiased_within_clt_bound(method):
     """T independent draws of one 64-value bucket: each element's mean is within 5 standard errors
     sqrt(var_i / T) of x_i (per element P(|z| > 5) < 6e-7, so < 1e-4 over the 64 elements)."""
-    torch.manual_seed(1)
-    n, T = 64, 4000
-    x = torch.randn(n)
-    lv = _levels(method)
-    norm_kind = get_method(method).norm
-    draws = kernel.quantize(x.repeat(T), lv, n, norm_kind, seed=3, offset=0).view(T, n).double()
-    norm = float(x.norm()) if norm_kind == "l2" else float(x.abs().max())
+    x, lv, norm, draws = _repeated_draws(method, torch_seed=1, seed=3)
+    T = draws.shape[0]
     _, var = _theory(x, lv, norm)
     err = draws.mean(0) - x.double()
     exact = var < 1e-12
@@ -93,13 +99,8 @@ def test_unbiased_within_clt_bound(method):
 def test_variance_matches_theory(method):
     """Per-element sample variance vs norm^2 (u-l_j)(l_{j+1}-u). A draw lies within gap_i of its mean, so
     Var(s_i^2) <= gap_i^2 var_i / T; the sum over elements is within 5 of its standard deviations."""
-    torch.manual_seed(2)
-    n, T = 64, 4000
-    x = torch.randn(n)
-    lv = _levels(method)
-    norm_kind = get_method(method).norm
-    draws = kernel.quantize(x.repeat(T), lv, n, norm_kind, seed=4, offset=0).view(T, n).double()
-    norm = float(x.norm()) if norm_kind == "l2" else float(x.abs().max())
+    x, lv, norm, draws = _repeated_draws(method, torch_seed=2, seed=4)
+    T = draws.shape[0]
     gap, var = _theory(x, lv, norm)
     s2 = draws.var(0)
     sd = (gap ** 2 * var / T).sum().sqrt()
