@@ -24,6 +24,8 @@ from pathlib import Path
 
 import submitit
 
+from launcher.distributed import (ENV_PARENT, EXIT_INTERRUPTED, EXIT_OK, describe_exit,
+                                  export_slurm_environment, mark_failed)
 from trainer import runfiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +108,7 @@ class PackedRuns(submitit.helpers.Checkpointable):
         return {}  # child processes and threads belong to this task only and cannot be pickled
 
     def __setstate__(self, state: dict) -> None:
-        self._waiters, self._children = [], []
+        self.__init__()  # type: ignore[misc]  # a fresh task: nothing of the pickling process carries over
 
 
 def _say(message: str) -> None:
@@ -147,7 +149,6 @@ class DistributedRank(PackedRuns):
     def __call__(self, run_dirs: list[str]) -> dict[str, str]:
         if len(run_dirs) != 1:
             raise ValueError(f"a distributed task trains one run, got {len(run_dirs)}: {run_dirs}")
-        from launcher.distributed import export_slurm_environment
         self._rank, self._world = export_slurm_environment()
         self._started = time.time()
         return super().__call__(run_dirs)
@@ -157,11 +158,9 @@ class DistributedRank(PackedRuns):
                 "--config", str(Path(run_dir) / runfiles.CONFIG)]
 
     def _child_env(self, n_children: int) -> dict[str, str]:
-        from launcher.distributed import ENV_PARENT
         return {**child_env(n_children), ENV_PARENT: str(os.getpid())}  # the rank dies with this task
 
     def _final_state(self, run_dir: str, code: int) -> str:
-        from launcher.distributed import EXIT_INTERRUPTED, EXIT_OK, describe_exit
         node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         record = {"rank": self._rank, "world": self._world, "node": node, "code": code, "time": time.time()}
         runfiles.atomic_write_json(Path(run_dir) / f"rank{self._rank}.exit.json", record)
@@ -174,7 +173,6 @@ class DistributedRank(PackedRuns):
         first = self._first_failure(Path(run_dir), record)
         message = (f"rank {first['rank']} of {self._world} (node {first['node']}) {describe_exit(first['code'])}"
                    f"; its log: {_task_log(first['rank'])}")
-        from launcher.distributed import mark_failed
         mark_failed(Path(run_dir), message)
         return f"{runfiles.FAILED}: {message}"
 
@@ -188,12 +186,8 @@ class DistributedRank(PackedRuns):
             if len(records) == self._world or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        failed = [r for r in records if r["code"] not in (0, 3)]
+        failed = [r for r in records if r["code"] not in (EXIT_OK, EXIT_INTERRUPTED)]
         return min(failed, key=lambda r: r["time"])
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._rank, self._world, self._started = 0, 1, 0.0
 
 
 def _task_log(rank: int) -> Path:
