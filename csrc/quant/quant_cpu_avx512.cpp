@@ -7,7 +7,10 @@
 // one 32-bit shuffle per register, eight register pairs interleaved to hide latency. The level search is a
 // branchless binary search on permute-table lookups; the L2 norm keeps its 256 float64 lanes in
 // registers; the next bucket is prefetched while this one is snapped (snapping is compute-bound); big
-// outputs use streaming stores. Measured in bench/bench_kernel.py. quant_cpu.cpp calls this file where the
+// outputs use streaming stores. The fused encode writes two groups' indices as nibbles of one narrowing and
+// packs each chunk of them in vector registers afterwards (a bit-extract per group inside the snapping loop
+// made encode 6-10% slower than quantize on a Sapphire Rapids core; now 0.99-1.00x in bench/bench_ddp.py).
+// Measured in bench/bench_kernel.py. quant_cpu.cpp calls this file where the
 // CPU has AVX-512 (checked at run time), else the generic kernel.
 #include "quant_cpu_avx512.h"
 
@@ -23,7 +26,6 @@
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,bmi2")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in avx512fintrin.h
 
-#include "../common/bitpack.h"
 #include "quant_cpu_kernel.h"
 
 namespace nuq {
@@ -154,14 +156,10 @@ LevelTables level_tables(const float* lv, int k) {
 
 enum class Output { kValues, kIndices, kPacked };
 
-// Snap 16 elements of one bucket (kFull), or the lanes in `mask` of a partial vector, and write them as
-// dequantized values (`scaled` = levels * norm), uint8 indices, or indices packed kBits bits each
-// (csrc/common/bitpack.h; `dst` then points at the group's first byte; kOverwrite: one 8-byte store whose
-// extra bytes the next group overwrites). Full vectors use plain loads and stores (masked stores are slow
-// on some CPUs), or streaming stores (kStream: 64-byte aligned `dst` only).
-template <int kSteps, Output kOut, int kBits, bool kFull, bool kStream = false, bool kOverwrite = false>
-inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
-                   const LevelTables& t, void* dst) {
+// The level indices of 16 elements of one bucket (kFull), or of the lanes in `mask` of a partial vector
+// (other lanes: some valid index).
+template <int kSteps, bool kFull>
+NUQ_CPU_INLINE __m512i snap_index16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, const LevelTables& t) {
   const __m512 xv = kFull ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(mask, x);
   // clamp(x * inv, lmin, lmax) with NaN kept, as `u < l0 ? l0 : u` then `u > lmax ? lmax : u`
   const __m512 u = _mm512_min_ps(t.lmax, _mm512_max_ps(t.lmin, _mm512_mul_ps(xv, inv)));
@@ -176,7 +174,16 @@ inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512
   const __m512i top24 = _mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xFFFFFF00u)));  // (w >> 8) << 8
   const __m512 r_gap = _mm512_mul_ps(_mm512_cvtepu32_ps(top24), gap);
   const __mmask16 up = _mm512_cmp_ps_mask(r_gap, _mm512_sub_ps(u, lo), _CMP_LT_OQ);
-  const __m512i index = _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
+  return _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
+}
+
+// Snap 16 elements (kFull) or the lanes in `mask` and write them as dequantized values (`scaled` = levels *
+// norm) or uint8 indices. Full vectors use plain loads and stores (masked stores are slow on some CPUs), or
+// streaming stores (kStream: 64-byte aligned `dst` only).
+template <int kSteps, Output kOut, bool kFull, bool kStream = false>
+NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
+                   const LevelTables& t, void* dst) {
+  const __m512i index = snap_index16<kSteps, kFull>(x, words, mask, inv, t);
   if (kOut == Output::kValues) {
     float* out = static_cast<float*>(dst);
     const __m512 value = _mm512_permutexvar_ps(index, scaled);
@@ -187,48 +194,133 @@ inline void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512
     } else {
       _mm512_mask_storeu_ps(out, mask, value);
     }
-  } else if (kOut == Output::kIndices) {
+  } else {
     uint8_t* idx = static_cast<uint8_t*>(dst);
     if (kFull) {
       _mm_storeu_si128(reinterpret_cast<__m128i*>(idx), _mm512_cvtepi32_epi8(index));
     } else {
       _mm512_mask_cvtepi32_storeu_epi8(idx, mask, index);
     }
-  } else {
-    uint8_t* packed = static_cast<uint8_t*>(dst);
-    if (kFull) {  // 16 values -> 2 * kBits bytes
-      static_assert(kBits <= 4 || !kFull, "16 values of more than 4 bits do not fit one 64-bit word");
-      // pairs of neighbours into the low byte of each 64-bit lane (lo | hi << kBits: the high lane's bits
-      // sit above the byte and are dropped by the narrowing), then one bit-extract (BMI2 pext) of the 8 bytes
-      const __m512i pairs = _mm512_or_si512(index, _mm512_srli_epi64(index, 32 - kBits));
-      constexpr uint64_t kFields = ((uint64_t{1} << (2 * kBits)) - 1) * 0x0101010101010101ull;
-      const uint64_t word = _pext_u64(static_cast<uint64_t>(_mm_cvtsi128_si64(_mm512_cvtepi64_epi8(pairs))), kFields);
-      std::memcpy(packed, &word, kOverwrite ? 8 : 2 * kBits);  // kOverwrite: bytes past the group are written next
-    } else {
-      alignas(16) uint8_t tmp[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(mask, index)));
-      bitpack::pack<kBits>(tmp, __builtin_popcount(mask), packed);
-    }
   }
 }
 
-// Where group e (an element offset in the bucket) of the output goes.
-template <Output kOut, int kBits>
-inline void* group_dst(void* dst, int64_t e) {
-  if (kOut == Output::kValues) return static_cast<float*>(dst) + e;
-  if (kOut == Output::kIndices) return static_cast<uint8_t*>(dst) + e;
-  return static_cast<uint8_t*>(dst) + e * kBits / 8;  // e is a multiple of 8 (16, or the bucket's end)
+// The indices of the 32 elements at x (the first m <= 32 of them; the rest read as zeros) as 16 bytes at
+// `dst`: byte i holds element i in its low nibble and element 16 + i in its high one. Two groups share one
+// narrowing (vpmovdb, two uops on the shuffle port that Philox and the search keep busy): one uop per
+// group, as quantize's one permute per group.
+template <int kSteps>
+NUQ_CPU_INLINE void snap_nibbles32(const float* x, const uint32_t* words, int64_t m, __m512 inv, const LevelTables& t,
+                           uint8_t* dst) {
+  __m512i first, second;
+  if (m >= 32) {
+    first = snap_index16<kSteps, true>(x, words, 0xFFFF, inv, t);
+    second = snap_index16<kSteps, true>(x + 16, words + 16, 0xFFFF, inv, t);
+  } else {
+    const __mmask16 m1 = m >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << m) - 1);
+    const __mmask16 m2 = m > 16 ? __mmask16((1u << (m - 16)) - 1) : __mmask16(0);
+    first = _mm512_maskz_mov_epi32(m1, snap_index16<kSteps, false>(x, words, m1, inv, t));
+    second = m2 ? _mm512_maskz_mov_epi32(m2, snap_index16<kSteps, false>(x + 16, words + 16, m2, inv, t))
+                : _mm512_setzero_si512();
+  }
+  const __m512i pairs = _mm512_or_si512(first, _mm512_slli_epi32(second, 4));  // indices < 16: 4 bits
+  _mm_store_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(pairs));
+}
+
+// Stores the low ceil(count * kBits / 8) bytes of `word` at dst + at, as one 8-byte store where the
+// bucket's `room` bytes have them (the next group overwrites the extra ones).
+template <int kBits>
+NUQ_CPU_INLINE void store_group(uint8_t* dst, int64_t at, uint64_t word, int64_t count, int64_t room) {
+  if (at + 8 <= room) {
+    std::memcpy(dst + at, &word, 8);
+  } else {
+    std::memcpy(dst + at, &word, static_cast<size_t>((count * kBits + 7) / 8));
+  }
+}
+
+// Packs 128 indices in snap_nibbles32's layout (four 16-byte blocks at `nibbles`) into 16 * kBits bytes at
+// dst, kBits = 2, 3 or 4, all in vector registers (~10 uops for 128 values): each 16-byte block (one
+// 128-bit lane) splits into its low nibbles (elements 0-15 of the block) and high nibbles (16-31), whose
+// neighbours are merged by multiply-adds (vpmaddubsw: pairs of bytes, vpmaddwd: pairs of 16-bit words),
+// then packed down and gathered in stream order.
+template <int kBits>
+NUQ_CPU_INLINE void pack_vector128(const uint8_t* nibbles, uint8_t* dst) {
+  // four 16-byte loads, each forwarded from the one store that wrote it (one 64-byte load could not be)
+  const __m128i* block = reinterpret_cast<const __m128i*>(nibbles);
+  __m512i x = _mm512_castsi128_si512(_mm_load_si128(block));
+  x = _mm512_inserti32x4(x, _mm_load_si128(block + 1), 1);
+  x = _mm512_inserti32x4(x, _mm_load_si128(block + 2), 2);
+  x = _mm512_inserti32x4(x, _mm_load_si128(block + 3), 3);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i first = _mm512_and_si512(x, low4), second = _mm512_and_si512(_mm512_srli_epi16(x, 4), low4);
+  const __m512i byte_pairs = _mm512_set1_epi16(static_cast<int16_t>(1 | (1 << (8 + kBits))));  // v0 + v1 << kBits
+  const __m512i f2 = _mm512_maddubs_epi16(first, byte_pairs), s2 = _mm512_maddubs_epi16(second, byte_pairs);
+  if (kBits == 4) {  // 16-bit words hold bytes of the stream: per lane, 8 of the first half then 8 of the second
+    _mm512_storeu_si512(dst, _mm512_packus_epi16(f2, s2));
+    return;
+  }
+  const __m512i word_pairs = _mm512_set1_epi32(1 | (1 << (16 + 2 * kBits)));  // w0 + w1 << 2 kBits
+  const __m512i f4 = _mm512_madd_epi16(f2, word_pairs), s4 = _mm512_madd_epi16(s2, word_pairs);
+  if (kBits == 2) {  // 32-bit words hold bytes: per lane 4 + 4, then the lanes' low 8 bytes gathered
+    const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(f4, s4), _mm512_setzero_si512());
+    const __m512i lanes = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), bytes);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(lanes));
+    return;
+  }
+  // kBits == 3: 12-bit fields in 32-bit words; 24-bit ones in 64-bit words (first half in the low 32 bits,
+  // second half in the high), then per lane bytes 0-2, 8-10, 4-6, 12-14 and the lanes' 12 bytes gathered
+  const __m512i keep = _mm512_set1_epi64(0xFFF);
+  const __m512i f8 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(f4, 20), f4, keep, 0xF8);  // a | (b & c)
+  const __m512i s8 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(s4, 20), s4, keep, 0xF8);
+  const __m512i both = _mm512_or_si512(f8, _mm512_slli_epi64(s8, 32));
+  const __m512i order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 8, 9, 10, 4, 5, 6, 12, 13, 14, -1, -1, -1, -1));
+  const __m512i lanes = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15),
+                                                 _mm512_shuffle_epi8(both, order));
+  _mm512_mask_storeu_epi32(dst, 0x0FFF, lanes);
+}
+
+// Packs the m indices of a chunk, in snap_nibbles32's layout at `nibbles`, kBits bits each into `dst`
+// (csrc/common/bitpack.h's stream), where `room` bytes belong to this bucket: 128 values at a time in vector
+// registers, the rest by bit-extracts (BMI2 pext). Done per chunk, after its snapping, so the packing never
+// waits on the search.
+template <int kBits>
+NUQ_CPU_INLINE void pack_chunk(const uint8_t* nibbles, int64_t m, uint8_t* dst, int64_t room) {
+  int64_t e = 0;
+  if (kBits >= 2) {
+    for (; e + 128 <= m; e += 128) pack_vector128<kBits>(nibbles + e / 2, dst + e / 8 * kBits);
+  }
+  constexpr uint64_t kLow = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull, kHigh = kLow << 4;
+  for (; e < m; e += 32) {
+    uint64_t q0, q1;
+    std::memcpy(&q0, nibbles + e / 2, 8);
+    std::memcpy(&q1, nibbles + e / 2 + 8, 8);
+    const uint64_t first = _pext_u64(q0, kLow) | _pext_u64(q1, kLow) << (8 * kBits);
+    const uint64_t second = _pext_u64(q0, kHigh) | _pext_u64(q1, kHigh) << (8 * kBits);
+    const int64_t at = e / 8 * kBits;  // 16 values are 2 * kBits whole bytes
+    store_group<kBits>(dst, at, first, std::min<int64_t>(16, m - e), room);
+    if (m - e > 16) store_group<kBits>(dst, at + 2 * kBits, second, std::min<int64_t>(16, m - e - 16), room);
+  }
+}
+
+// Fetches `lines` cache lines of the next bucket from element `ahead` into cache while this one is snapped:
+// two lines per 16 elements snapped, so it has arrived well before its norm pass (the snapping is
+// compute-bound, so this hides the memory latency entirely).
+NUQ_CPU_INLINE void prefetch_next(const float* next, int64_t next_len, int64_t ahead, int lines) {
+  for (int k = 0; k < lines && ahead + 16 * k < next_len; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(next + ahead + 16 * k), _MM_HINT_T0);
+  }
 }
 
 // Snap a bucket whose stream starts at g0 into `dst` (values, indices or packed bytes of this bucket),
 // in chunks of kWords elements: one vectorised Philox call gives the chunk's words when g0 is a multiple
-// of 4; otherwise the chunk also needs the first words of the next block, one scalar Philox call.
+// of 4; otherwise the chunk also needs the first words of the next block, one scalar Philox call. Packed
+// output goes through the chunk's indices (kWords bytes, in L1) and pack_chunk.
 template <int kSteps, Output kOut, int kBits>
 void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const LevelTables& t,
                  const RoundKeys& keys, void* dst, const float* next, int64_t next_len, bool stream) {
   const float inv_s = norm > 0.0f ? 1.0f / norm : 0.0f;
   const __m512 inv = _mm512_set1_ps(inv_s), scaled = _mm512_mul_ps(t.levels, _mm512_set1_ps(norm));
   alignas(64) uint32_t words[kWords + 4];
+  alignas(64) uint8_t nibbles[kOut == Output::kPacked ? kWords / 2 : 1];
   const int64_t shift = static_cast<int64_t>(g0 & 3);  // every chunk starts kWords later: the same shift
   for (int64_t c = 0; c < len; c += kWords) {
     const int64_t m = std::min<int64_t>(len - c, kWords);
@@ -236,27 +328,31 @@ void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Lev
     philox_words(block, keys, words);
     if (shift + m > kWords) philox4x32_10(block + kWords / 4, keys.k0[0], keys.k1[0], words + kWords);
     const uint32_t* w = words + shift;
+    if (kOut == Output::kPacked) {  // c is a multiple of kWords, so of 8: the chunk starts on a whole byte
+      for (int64_t e = 0; e < m; e += 32) {
+        prefetch_next(next, next_len, 2 * (c + e), 4);
+        snap_nibbles32<kSteps>(x + c + e, w + e, m - e, inv, t, nibbles + e / 2);
+      }
+      pack_chunk<kBits>(nibbles, m, static_cast<uint8_t*>(dst) + c / 8 * kBits,
+                        (len * kBits + 7) / 8 - c / 8 * kBits);
+      continue;
+    }
+    float* values = kOut == Output::kValues ? static_cast<float*>(dst) + c : nullptr;
+    uint8_t* indices = kOut == Output::kIndices ? static_cast<uint8_t*>(dst) + c : nullptr;
     int64_t e = 0;
     for (; e + 16 <= m; e += 16) {
-      // fetch the next bucket into cache meanwhile, two lines per step so it has arrived well before its
-      // norm pass: the snapping is compute-bound, so this hides the memory latency entirely
-      const int64_t ahead = 2 * (c + e);
-      if (ahead < next_len) {
-        _mm_prefetch(reinterpret_cast<const char*>(next + ahead), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(next + ahead + 16), _MM_HINT_T0);
-      }
-      void* group = group_dst<kOut, kBits>(dst, c + e);
-      if (kOut == Output::kValues && stream && (reinterpret_cast<uintptr_t>(group) & 63) == 0) {
-        snap16<kSteps, kOut, kBits, true, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
-      } else if (kOut == Output::kPacked && (c + e) * kBits + 64 <= len * kBits) {  // 8 bytes inside the bucket
-        snap16<kSteps, kOut, kBits, true, false, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
+      prefetch_next(next, next_len, 2 * (c + e), 2);
+      if (kOut == Output::kIndices) {
+        snap16<kSteps, kOut, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, indices + e);
+      } else if (stream && (reinterpret_cast<uintptr_t>(values + e) & 63) == 0) {
+        snap16<kSteps, kOut, true, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, values + e);
       } else {
-        snap16<kSteps, kOut, kBits, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, group);
+        snap16<kSteps, kOut, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, values + e);
       }
     }
     if (e < m) {
-      snap16<kSteps, kOut, kBits, false>(x + c + e, w + e, __mmask16((1u << (m - e)) - 1), inv, scaled, t,
-                                         group_dst<kOut, kBits>(dst, c + e));
+      void* group = kOut == Output::kValues ? static_cast<void*>(values + e) : static_cast<void*>(indices + e);
+      snap16<kSteps, kOut, false>(x + c + e, w + e, __mmask16((1u << (m - e)) - 1), inv, scaled, t, group);
     }
   }
 }

@@ -199,15 +199,18 @@ NUQ_CPU_INLINE void snap_chunk_any(const float* __restrict xc, int m, float inv,
       hi[e] = lv.v[j[e] + 1];
     }
   }
-  for (int e = 0; e < m; ++e) {
-    const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
-    const bool up = r * (hi[e] - lo[e]) < u[e] - lo[e];
-    if (oc) {
-      oc[e] = (up ? hi[e] : lo[e]) * nf;
-    } else {
-      ic[e] = static_cast<uint8_t>(j[e] + (up ? 1 : 0));
+  if (oc) {
+    for (int e = 0; e < m; ++e) {
+      const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
+      oc[e] = (r * (hi[e] - lo[e]) < u[e] - lo[e] ? hi[e] : lo[e]) * nf;
     }
+    return;
   }
+  for (int e = 0; e < m; ++e) {  // indices stay 32-bit in the vector loop, narrowed after
+    const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
+    j[e] += r * (hi[e] - lo[e]) < u[e] - lo[e] ? 1 : 0;
+  }
+  for (int e = 0; e < m; ++e) ic[e] = static_cast<uint8_t>(j[e]);
 }
 
 template <bool kIndices>
@@ -251,8 +254,8 @@ NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf
     chunk_words(g0 + static_cast<uint64_t>(c), k0, k1, words);
     if (out) {
       snap_chunk<false>(x + c, m, inv, nf, lv, words, out + c, nullptr);
-    } else if (idx) {
-      snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, idx + c);
+    } else if (idx || bits == 8) {  // 8-bit packing is the indices themselves
+      snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, idx ? idx + c : packed + c);
     } else {
       snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, chunk_idx);
       pack_chunk(chunk_idx, m, bits, packed + c / 8 * bits);  // c is a multiple of kChunk: a whole byte
