@@ -9,9 +9,9 @@
 // registers; the next bucket is prefetched while this one is snapped (snapping is compute-bound); big
 // outputs use streaming stores. The fused encode writes two groups' indices as nibbles of one narrowing and
 // packs each chunk of them in vector registers afterwards (a bit-extract per group inside the snapping loop
-// made encode 6-10% slower than quantize on a Sapphire Rapids core; now 0.99-1.00x in bench/bench_ddp.py).
-// Measured in bench/bench_kernel.py. quant_cpu.cpp calls this file where the
-// CPU has AVX-512 (checked at run time), else the generic kernel.
+// made encode 1.03x quantize's time in bench/bench_ddp.py on a Sapphire Rapids core; now 0.87-0.94x).
+// Measured in bench/bench_kernel.py. quant_cpu.cpp calls this file where the CPU has AVX-512 (checked at run
+// time), else the generic kernel.
 #include "quant_cpu_avx512.h"
 
 #if NUQ_HAVE_AVX512_KERNEL

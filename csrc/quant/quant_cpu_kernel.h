@@ -199,18 +199,15 @@ NUQ_CPU_INLINE void snap_chunk_any(const float* __restrict xc, int m, float inv,
       hi[e] = lv.v[j[e] + 1];
     }
   }
-  if (oc) {
-    for (int e = 0; e < m; ++e) {
-      const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
-      oc[e] = (r * (hi[e] - lo[e]) < u[e] - lo[e] ? hi[e] : lo[e]) * nf;
-    }
-    return;
-  }
-  for (int e = 0; e < m; ++e) {  // indices stay 32-bit in the vector loop, narrowed after
+  for (int e = 0; e < m; ++e) {
     const float r = static_cast<float>(static_cast<int32_t>(words[e] >> 8)) * 0x1p-24f;
-    j[e] += r * (hi[e] - lo[e]) < u[e] - lo[e] ? 1 : 0;
+    const bool up = r * (hi[e] - lo[e]) < u[e] - lo[e];
+    if (oc) {
+      oc[e] = (up ? hi[e] : lo[e]) * nf;
+    } else {
+      ic[e] = static_cast<uint8_t>(j[e] + (up ? 1 : 0));
+    }
   }
-  for (int e = 0; e < m; ++e) ic[e] = static_cast<uint8_t>(j[e]);
 }
 
 template <bool kIndices>
