@@ -147,11 +147,12 @@ def test_cpu_kernel_equals_reference_bitwise(method, bits, cpu_kernel):
                 assert torch.equal(kernel.dequantize_indices(gi, gn, lv, bucket, num_threads=threads), got)
 
 
-@pytest.mark.parametrize("count", [35, 100, 129, 256])
+@pytest.mark.parametrize("count", [17, 20, 33, 35, 64, 100, 129, 256])
 def test_many_levels_search_equals_reference(count: int, cpu_kernel: str) -> None:
-    """Beyond 34 levels the generic kernel's binary search pads the levels to 2^steps - 1 probes: random
-    sorted level sets (repeated levels, outer levels inside +-1) against the reference, with a zero bucket,
-    NaN and inf values, and buckets and tails that are not multiples of 16."""
+    """The binary searches pad the inner levels to 2^steps - 1 probes (the generic kernel's beyond 34 levels,
+    AVX-512's wide search beyond 16: 4 to 8 steps): random sorted level sets (repeated levels, outer levels
+    inside +-1) against the reference, with a zero bucket, NaN and inf values, and buckets and tails that
+    are not multiples of 16."""
     gen = torch.Generator().manual_seed(count)
     inner = torch.rand(count - 2, generator=gen) * 1.6 - 0.8
     inner[: count // 10] = inner[0]  # repeated levels
@@ -293,12 +294,14 @@ def _cpu_has_avx512() -> bool:
 
 
 def test_cpu_kernel_selection():
-    """AVX-512 runs level sets of up to 16 values whose gaps its tables hold exactly; the rest, and any call
+    """AVX-512 runs level sets (2..256 values) whose scaled gaps it computes exactly; the rest, and any call
     within only_generic_cpu_kernel(), runs the generic kernel. Either way the bits are the reference's."""
     fast = "avx512" if _cpu_has_avx512() else "generic"
     tiny_gap = torch.tensor([-1.0, 0.0, 1e-30, 1.0])
     assert kernel.cpu_kernel(_levels("q", 4)) == fast
-    assert kernel.cpu_kernel(_levels("q", 5)) == "generic"  # 32 levels
+    assert kernel.cpu_kernel(_levels("q", 5)) == fast  # 32 levels: the wide search
+    assert kernel.cpu_kernel(_levels("q", 8)) == fast  # 256 levels
+    assert kernel.cpu_kernel(_levels("nuq", 8)) == fast  # gaps down to 2^-126: the wide search has no scaled gaps
     assert kernel.cpu_kernel(tiny_gap) == "generic"
     with kernel.only_generic_cpu_kernel():
         assert kernel.cpu_kernel(_levels("q", 4)) == "generic"
@@ -411,7 +414,7 @@ def test_values_beyond_outer_levels_are_clipped():
 # ---------------------------------------------------------------- fused encode (quantize + bit packing)
 
 @pytest.mark.parametrize("method,bits", [("q", 1), ("trn", 2), ("q", 2), ("nuq", 3), ("qinf", 4), ("q", 5),
-                                         ("nuq", 8)])
+                                         ("nuq", 6), ("q", 7), ("nuq", 8)])
 def test_encode_packed_equals_reference_indices_packed(method, bits, cpu_kernel):
     """The one-pass encode writes exactly the reference's norms and indices, packed by nuq.packing's torch
     path, for tails, single small buckets and stream offsets that are not multiples of 4."""
@@ -448,15 +451,16 @@ def test_encode_packed_bad_input_is_named():
         _quant.encode(torch.empty(100, dtype=torch.uint8), x, lv, 12, False, 1, 0, 1)
 
 
-@pytest.mark.parametrize("method,bits", [("q", 1), ("trn", 2), ("nuq", 3), ("qinf", 4), ("q", 5), ("nuq", 8)])
+@pytest.mark.parametrize("method,bits", [("q", 1), ("trn", 2), ("nuq", 3), ("qinf", 4), ("q", 5), ("nuq", 6),
+                                         ("q", 7), ("nuq", 8)])
 def test_decode_packed_equals_dequantized_reference(method, bits):
-    """One-pass decode runs where the AVX-512 kernel takes the levels (at most 16) and then gives
+    """One-pass decode runs where the AVX-512 kernel takes the levels (2..256 of them) and then gives
     levels[index] * norm bit for bit, at 1 and 2 threads, tails included; elsewhere it is not offered (and
     nuq.codec unpacks, then dequantizes)."""
     torch.manual_seed(9)
     lv = _levels(method, bits)
     norm = get_method(method).norm
-    supported = _cpu_has_avx512() and lv.numel() <= 16
+    supported = _cpu_has_avx512()
     assert kernel.fused_decode_supported(1000, torch.device("cpu"), lv, 128) == supported
     with kernel.only_generic_cpu_kernel():
         assert not kernel.fused_decode_supported(1000, torch.device("cpu"), lv, 128)
@@ -485,3 +489,12 @@ def test_decode_packed_rejects_an_index_beyond_the_levels():
         kernel.decode_packed(message, 16, lv, 16)
     with pytest.raises(ValueError, match="message must be a contiguous 1-D uint8 CPU tensor of 8 bytes"):
         kernel.decode_packed(message[:7], 16, lv, 16)
+    # 200 levels in 8 bits (the wide decode): index 250 in the last of 20 values, the second group of 16
+    lv = torch.linspace(-1.0, 1.0, 200)
+    message = torch.zeros(4 + 20, dtype=torch.uint8)
+    message[:4] = torch.tensor([1.0]).view(torch.uint8)
+    message[4 + 19] = 250
+    with pytest.raises(ValueError, match="level index 250 but there are only 200 levels"):
+        kernel.decode_packed(message, 20, lv, 24)
+    message[4 + 19] = 199
+    assert kernel.decode_packed(message, 20, lv, 24)[19] == 1.0

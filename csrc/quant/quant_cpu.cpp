@@ -1,6 +1,6 @@
 // C++ CPU quantize kernel: OpenMP over buckets; each bucket is read once (norm, then snapping while it is
 // still in cache). Two implementations compute the same bits: the hand-vectorised AVX-512 kernel
-// (quant_cpu_avx512.cpp) where the CPU has AVX-512 and the level set has at most 16 values, and the generic
+// (quant_cpu_avx512.cpp) where the CPU has AVX-512 (level sets of 2..256 values), and the generic
 // kernel (quant_cpu_kernel.h, auto-vectorised, cloned for AVX2 and baseline x86-64) everywhere else. The
 // arithmetic is exactly that of nuq/reference.py (its docstring lists it step by step).
 #include <algorithm>
@@ -104,8 +104,7 @@ BucketJob make_job(const torch::Tensor& x, const torch::Tensor& levels, int64_t 
 }  // namespace
 
 bool decode_supported(const torch::Tensor& levels) {
-  return levels.numel() <= avx512::kMaxAvx512Levels && use_avx512(levels.data_ptr<float>(),
-                                                                   static_cast<int>(levels.numel()));
+  return use_avx512(levels.data_ptr<float>(), static_cast<int>(levels.numel()));
 }
 
 torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,

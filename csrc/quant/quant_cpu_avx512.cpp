@@ -21,10 +21,12 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,bmi2")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in avx512fintrin.h
+#pragma GCC diagnostic ignored "-Wuninitialized"        // (_mm512_reduce_max_epu32 extracts from an undefined vector)
 
 #include "quant_cpu_kernel.h"
 
@@ -34,7 +36,8 @@ namespace {
 
 constexpr int kGroups = 8;                // Philox groups of 8 blocks computed together
 constexpr int kWords = 32 * kGroups;      // random words per chunk: 256 elements
-constexpr int kMaxSteps = 4;              // binary search steps: up to 15 inner levels, so 16 levels
+constexpr int kMaxPermuteLevels = 16;     // level sets up to this: levels and gaps in one permute table
+constexpr int kMaxSteps = 4;              // their binary search steps: up to 15 inner levels
 constexpr int64_t kStreamValues = 1 << 21; // outputs this big (8 MiB) bypass the cache: streaming stores
                                            // skip reading each line before writing it (+12% at 64 MiB)
 
@@ -310,17 +313,164 @@ NUQ_CPU_INLINE void prefetch_next(const float* next, int64_t next_len, int64_t a
   }
 }
 
+// Level sets of 17..256 values ("wide"): the binary search looks up step s's 2^s probes by the step's
+// outcomes so far, r = sum of (probe t <= u) << t over steps t < s, in a table stored in that bit-reversed
+// order: r's low bits are what a permute reads, so r grows by one masked add per step (no shifts) and the
+// bits above 5 (tables of 64 and 128) are the compare masks of steps 5 and 6 themselves. The bracketing
+// levels need no lookup: lo is the last probe accepted (lmin if none) and hi the last one rejected (lmax
+// if none; the +inf padding capped at lmax), since the probes accepted rise and those rejected fall.
+constexpr int kMaxWideSteps = 8;  // up to 254 inner levels
+constexpr int wide_probe_offset(int s) { return s <= 4 ? 16 * s : (1 << s) + 48; }  // tables of max(16, 2^s)
+constexpr int kWideProbes = wide_probe_offset(kMaxWideSteps);
+
+struct WideTables {
+  alignas(64) float probe[kWideProbes];
+  __m512 lmin, lmax, first_probe;
+  __m512i reverse_low, reverse_high;  // j from r: see snap_wide16
+  int steps;
+};
+
+WideTables wide_tables(const float* lv, int k) {
+  WideTables t;
+  const int n_inner = k - 2;
+  t.steps = 0;
+  while ((1 << t.steps) - 1 < n_inner) ++t.steps;
+  const int steps = t.steps;
+  auto inner = [&](int i) { return i < n_inner ? lv[i + 1] : std::numeric_limits<float>::infinity(); };
+  std::fill(t.probe, t.probe + kWideProbes, std::numeric_limits<float>::infinity());
+  auto reverse = [](int r, int bits) {
+    int m = 0;
+    for (int b = 0; b < bits; ++b) m |= ((r >> b) & 1) << (bits - 1 - b);
+    return m;
+  };
+  for (int s = 1; s < steps; ++s) {
+    for (int r = 0; r < (1 << s); ++r) {  // the prefix of j found so far is r reversed
+      t.probe[wide_probe_offset(s) + r] = inner(reverse(r, s) * (1 << (steps - s)) + (1 << (steps - 1 - s)) - 1);
+    }
+  }
+  alignas(64) int32_t low[16], high[16];  // steps >= 4: r's low 4 bits go to j's top 4, the rest to j's bottom
+  for (int i = 0; i < 16; ++i) {
+    low[i] = reverse(i, 4) << (steps - 4);
+    high[i] = reverse(i, steps - 4);
+  }
+  t.reverse_low = _mm512_load_si512(low);
+  t.reverse_high = _mm512_load_si512(high);
+  t.lmin = _mm512_set1_ps(lv[0]);
+  t.lmax = _mm512_set1_ps(lv[k - 1]);
+  t.first_probe = _mm512_set1_ps(inner((1 << (steps - 1)) - 1));
+  return t;
+}
+
+// table[index] for a table of kEntries (a power of two, up to 256) floats at 64-byte aligned `table`, by
+// the low log2(kEntries) bits of each index lane; high[i] holds lanes whose index bit 5 + i is set.
+template <int kEntries>
+NUQ_CPU_INLINE __m512 lookup(__m512i index, const float* table, const __mmask16* high) {
+  if constexpr (kEntries <= 16) {
+    return _mm512_permutexvar_ps(index, _mm512_load_ps(table));
+  } else if constexpr (kEntries == 32) {
+    return _mm512_permutex2var_ps(_mm512_load_ps(table), index, _mm512_load_ps(table + 16));
+  } else {
+    constexpr int kBit = kEntries == 64 ? 0 : kEntries == 128 ? 1 : 2;
+    static_assert(kEntries <= 256, "tables of at most 256 entries");
+    const __m512 low = lookup<kEntries / 2>(index, table, high);
+    const __m512 up = lookup<kEntries / 2>(index, table + kEntries / 2, high);
+    return _mm512_mask_blend_ps(high[kBit], low, up);
+  }
+}
+
+// Step kS.. of the wide search (see WideTables) for 16 lanes at u.
+template <int kS, int kSteps>
+NUQ_CPU_INLINE void wide_search(__m512 u, const WideTables& t, __m512i& r, __m512& lo, __m512& hi, __mmask16* le) {
+  if constexpr (kS < kSteps) {
+    const __m512 probe = kS == 0 ? t.first_probe : lookup<(1 << kS)>(r, t.probe + wide_probe_offset(kS), le + 5);
+    le[kS] = _mm512_cmp_ps_mask(probe, u, _CMP_LE_OQ);
+    lo = _mm512_mask_mov_ps(lo, le[kS], probe);
+    hi = _mm512_mask_blend_ps(le[kS], probe, hi);
+    r = _mm512_mask_add_epi32(r, le[kS], r, _mm512_set1_epi32(1 << kS));  // (dropped after the last step
+    wide_search<kS + 1, kSteps>(u, t, r, lo, hi, le);                       // when only values are written)
+  }
+}
+
+struct Snapped {
+  __m512i index;
+  __m512 level;  // levels[index]
+};
+
+// The level (and its index) of 16 elements of one bucket (kFull), or of the lanes in `mask`, for 17..256
+// levels: the reference's arithmetic, r * (hi - lo) < u - lo, with lo and hi from the search (no scaled gap,
+// so any gaps are exact).
+template <int kSteps, bool kFull>
+NUQ_CPU_INLINE Snapped snap_wide16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv,
+                                   const WideTables& t) {
+  const __m512 xv = kFull ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(mask, x);
+  const __m512 u = _mm512_min_ps(t.lmax, _mm512_max_ps(t.lmin, _mm512_mul_ps(xv, inv)));
+  __m512i r = _mm512_setzero_si512();
+  __m512 lo = t.lmin, hi = t.lmax;
+  __mmask16 le[kMaxWideSteps];
+  wide_search<0, kSteps>(u, t, r, lo, hi, le);
+  // j = r with its kSteps bits reversed: the low 4 bits' part and the rest's, each one 16-entry permute
+  const __m512i j = _mm512_add_epi32(_mm512_permutexvar_epi32(r, t.reverse_low),
+                                     _mm512_permutexvar_epi32(_mm512_srli_epi32(r, 4), t.reverse_high));
+  hi = _mm512_min_ps(hi, t.lmax);
+  const __m512i w = kFull ? _mm512_loadu_si512(words) : _mm512_maskz_loadu_epi32(mask, words);
+  const __m512 rand = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(w, 8)), _mm512_set1_ps(0x1p-24f));
+  const __mmask16 up = _mm512_cmp_ps_mask(_mm512_mul_ps(rand, _mm512_sub_ps(hi, lo)), _mm512_sub_ps(u, lo), _CMP_LT_OQ);
+  return {_mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1)), _mm512_mask_blend_ps(up, lo, hi)};
+}
+
+// snap16 for 17..256 levels (`scaled` holds the norm).
+template <int kSteps, Output kOut, bool kFull, bool kStream = false>
+NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
+                           const WideTables& t, void* dst) {
+  const Snapped s = snap_wide16<kSteps, kFull>(x, words, mask, inv, t);
+  if (kOut == Output::kValues) {
+    float* out = static_cast<float*>(dst);
+    const __m512 value = _mm512_mul_ps(s.level, scaled);
+    if (kStream) {
+      _mm512_stream_ps(out, value);
+    } else if (kFull) {
+      _mm512_storeu_ps(out, value);
+    } else {
+      _mm512_mask_storeu_ps(out, mask, value);
+    }
+  } else if (kFull) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(s.index));
+  } else {
+    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, s.index);
+  }
+}
+
+// Packs the m byte indices at idx kBits (5..7) bits each into `dst`, whose `room` bytes belong to the bucket:
+// one bit-extract (BMI2 pext) per 8 values.
+template <int kBits>
+NUQ_CPU_INLINE void pack_bytes(const uint8_t* idx, int64_t m, uint8_t* dst, int64_t room) {
+  constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
+  for (int64_t e = 0; e < m; e += 8) {
+    const int64_t count = std::min<int64_t>(8, m - e);
+    uint64_t w;
+    std::memcpy(&w, idx + e, 8);
+    if (count < 8) w &= (uint64_t{1} << (8 * count)) - 1;  // the padding bits of a last byte are zero
+    store_group<kBits>(dst, e / 8 * kBits, _pext_u64(w, kFields), count, room);
+  }
+}
+
+// The values the snapped levels are multiplied by: levels * norm for a permute (up to 16 levels), the
+// norm itself for the wide search's levels.
+inline __m512 scaled_levels(const LevelTables& t, float norm) { return _mm512_mul_ps(t.levels, _mm512_set1_ps(norm)); }
+inline __m512 scaled_levels(const WideTables&, float norm) { return _mm512_set1_ps(norm); }
+
 // Snap a bucket whose stream starts at g0 into `dst` (values, indices or packed bytes of this bucket),
 // in chunks of kWords elements: one vectorised Philox call gives the chunk's words when g0 is a multiple
 // of 4; otherwise the chunk also needs the first words of the next block, one scalar Philox call. Packed
 // output goes through the chunk's indices (kWords bytes, in L1) and pack_chunk.
-template <int kSteps, Output kOut, int kBits>
-void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const LevelTables& t,
+template <int kSteps, Output kOut, int kBits, typename Tables>
+void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Tables& t,
                  const RoundKeys& keys, void* dst, const float* next, int64_t next_len, bool stream) {
+  constexpr bool kWide = std::is_same_v<Tables, WideTables>;
   const float inv_s = norm > 0.0f ? 1.0f / norm : 0.0f;
-  const __m512 inv = _mm512_set1_ps(inv_s), scaled = _mm512_mul_ps(t.levels, _mm512_set1_ps(norm));
+  const __m512 inv = _mm512_set1_ps(inv_s), scaled = scaled_levels(t, norm);
   alignas(64) uint32_t words[kWords + 4];
-  alignas(64) uint8_t nibbles[kOut == Output::kPacked ? kWords / 2 : 1];
+  alignas(64) uint8_t nibbles[kOut == Output::kPacked ? kWords : 1];  // (wide levels: one byte per index)
   const int64_t shift = static_cast<int64_t>(g0 & 3);  // every chunk starts kWords later: the same shift
   for (int64_t c = 0; c < len; c += kWords) {
     const int64_t m = std::min<int64_t>(len - c, kWords);
@@ -328,7 +478,22 @@ void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Lev
     philox_words(block, keys, words);
     if (shift + m > kWords) philox4x32_10(block + kWords / 4, keys.k0[0], keys.k1[0], words + kWords);
     const uint32_t* w = words + shift;
-    if (kOut == Output::kPacked) {  // c is a multiple of kWords, so of 8: the chunk starts on a whole byte
+    if constexpr (kOut == Output::kPacked && kWide) {  // indices as bytes: the message itself at 8 bits
+      uint8_t* bytes = kBits == 8 ? static_cast<uint8_t*>(dst) + c : nibbles;
+      int64_t e = 0;
+      for (; e + 16 <= m; e += 16) {
+        prefetch_next(next, next_len, 2 * (c + e), 2);
+        snap16<kSteps, Output::kIndices, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, bytes + e);
+      }
+      if (e < m) {
+        snap16<kSteps, Output::kIndices, false>(x + c + e, w + e, __mmask16((1u << (m - e)) - 1), inv, scaled, t,
+                                                bytes + e);
+      }
+      if (kBits < 8) {
+        pack_bytes<kBits>(nibbles, m, static_cast<uint8_t*>(dst) + c / 8 * kBits, (len * kBits + 7) / 8 - c / 8 * kBits);
+      }
+      continue;
+    } else if constexpr (kOut == Output::kPacked) {  // c is a multiple of kWords, so of 8: the chunk starts on a whole byte
       for (int64_t e = 0; e < m; e += 32) {
         prefetch_next(next, next_len, 2 * (c + e), 4);
         snap_nibbles32<kSteps>(x + c + e, w + e, m - e, inv, t, nibbles + e / 2);
@@ -380,19 +545,32 @@ void snap_bucket_any(const LevelTables& t, int bits, Args... args) {
   }
 }
 
-}  // namespace
-
-bool handles(const float* levels, int num_levels) {
-  if (num_levels < 2 || num_levels > kMaxAvx512Levels) return false;
-  for (int j = 0; j + 1 < num_levels; ++j) {  // the scaled gaps of LevelTables must be exact
-    const float gap = levels[j + 1] - levels[j];
-    if (gap != 0.0f && !(gap >= 0x1p-90f)) return false;
+// The same for 17..256 levels (4..8 search steps; packed: 5..8 bits).
+template <Output kOut, typename... Args>
+void snap_bucket_any(const WideTables& t, int bits, Args... args) {
+  if (kOut != Output::kPacked) {
+    switch (t.steps) {
+      case 4: return snap_bucket<4, kOut, 0>(args...);
+      case 5: return snap_bucket<5, kOut, 0>(args...);
+      case 6: return snap_bucket<6, kOut, 0>(args...);
+      case 7: return snap_bucket<7, kOut, 0>(args...);
+      default: return snap_bucket<8, kOut, 0>(args...);
+    }
   }
-  return true;
+  switch (t.steps * 16 + bits) {
+    case 4 * 16 + 5: return snap_bucket<4, kOut, 5>(args...);
+    case 5 * 16 + 5: return snap_bucket<5, kOut, 5>(args...);
+    case 5 * 16 + 6: return snap_bucket<5, kOut, 6>(args...);
+    case 6 * 16 + 6: return snap_bucket<6, kOut, 6>(args...);
+    case 6 * 16 + 7: return snap_bucket<6, kOut, 7>(args...);
+    case 7 * 16 + 7: return snap_bucket<7, kOut, 7>(args...);
+    case 7 * 16 + 8: return snap_bucket<7, kOut, 8>(args...);
+    default: return snap_bucket<8, kOut, 8>(args...);
+  }
 }
 
-void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
-  const LevelTables t = level_tables(job.levels, job.num_levels);
+template <typename Tables>
+void run_buckets_with(const Tables& t, const BucketJob& job, int64_t first, int64_t last) {
   const RoundKeys keys = round_keys(job.key0, job.key1);
   const bool stream = job.out && job.n >= kStreamValues;
   for (int64_t b = first; b < last; ++b) {
@@ -419,7 +597,87 @@ void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
   if (stream) _mm_sfence();  // streaming stores are weakly ordered: make them visible before returning
 }
 
+}  // namespace
+
+bool handles(const float* levels, int num_levels) {
+  if (num_levels < 2 || num_levels > kMaxLevels) return false;
+  if (num_levels > kMaxPermuteLevels) return true;  // the wide search computes the reference's r * gap as such
+  for (int j = 0; j + 1 < num_levels; ++j) {  // the scaled gaps of LevelTables must be exact
+    const float gap = levels[j + 1] - levels[j];
+    if (gap != 0.0f && !(gap >= 0x1p-90f)) return false;
+  }
+  return true;
+}
+
+void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
+  if (job.num_levels <= kMaxPermuteLevels) {
+    run_buckets_with(level_tables(job.levels, job.num_levels), job, first, last);
+  } else {
+    const WideTables t = wide_tables(job.levels, job.num_levels);
+    run_buckets_with(t, job, first, last);
+  }
+}
+
+namespace {
+
+// decode_buckets for 17..256 levels, kBits = 5..8: per 16 values two 8-byte loads (8 values each), spread
+// to bytes by BMI2 pdep, and levels[index] * norm by a lookup in the levels padded to 2^kBits.
+template <int kBits>
+void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
+  constexpr int kEntries = 1 << kBits;
+  alignas(64) float padded[kEntries];
+  for (int j = 0; j < kEntries; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
+  constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
+  const __m512i bit5 = _mm512_set1_epi32(32), bit6 = _mm512_set1_epi32(64), bit7 = _mm512_set1_epi32(128);
+  __m512i seen = _mm512_setzero_si512();
+  for (int64_t b = first; b < last; ++b) {
+    const int64_t start = b * job.bucket;
+    const int64_t len = std::min(job.bucket, job.n - start);
+    float norm_s;
+    std::memcpy(&norm_s, job.norms + 4 * b, 4);
+    const __m512 norm = _mm512_set1_ps(norm_s);
+    const uint8_t* src = job.packed + start / 8 * kBits;
+    float* out = job.out + start;
+    for (int64_t e = 0; e < len; e += 16) {
+      const int64_t count = std::min<int64_t>(16, len - e);
+      const uint8_t* at = src + e / 8 * kBits;
+      uint64_t low = 0, high = 0;  // values 0-7 at `at`, 8-15 kBits bytes later
+      if (at + kBits + 8 <= job.end) {
+        std::memcpy(&low, at, 8);
+        std::memcpy(&high, at + kBits, 8);
+      } else {  // the message's last bytes: only those that exist
+        alignas(16) uint8_t tail[16] = {};
+        std::memcpy(tail, at, static_cast<size_t>(std::min<int64_t>((count * kBits + 7) / 8, job.end - at)));
+        std::memcpy(&low, tail, 8);
+        std::memcpy(&high, tail + kBits, 8);
+      }
+      const __m512i index = _mm512_cvtepu8_epi32(
+          _mm_set_epi64x(static_cast<int64_t>(_pdep_u64(high, kFields)), static_cast<int64_t>(_pdep_u64(low, kFields))));
+      const __mmask16 high_bits[3] = {_mm512_test_epi32_mask(index, bit5), _mm512_test_epi32_mask(index, bit6),
+                                      _mm512_test_epi32_mask(index, bit7)};
+      const __mmask16 mask = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+      seen = _mm512_mask_max_epu32(seen, mask, seen, index);
+      const __m512 value = _mm512_mul_ps(lookup<kEntries>(index, padded, high_bits), norm);
+      if (count == 16) {
+        _mm512_storeu_ps(out + e, value);
+      } else {
+        _mm512_mask_storeu_ps(out + e, mask, value);
+      }
+    }
+  }
+  *max_index = std::max(*max_index, static_cast<uint32_t>(_mm512_reduce_max_epu32(seen)));
+}
+
+}  // namespace
+
 void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
+  switch (job.bits) {
+    case 5: return decode_wide<5>(job, first, last, max_index);
+    case 6: return decode_wide<6>(job, first, last, max_index);
+    case 7: return decode_wide<7>(job, first, last, max_index);
+    case 8: return decode_wide<8>(job, first, last, max_index);
+    default: break;
+  }
   alignas(64) float padded[16];
   for (int j = 0; j < 16; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
   const __m512 levels = _mm512_load_ps(padded);

@@ -1,5 +1,5 @@
 // The AVX-512 CPU kernel (quant_cpu_avx512.cpp): torch-free, called by quant_cpu.cpp on CPUs that have
-// AVX-512 for level sets of at most kMaxAvx512Levels values (see `handles`); everything else runs the generic kernel.
+// AVX-512 for the level sets it handles (`handles`: all in practice); everything else runs the generic kernel.
 #pragma once
 #include <cstdint>
 
@@ -33,7 +33,7 @@ struct BucketJob {
 
 // Decoding one message (nuq/codec.py's layout) of n values into out: norms (float32 per bucket, bytewise),
 // then indices packed `bits` bits each; bucket % 8 == 0 unless there is one bucket. The AVX-512 kernel
-// decodes level sets of up to 16 values (bits <= 4); elsewhere nuq/codec.py unpacks, then dequantizes.
+// decodes the level sets it handles; elsewhere nuq/codec.py unpacks, then dequantizes.
 struct DecodeJob {
   const uint8_t* norms;
   const uint8_t* packed;
@@ -48,16 +48,13 @@ struct DecodeJob {
 
 namespace avx512 {
 
-constexpr int kMaxAvx512Levels = 16;
-
 #if NUQ_HAVE_AVX512_KERNEL
-// Whether the AVX-512 kernel handles this level set: 2 .. kMaxAvx512Levels sorted values, no two closer than
-// 2^-90 unless equal (true of every level set in practice; the generic kernel takes the rest).
+// Whether the AVX-512 kernel handles this level set: 2 .. 256 sorted values, and for up to 16 no two closer
+// than 2^-90 unless equal (true of every such level set in practice; the generic kernel takes the rest).
 bool handles(const float* levels, int num_levels);
 // Buckets first .. last-1 of the job. Call only where the CPU has AVX-512 F, BW, DQ, VL and BMI2.
 void run_buckets(const BucketJob& job, int64_t first, int64_t last);
-// Decodes buckets first .. last-1 (levels: at most 16, so bits <= 4); raises *max_index to the largest
-// index read. Same CPU requirements as run_buckets.
+// Decodes buckets first .. last-1 (bits = ceil(log2(levels))); raises *max_index to the largest index read. Same CPU requirements as run_buckets.
 void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index);
 #endif
 
