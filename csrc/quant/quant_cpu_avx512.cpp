@@ -440,6 +440,49 @@ NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask
   }
 }
 
+// The indices of 64 elements (four full vectors) as 64 bytes in element order: the four narrowed together
+// (two dword packs, a word pack and a dword permute: 4 shuffle uops, against 8 for four vpmovdb).
+template <int kSteps>
+NUQ_CPU_INLINE __m512i snap_wide64(const float* x, const uint32_t* words, __m512 inv, const WideTables& t) {
+  __m512i index[4];
+  for (int v = 0; v < 4; ++v) index[v] = snap_wide16<kSteps, true>(x + 16 * v, words + 16 * v, 0xFFFF, inv, t).index;
+  const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(index[0], index[1]),
+                                            _mm512_packus_epi32(index[2], index[3]));
+  // 128-bit lane L now holds elements 4L..4L+3 of vectors 0, 1, 2, 3 as its dwords: element dword D (of 16)
+  // is dword 4 (D % 4) + D / 4
+  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
+}
+
+// Byte i of a 128-bit lane of packed output: the low `bits` bytes of its first 64-bit word, then of its second.
+constexpr char lane_byte(int i, int bits) { return static_cast<char>(i < bits ? i : i < 2 * bits ? 8 + i - bits : -1); }
+
+// Packs 64 byte indices (kBits = 5..7 bits each) into 8 * kBits bytes at dst, of which `room` bytes belong to
+// the bucket: multiply-adds merge neighbours (pairs of bytes, then of 16-bit words), a bit-select the 32-bit
+// halves of each 64-bit word, which then holds kBits bytes of the stream; each 128-bit lane's 2 * kBits
+// bytes are stored in turn (each store's spare bytes are overwritten by the next, or by the next group).
+template <int kBits>
+NUQ_CPU_INLINE void pack64(__m512i bytes, uint8_t* dst, int64_t room) {
+  // vpmaddubsw: the constant as the unsigned operand, so 2^7 fits; indices < 2^7 are the signed one
+  const __m512i f2 = _mm512_maddubs_epi16(_mm512_set1_epi16(static_cast<int16_t>(1 | (1 << (8 + kBits)))), bytes);
+  const __m512i f4 = _mm512_madd_epi16(f2, _mm512_set1_epi32(1 | (1 << (16 + 2 * kBits))));
+  const __m512i keep = _mm512_set1_epi64((int64_t{1} << (4 * kBits)) - 1);
+  const __m512i f8 = _mm512_ternarylogic_epi64(keep, f4, _mm512_srli_epi64(f4, 32 - 4 * kBits), 0xCA);  // keep ? f4 : hi
+  const __m512i lanes = _mm512_shuffle_epi8(f8, _mm512_broadcast_i32x4(_mm_setr_epi8(
+      lane_byte(0, kBits), lane_byte(1, kBits), lane_byte(2, kBits), lane_byte(3, kBits), lane_byte(4, kBits),
+      lane_byte(5, kBits), lane_byte(6, kBits), lane_byte(7, kBits), lane_byte(8, kBits), lane_byte(9, kBits),
+      lane_byte(10, kBits), lane_byte(11, kBits), lane_byte(12, kBits), lane_byte(13, kBits),
+      lane_byte(14, kBits), lane_byte(15, kBits))));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_castsi512_si128(lanes));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * kBits), _mm512_extracti32x4_epi32(lanes, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * kBits), _mm512_extracti32x4_epi32(lanes, 2));
+  const __m128i last = _mm512_extracti32x4_epi32(lanes, 3);
+  if (6 * kBits + 16 <= room) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 6 * kBits), last);
+  } else {
+    _mm_mask_storeu_epi8(dst + 6 * kBits, static_cast<__mmask16>((1u << (2 * kBits)) - 1), last);
+  }
+}
+
 // Packs the m byte indices at idx kBits (5..7) bits each into `dst`, whose `room` bytes belong to the bucket:
 // one bit-extract (BMI2 pext) per 8 values.
 template <int kBits>
@@ -478,19 +521,31 @@ void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Tab
     philox_words(block, keys, words);
     if (shift + m > kWords) philox4x32_10(block + kWords / 4, keys.k0[0], keys.k1[0], words + kWords);
     const uint32_t* w = words + shift;
-    if constexpr (kOut == Output::kPacked && kWide) {  // indices as bytes: the message itself at 8 bits
-      uint8_t* bytes = kBits == 8 ? static_cast<uint8_t*>(dst) + c : nibbles;
+    if constexpr (kWide && kOut != Output::kValues) {  // byte indices, 64 at a time; the message itself at 8 bits
+      constexpr bool direct = kOut == Output::kIndices || kBits == 8;
+      uint8_t* bytes = direct ? static_cast<uint8_t*>(dst) + c : nibbles;
+      uint8_t* packed = static_cast<uint8_t*>(dst) + c / 8 * kBits;  // (only for kBits < 8)
+      const int64_t room = (len * kBits + 7) / 8 - c / 8 * kBits;
       int64_t e = 0;
+      for (; e + 64 <= m; e += 64) {
+        prefetch_next(next, next_len, 2 * (c + e), 8);
+        const __m512i index = snap_wide64<kSteps>(x + c + e, w + e, inv, t);
+        if constexpr (direct) {
+          _mm512_storeu_si512(bytes + e, index);
+        } else {
+          pack64<kBits>(index, packed + e / 8 * kBits, room - e / 8 * kBits);
+        }
+      }
+      const int64_t tail = e;
       for (; e + 16 <= m; e += 16) {
-        prefetch_next(next, next_len, 2 * (c + e), 2);
         snap16<kSteps, Output::kIndices, true>(x + c + e, w + e, 0xFFFF, inv, scaled, t, bytes + e);
       }
       if (e < m) {
         snap16<kSteps, Output::kIndices, false>(x + c + e, w + e, __mmask16((1u << (m - e)) - 1), inv, scaled, t,
                                                 bytes + e);
       }
-      if (kBits < 8) {
-        pack_bytes<kBits>(nibbles, m, static_cast<uint8_t*>(dst) + c / 8 * kBits, (len * kBits + 7) / 8 - c / 8 * kBits);
+      if constexpr (!direct) {
+        if (tail < m) pack_bytes<kBits>(nibbles + tail, m - tail, packed + tail / 8 * kBits, room - tail / 8 * kBits);
       }
       continue;
     } else if constexpr (kOut == Output::kPacked) {  // c is a multiple of kWords, so of 8: the chunk starts on a whole byte
