@@ -4,7 +4,8 @@ Spawns real torch.distributed ranks (2 by default: gloo on CPU, NCCL when every 
 launcher.distributed, averages a resnet32-sized gradient (464,154 values) and measures per exchange:
 bytes each rank's message has, the step time (encode + exchange + decode/average, slowest rank), and
 encode / decode of one message alone beside the quantize kernel (and bare pack/unpack) on the same
-vector. Times are the best of --reps (the machine may be shared; the best is the intrinsic cost). From the measured
+vector. Times are the best of --reps (the machine may be shared; the best is the intrinsic cost); the
+encode/quantize and decode/quantize ratios are medians of per-round ratios of calls made side by side. From the measured
 encode/decode times and the bytes it models the step's communication time on 8 and 64 workers at 10 and
 100 Gb/s (ring all-reduce for fp32; all_gather and all-to-all for the quantized messages).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -41,13 +43,19 @@ def _best_time(fn, reps: int, sync, before=None) -> float:
     return min(times)
 
 
-def _interleaved_best(fns, reps: int, sync) -> list[float]:
-    """Best time of each function, the functions taking turns so each sees the same machine load."""
-    best = [float("inf")] * len(fns)
+def _interleaved_times(fns, reps: int, sync) -> list[list[float]]:
+    """Each function's time in each of `reps` rounds, the functions taking turns so a round sees one load."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
         for i, fn in enumerate(fns):
-            best[i] = min(best[i], _best_time(fn, 1, sync))
-    return best
+            times[i].append(_best_time(fn, 1, sync))
+    return times
+
+
+def _paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a_i / b_i: two costs compared side by side, so a slow spell of a shared machine
+    (which stretches both, and can last longer than all the rounds of one function) cancels out."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def rank_main(args_json: str, out_path: str) -> None:
@@ -103,16 +111,18 @@ def rank_main(args_json: str, out_path: str) -> None:
         msg = codec.encode(x, q.levels, bucket, "l2", rank, 0)
         idx, _ = kernel.quantize_indices(x, q.levels, bucket, "l2", rank, 0)
         packed = packing.pack(idx, bits)
-        enc, dec, qnt, pck, unp = _interleaved_best([
+        enc, dec, qnt, pck, unp = _interleaved_times([
             lambda: codec.encode(x, q.levels, bucket, "l2", rank, 0),
             lambda: codec.decode(msg, n, q.levels, bucket),
             lambda: kernel.quantize(x, q.levels, bucket, "l2", rank, 0),
             lambda: packing.pack(idx, bits),
             lambda: packing.unpack(packed, bits, n)], reps, sync)
         res[str(bits)] = {"bytes_per_rank": int(msg.numel()), "step_s": step_s["allgather"],
-                          "encode_ms": 1e3 * slowest(enc), "decode_ms": 1e3 * slowest(dec)}
-        extra[str(bits)] = {"alltoall_step_s": step_s["alltoall"], "quantize_ms": 1e3 * slowest(qnt),
-                            "pack_ms": 1e3 * slowest(pck), "unpack_ms": 1e3 * slowest(unp)}
+                          "encode_ms": 1e3 * slowest(min(enc)), "decode_ms": 1e3 * slowest(min(dec))}
+        extra[str(bits)] = {"alltoall_step_s": step_s["alltoall"], "quantize_ms": 1e3 * slowest(min(qnt)),
+                            "pack_ms": 1e3 * slowest(min(pck)), "unpack_ms": 1e3 * slowest(min(unp)),
+                            "encode_vs_quantize": slowest(_paired_ratio(enc, qnt)),
+                            "decode_vs_quantize": slowest(_paired_ratio(dec, qnt))}
     if rank == 0:
         setup = {"world": world, "backend": backend, "device": str(device), "n": n, "bucket_size": bucket,
                  "reps": reps, "threads_per_rank": torch.get_num_threads(), "torch": torch.__version__}
@@ -161,8 +171,10 @@ def print_tables(data: dict) -> None:
         print(f"{key + ('' if key == 'fp32' else 'bit'):>6} {e['bytes_per_rank']:>11} "
               f"{e['bytes_per_rank'] / fp32['bytes_per_rank']:>8.3f} {e['step_s']:>9.5f} "
               f"{x.get('alltoall_step_s', nan):>10.5f} {e['encode_ms']:>9.3f} {e['decode_ms']:>9.3f} "
-              f"{qms:>8.3f} {e['encode_ms'] / qms if x else nan:>9.3f} {e['decode_ms'] / qms if x else nan:>9.3f} "
+              f"{qms:>8.3f} {x.get('encode_vs_quantize', nan):>9.3f} {x.get('decode_vs_quantize', nan):>9.3f} "
               f"{x.get('pack_ms', nan):>8.3f} {x.get('unpack_ms', nan):>9.3f}")
+    print("(times: best of the rounds; enc/quant, dec/quant: median over rounds of the ratio of side-by-side "
+          "calls, the slower rank's)")
     tags = list(next(iter(model.values())))
     print("\nmodelled communication time per step, ms (measured encode/decode + bytes at the link rate)")
     print(f"{'':>16} " + " ".join(f"{t:>13}" for t in tags))

@@ -18,7 +18,7 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tenso
 // layout) in one pass. Needs bucket % 8 == 0 (every bucket starts on a byte).
 void encode_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
                 int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message);
-// Whether decode_cpu runs for these levels: the AVX-512 kernel, at most 16 levels.
+// Whether decode_cpu runs for these levels: where the AVX-512 kernel takes them.
 bool decode_supported(const torch::Tensor& levels);
 // The float32 [n] values of a message made by encode_cpu (levels[index] * bucket norm, bit for bit), where
 // decode_supported. Raises if an index is not below the number of levels.
