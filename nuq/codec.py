@@ -73,14 +73,22 @@ def encode(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str, s
 
 
 def decode(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_size: int,
-           backend: str | None = None) -> torch.Tensor:
-    """float32 [n] values of a message made by `encode` with the same n, levels and bucket_size."""
+           backend: str | None = None, add_to: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 [n] values of a message made by `encode` with the same n, levels and bucket_size.
+    `add_to` (float32 [n], on the message's device): `add_to += values`, in one pass where the fused decode
+    runs (the same bits), and returns it: what summing the workers' messages needs."""
     lay = layout(n, levels, bucket_size)
     if message.dtype != torch.uint8 or message.dim() != 1 or message.numel() != lay.nbytes:
         raise ValueError(f"a message of {n} values at {lay.bits} bits in buckets of {bucket_size} is "
                          f"{lay.nbytes} uint8 bytes, got {message.dtype} {tuple(message.shape)}")
-    if message.is_contiguous() and kernel.fused_decode_supported(n, message.device, levels, bucket_size, backend):
-        return kernel.decode_packed(message, n, levels, bucket_size)  # one pass, same bits
+    if add_to is not None and (add_to.dtype != torch.float32 or add_to.shape != (n,)
+                               or add_to.device != message.device):
+        raise ValueError(f"add_to must be a float32 tensor of shape ({n},) on {message.device}, got "
+                         f"{add_to.dtype} {tuple(add_to.shape)} on {add_to.device}")
+    if message.is_contiguous() and kernel.fused_decode_supported(n, message.device, levels, bucket_size, backend) \
+            and (add_to is None or add_to.is_contiguous()):
+        return kernel.decode_packed(message, n, levels, bucket_size, add_to=add_to)  # one pass, same bits
     norms = message[: lay.norm_bytes].clone().view(torch.float32)  # clone: the row may be unaligned
     idx = packing.unpack(message[lay.norm_bytes:], lay.bits, n)
-    return kernel.dequantize_indices(idx, norms, levels, bucket_size, backend=backend)
+    values = kernel.dequantize_indices(idx, norms, levels, bucket_size, backend=backend)
+    return values if add_to is None else add_to.add_(values)

@@ -127,8 +127,8 @@ def decode_segments(message: torch.Tensor, n: int, segments: list[Segment], q: Q
         if seg.raw:
             into[seg.start:seg.end] += message[pos:pos + size].clone().view(torch.float32)
         elif size:
-            into[seg.start:seg.end] += codec.decode(message[pos:pos + size], seg.end - seg.start, q.levels,
-                                                    q.bucket_size, backend=q.backend)
+            codec.decode(message[pos:pos + size], seg.end - seg.start, q.levels, q.bucket_size,
+                         backend=q.backend, add_to=into[seg.start:seg.end])
         pos += size
     return into
 
@@ -196,8 +196,8 @@ def mean_alltoall(x: torch.Tensor, q: Quant, stream: Stream, segments: list[Segm
     part = torch.zeros(e - s, dtype=torch.float32, device=x.device)
     if e > s:
         for r in range(world):
-            part += codec.decode(recv[r * sizes[me]:(r + 1) * sizes[me]], e - s, q.levels, q.bucket_size,
-                                 backend=q.backend)
+            codec.decode(recv[r * sizes[me]:(r + 1) * sizes[me]], e - s, q.levels, q.bucket_size,
+                         backend=q.backend, add_to=part)
     part /= world
     _sync(part)
     t3 = time.perf_counter()

@@ -98,7 +98,7 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
 
 def cpu_kernel(levels: torch.Tensor) -> str:
     """Which compiled CPU kernel a call with these (float32) levels runs: 'avx512' (hand-vectorised, on CPUs
-    with AVX-512 for up to 16 levels) or 'generic'. Both give identical bits; this is for benchmarks."""
+    with AVX-512, for 2..256 levels) or 'generic'. Both give identical bits; this is for benchmarks."""
     return _extension("cpu").cpu_kernel(levels.detach().to("cpu", torch.float32).contiguous())
 
 
@@ -192,24 +192,30 @@ def encode_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm:
 
 def fused_decode_supported(n: int, device: torch.device, levels: torch.Tensor, bucket_size: int,
                            backend: str | None = None) -> bool:
-    """Whether `decode_packed` runs: `fused_codec_supported` and the AVX-512 kernel for these levels (at most
-    16; elsewhere unpacking then `dequantize_indices` is as fast as a generic one-pass decode)."""
+    """Whether `decode_packed` runs: `fused_codec_supported` and the AVX-512 kernel for these levels
+    (elsewhere unpacking then `dequantize_indices` is as fast as a generic one-pass decode)."""
     if not fused_codec_supported(n, device, bucket_size, backend) or levels.device.type != "cpu":
         return False
     return bool(_extension("cpu").decode_supported(levels.detach().to(torch.float32).contiguous()))
 
 
 def decode_packed(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_size: int, *,
-                  num_threads: int | None = None) -> torch.Tensor:
+                  num_threads: int | None = None, add_to: torch.Tensor | None = None) -> torch.Tensor:
     """float32 [n] values of a message written by `encode_packed` (levels[index] * bucket norm, the bits of
-    `dequantize_indices`), unpacked and looked up in one pass. Only where `fused_decode_supported`."""
+    `dequantize_indices`), unpacked and looked up in one pass. Only where `fused_decode_supported`.
+    `add_to` (contiguous float32 [n]): the values are added to it instead (the bits of `add_to += values`,
+    with no decoded vector in between) and it is returned; a corrupt message raises after adding."""
     lv = checks.check_levels(levels, torch.device("cpu"))
     checks._int("bucket_size", bucket_size, 1)
     if not fused_decode_supported(n, message.device, lv, bucket_size):
         raise ValueError(f"decode_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} for {n} "
                          f"values on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels; "
                          f"use nuq.packing.unpack and dequantize_indices")
+    if add_to is not None and add_to.numel() != n:
+        raise ValueError(f"add_to must hold the message's {n} values, got shape {tuple(add_to.shape)}")
     try:
+        if add_to is not None:
+            return _extension("cpu").decode_add(add_to, message, lv, bucket_size, _threads(num_threads))
         return _extension("cpu").decode(message, n, lv, bucket_size, _threads(num_threads))
     except RuntimeError as err:
         raise ValueError(str(err).splitlines()[0]) from None

@@ -22,6 +22,26 @@ def test_decode_rejects_a_message_of_the_wrong_size():
         codec.decode(msg[:40], 100, lv, 32)
 
 
+@pytest.mark.parametrize("bits", [3, 8])
+def test_decode_add_to_sums_like_adding_the_decoded_values(bits):
+    # the fused path (one pass) and the unpack-then-dequantize path give the bits of `total += decode(msg)`
+    lv = METHODS["q"].init_levels(bits, 0.5)
+    g = torch.Generator().manual_seed(bits)
+    x, base = torch.randn(1000, generator=g), torch.randn(1000, generator=g)
+    msg = codec.encode(x, lv, 64, "l2", 2, 5)
+    decoded = codec.decode(msg, 1000, lv, 64, backend="reference")
+    want = base + decoded
+    for backend in (None, "reference"):
+        total = base.clone()
+        assert codec.decode(msg, 1000, lv, 64, backend=backend, add_to=total) is total
+        assert torch.equal(total, want), backend
+    with pytest.raises(ValueError, match=r"add_to must be a float32 tensor of shape \(1000,\) on cpu, got "
+                                         r"torch.float64 \(1000,\)"):
+        codec.decode(msg, 1000, lv, 64, add_to=base.double())
+    strided = torch.zeros(2000)[::2]  # not contiguous: decoded, then added
+    assert torch.equal(codec.decode(msg, 1000, lv, 64, add_to=strided), decoded)
+
+
 @pytest.mark.parametrize("network_wide,skip_tail", [(False, False), (False, True), (True, False), (True, True)])
 def test_segment_plan_encodes_what_the_simulated_quantizer_computes(network_wide, skip_tail):
     # one rank's decoded message under the plan == nuq.quantizer.quantize_grads of the same gradients

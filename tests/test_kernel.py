@@ -474,8 +474,27 @@ def test_decode_packed_equals_dequantized_reference(method, bits):
             with pytest.raises(ValueError, match="AVX-512 kernel"):
                 kernel.decode_packed(message, n, lv, bucket)
             continue
+        base = torch.randn(n)
         for threads in (1, 2):
             assert torch.equal(kernel.decode_packed(message, n, lv, bucket, num_threads=threads), want)
+            total = base.clone()  # adding in the same pass rounds as torch's add of the decoded values
+            assert kernel.decode_packed(message, n, lv, bucket, num_threads=threads, add_to=total) is total
+            assert torch.equal(total, base + want)
+
+
+@pytest.mark.skipif(not _cpu_has_avx512(), reason="the one-pass decode exists only on AVX-512 CPUs (tested above)")
+def test_decode_packed_add_to_bad_input_is_named():
+    lv = _levels("q", 3)
+    x = torch.randn(100)
+    message = torch.empty(4 + 38, dtype=torch.uint8)
+    kernel.encode_packed(x, lv, 128, "l2", 1, 0, message)
+    with pytest.raises(ValueError, match="add_to must hold the message's 100 values, got shape \\(99,\\)"):
+        kernel.decode_packed(message, 100, lv, 128, add_to=torch.zeros(99))
+    from nuq import _quant
+    with pytest.raises(RuntimeError, match="add_to must be a contiguous 1-D float32 CPU tensor, got Double"):
+        _quant.decode_add(torch.zeros(100, dtype=torch.float64), message, lv, 128, 1)
+    with pytest.raises(RuntimeError, match="not contiguous"):
+        _quant.decode_add(torch.zeros(200)[::2], message, lv, 128, 1)
 
 
 @pytest.mark.skipif(not _cpu_has_avx512(), reason="the one-pass decode exists only on AVX-512 CPUs (tested above)")

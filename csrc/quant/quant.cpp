@@ -155,6 +155,22 @@ torch::Tensor decode(const torch::Tensor& message, int64_t n, const torch::Tenso
   return decode_cpu(message, n, levels, bucket, bits, threads);
 }
 
+// decode, the values added to `add_to` (one pass: no decoded vector in between), which is returned.
+torch::Tensor decode_add(torch::Tensor add_to, const torch::Tensor& message, const torch::Tensor& levels,
+                         int64_t bucket, int64_t threads) {
+  TORCH_CHECK(add_to.scalar_type() == torch::kFloat32 && add_to.is_contiguous() && add_to.dim() == 1 &&
+                  !add_to.is_cuda(),
+              "add_to must be a contiguous 1-D float32 CPU tensor, got ", add_to.scalar_type(), " of shape ",
+              add_to.sizes(), add_to.is_contiguous() ? "" : " (not contiguous)");
+  const int64_t n = add_to.numel();
+  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1 &&
+                  !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
+              "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
+  TORCH_CHECK(bucket >= 1, "need bucket_size >= 1");
+  const int64_t bits = check_message(message, n, levels, bucket, "decode");
+  return decode_cpu(message, n, levels, bucket, bits, threads, add_to);
+}
+
 bool has_cuda() {
 #ifdef NUQ_WITH_CUDA
   return true;
@@ -179,6 +195,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "encode(message, x, levels, bucket_size, linf, seed, offset, cpu_threads): norms + packed indices");
   m.def("decode_supported", &nuq::decode_supported, "decode_supported(levels): whether decode runs for them");
   m.def("decode", &nuq::decode, "decode(message, n, levels, bucket_size, cpu_threads): float32 values");
+  m.def("decode_add", &nuq::decode_add,
+        "decode_add(add_to, message, levels, bucket_size, cpu_threads): add_to += the message's values");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");
   m.def("cpu_kernel", &nuq::cpu_kernel_name, "cpu_kernel(levels): 'avx512' or 'generic', the CPU kernel a call with these levels runs");
   m.def("set_cpu_kernel", &nuq::set_cpu_kernel, "set_cpu_kernel('auto' | 'generic'): allow AVX-512 or not");

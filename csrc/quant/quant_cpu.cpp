@@ -108,14 +108,15 @@ bool decode_supported(const torch::Tensor& levels) {
 }
 
 torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
-                         int64_t bits, int64_t threads) {
+                         int64_t bits, int64_t threads, const c10::optional<torch::Tensor>& add_to) {
   TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 kernel only (this CPU or these ",
               levels.numel(), " levels have none); unpack, then dequantize_indices");
-  auto out = torch::empty({n}, levels.options());
+  auto out = add_to ? *add_to : torch::empty({n}, levels.options());
   const int64_t nb = (n + bucket - 1) / bucket;
   const uint8_t* bytes = message.data_ptr<uint8_t>();
-  const DecodeJob job{bytes, bytes + 4 * nb, n, bucket, levels.data_ptr<float>(), static_cast<int>(levels.numel()),
-                      static_cast<int>(bits), out.data_ptr<float>(), bytes + message.numel()};
+  DecodeJob job{bytes, bytes + 4 * nb, n, bucket, levels.data_ptr<float>(), static_cast<int>(levels.numel()),
+                static_cast<int>(bits), out.data_ptr<float>(), bytes + message.numel()};
+  job.accumulate = add_to.has_value();
   uint32_t max_index = 0;
 #if NUQ_HAVE_AVX512_KERNEL
 #pragma omp parallel num_threads(thread_count(n, threads)) reduction(max : max_index)

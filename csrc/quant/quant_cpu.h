@@ -21,9 +21,10 @@ void encode_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t buc
 // Whether decode_cpu runs for these levels: where the AVX-512 kernel takes them.
 bool decode_supported(const torch::Tensor& levels);
 // The float32 [n] values of a message made by encode_cpu (levels[index] * bucket norm, bit for bit), where
-// decode_supported. Raises if an index is not below the number of levels.
+// decode_supported: a new tensor, or added to `add_to` (contiguous float32 [n], returned; each value rounded
+// as torch's add_to += values). Raises if an index is not below the number of levels.
 torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
-                         int64_t bits, int64_t threads);
+                         int64_t bits, int64_t threads, const c10::optional<torch::Tensor>& add_to = c10::nullopt);
 // Which CPU kernel a call with these levels runs: "avx512" or "generic".
 std::string cpu_kernel_name(const torch::Tensor& levels);
 // "auto" (AVX-512 where the CPU has it) or "generic" (always the portable kernel; for tests and benchmarks).

@@ -675,12 +675,21 @@ void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
 
 namespace {
 
+// Writes (or adds to what is there, `accumulate`) the decoded values of the lanes in `mask` (all, `full`).
+NUQ_CPU_INLINE void store_decoded(float* out, __m512 value, __mmask16 mask, bool full, bool accumulate) {
+  if (full) {
+    _mm512_storeu_ps(out, accumulate ? _mm512_add_ps(_mm512_loadu_ps(out), value) : value);
+  } else {
+    _mm512_mask_storeu_ps(out, mask, accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), value) : value);
+  }
+}
+
 // decode_buckets for 17..256 levels, kBits = 5..8: per 16 values two 8-byte loads (8 values each), spread
-// to bytes by BMI2 pdep, and levels[index] * norm by a lookup in the levels padded to 2^kBits.
+// to bytes by BMI2 pdep, and levels[index] * norm by a lookup in the bucket's levels * norm padded to 2^kBits.
 template <int kBits>
 void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
   constexpr int kEntries = 1 << kBits;
-  alignas(64) float padded[kEntries];
+  alignas(64) float padded[kEntries], scaled[kEntries];  // scaled: levels * this bucket's norm
   for (int j = 0; j < kEntries; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
   constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
   const __m512i bit5 = _mm512_set1_epi32(32), bit6 = _mm512_set1_epi32(64), bit7 = _mm512_set1_epi32(128);
@@ -688,9 +697,11 @@ void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* ma
   for (int64_t b = first; b < last; ++b) {
     const int64_t start = b * job.bucket;
     const int64_t len = std::min(job.bucket, job.n - start);
-    float norm_s;
-    std::memcpy(&norm_s, job.norms + 4 * b, 4);
-    const __m512 norm = _mm512_set1_ps(norm_s);
+    float norm;
+    std::memcpy(&norm, job.norms + 4 * b, 4);
+    for (int j = 0; j < kEntries; j += 16) {  // (a product stored, never fused with the accumulating add)
+      _mm512_store_ps(scaled + j, _mm512_mul_ps(_mm512_load_ps(padded + j), _mm512_set1_ps(norm)));
+    }
     const uint8_t* src = job.packed + start / 8 * kBits;
     float* out = job.out + start;
     for (int64_t e = 0; e < len; e += 16) {
@@ -712,12 +723,7 @@ void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* ma
                                       _mm512_test_epi32_mask(index, bit7)};
       const __mmask16 mask = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
       seen = _mm512_mask_max_epu32(seen, mask, seen, index);
-      const __m512 value = _mm512_mul_ps(lookup<kEntries>(index, padded, high_bits), norm);
-      if (count == 16) {
-        _mm512_storeu_ps(out + e, value);
-      } else {
-        _mm512_mask_storeu_ps(out + e, mask, value);
-      }
+      store_decoded(out + e, lookup<kEntries>(index, scaled, high_bits), mask, count == 16, job.accumulate);
     }
   }
   *max_index = std::max(*max_index, static_cast<uint32_t>(_mm512_reduce_max_epu32(seen)));
@@ -761,12 +767,7 @@ void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t*
       const __m512i index = _mm512_cvtepu8_epi32(_mm_set_epi64x(static_cast<int64_t>(high), static_cast<int64_t>(low)));
       const __mmask16 mask = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
       seen = _mm512_mask_max_epu32(seen, mask, seen, index);
-      const __m512 value = _mm512_permutexvar_ps(index, scaled);
-      if (count == 16) {
-        _mm512_storeu_ps(out + e, value);
-      } else {
-        _mm512_mask_storeu_ps(out + e, mask, value);
-      }
+      store_decoded(out + e, _mm512_permutexvar_ps(index, scaled), mask, count == 16, job.accumulate);
     }
   }
   *max_index = std::max(*max_index, static_cast<uint32_t>(_mm512_reduce_max_epu32(seen)));

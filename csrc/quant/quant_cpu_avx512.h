@@ -44,6 +44,7 @@ struct DecodeJob {
   int bits;
   float* out;
   const uint8_t* end;  // one past the message's last byte
+  bool accumulate = false;  // out += the values (each rounded once, as torch's add of the decoded vector)
 };
 
 namespace avx512 {
