@@ -5,13 +5,15 @@
 // kernel; the compiler's vectorisation of it widens every word to 64 bits and shifts. Here each 64-bit
 // lane holds one block's (c0, c1) or (c2, c3), so a round is one vpmuludq, one masked ternary-logic op and
 // one 32-bit shuffle per register, eight register pairs interleaved to hide latency. The level search is a
-// branchless binary search on permute-table lookups; the L2 norm keeps its 256 float64 lanes in
-// registers; the next bucket is prefetched while this one is snapped (snapping is compute-bound); big
-// outputs use streaming stores. The fused encode writes two groups' indices as nibbles of one narrowing and
-// packs each chunk of them in vector registers afterwards (a bit-extract per group inside the snapping loop
-// made encode 1.03x quantize's time in bench/bench_ddp.py on a Sapphire Rapids core; now 0.87-0.94x).
-// Measured in bench/bench_kernel.py. quant_cpu.cpp calls this file where the CPU has AVX-512 (checked at run
-// time), else the generic kernel.
+// branchless binary search on permute-table lookups (up to 16 levels: `LevelTables`; 17..256: the wide
+// search of `WideTables`); the L2 norm keeps its 256 float64 lanes in registers; the next bucket is
+// prefetched while this one is snapped (snapping is compute-bound); big outputs use streaming stores. The
+// fused encode writes two groups' indices as nibbles of one narrowing and packs each chunk of them in
+// vector registers afterwards (up to 4 bits), or narrows 64 indices at once and packs them in registers
+// (5..8 bits). Encode then costs what quantize does to within a few percent (the same Philox and search;
+// narrowing and packing instead of a permute and wider stores): bench/bench_ddp.py. Measured in
+// bench/bench_kernel.py too. quant_cpu.cpp calls this file where the CPU has AVX-512 (checked at run time),
+// else the generic kernel.
 #include "quant_cpu_avx512.h"
 
 #if NUQ_HAVE_AVX512_KERNEL
