@@ -190,6 +190,48 @@ def encode_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm:
                                     _threads(num_threads))
 
 
+def _longest(pieces: list[tuple[int, int, int]]) -> int:
+    """The most values in one piece: the fused codec supports all pieces where it supports the longest."""
+    return max((end - start for start, end, _ in pieces), default=0)
+
+
+def encode_pieces_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str, seed: int,
+                         offset: int, pieces: list[tuple[int, int, int]], out: torch.Tensor, *,
+                         num_threads: int | None = None) -> torch.Tensor:
+    """`encode_packed` of several pieces of flat x in one call, each its own message (buckets restart):
+    piece (start, end, pos) is x[start:end] with stream offset `offset + start`, written at byte `pos` of
+    `out`. What a model's layers need: one call instead of one per layer (~50 us of checks each).
+    Only where `fused_codec_supported` for every piece."""
+    flat, lv = _prepare(x, levels, bucket_size, norm, seed, offset)
+    if not fused_codec_supported(_longest(pieces), flat.device, bucket_size):
+        raise ValueError(f"encode_pieces_packed needs a CPU tensor and bucket_size % 8 == 0 (got {bucket_size} "
+                         f"on {flat.device}); use encode_packed, or quantize_indices and nuq.packing")
+    table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 3)
+    try:
+        return _extension("cpu").encode_pieces(out, flat, lv, bucket_size, norm == "linf", seed, offset, table,
+                                               _threads(num_threads))
+    except RuntimeError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
+
+
+def decode_pieces_packed(message: torch.Tensor, levels: torch.Tensor, bucket_size: int,
+                         pieces: list[tuple[int, int, int]], add_to: torch.Tensor, *,
+                         num_threads: int | None = None) -> torch.Tensor:
+    """add_to[start:end] += the values of the message at byte `pos` of `message`, for each piece
+    (start, end, pos) written by `encode_pieces_packed` (the bits of `decode_packed(..., add_to=)`); returns
+    add_to. Only where `fused_decode_supported` for every piece."""
+    lv = checks.check_levels(levels, torch.device("cpu"))
+    checks._int("bucket_size", bucket_size, 1)
+    if not fused_decode_supported(_longest(pieces), message.device, lv, bucket_size):
+        raise ValueError(f"decode_pieces_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} "
+                         f"on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels")
+    table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 3)
+    try:
+        return _extension("cpu").decode_pieces_add(add_to, message, lv, bucket_size, table, _threads(num_threads))
+    except RuntimeError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
+
+
 def fused_decode_supported(n: int, device: torch.device, levels: torch.Tensor, bucket_size: int,
                            backend: str | None = None) -> bool:
     """Whether `decode_packed` runs: `fused_codec_supported` and the AVX-512 kernel for these levels

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nuq import kernel
+from nuq import codec, kernel
 from nuq.levels import get_method
 from nuq.philox import philox4x32, uniforms
 
@@ -434,6 +434,60 @@ def test_encode_packed_equals_reference_indices_packed(method, bits, cpu_kernel)
                 out = torch.full((want.numel(),), 0xAB, dtype=torch.uint8)
                 kernel.encode_packed(x, lv, bucket, norm, 7, offset, out, num_threads=threads)
                 assert torch.equal(out, want), (n, bucket, offset, threads)
+
+
+@pytest.mark.parametrize("method,bits", [("trn", 2), ("nuq", 3), ("q", 6), ("q", 8)])
+def test_pieces_encode_and_decode_as_one_call_per_piece(method, bits):
+    """encode_pieces_packed writes each piece's encode_packed message at its position (bytes between
+    pieces untouched); decode_pieces_packed adds each piece's decode into its range, in piece order."""
+    torch.manual_seed(bits)
+    lv = _levels(method, bits)
+    norm = get_method(method).norm
+    x = torch.randn(5000)
+    spans = [(0, 300), (300, 300), (300, 307), (307, 4100), (4100, 5000)]  # an empty piece, a short one
+    pieces, pos = [], 3
+    for start, end in spans:
+        pieces.append((start, end, pos))
+        pos += codec.layout(end - start, lv, 64).nbytes + 5  # 5 spare bytes after each message
+    out = torch.full((pos,), 0xAB, dtype=torch.uint8)
+    assert kernel.encode_pieces_packed(x, lv, 64, norm, 11, 7, pieces, out) is out
+    want = torch.full((pos,), 0xAB, dtype=torch.uint8)
+    for start, end, at in pieces:
+        size = codec.layout(end - start, lv, 64).nbytes
+        if size:
+            kernel.encode_packed(x[start:end], lv, 64, norm, 11, 7 + start, want[at:at + size])
+    assert torch.equal(out, want)
+    if not kernel.fused_decode_supported(5000, x.device, lv, 64):
+        return
+    # the last piece's message once more after the others: ranges of add_to may repeat (added in order)
+    last = pieces[-1][2]
+    message = torch.cat([out, out[last:]])
+    base = torch.randn(5000)
+    total = base.clone()
+    assert kernel.decode_pieces_packed(message, lv, 64, pieces + [(4100, 5000, pos)], total) is total
+    expect = base.clone()
+    for start, end, at in pieces + [(4100, 5000, last)]:
+        size = codec.layout(end - start, lv, 64).nbytes
+        if size:
+            expect[start:end] += kernel.decode_packed(out[at:at + size], end - start, lv, 64)
+    assert torch.equal(total, expect)
+
+
+def test_pieces_bad_input_is_named():
+    lv = _levels("q", 3)
+    x = torch.randn(100)
+    out = torch.zeros(200, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"piece 1 covers values \[50, 101\) but x has 100"):
+        kernel.encode_pieces_packed(x, lv, 64, "l2", 1, 0, [(0, 50, 0), (50, 101, 100)], out)
+    with pytest.raises(ValueError, match="piece 1's message of 23 bytes at byte 10 overlaps the previous"):
+        kernel.encode_pieces_packed(x, lv, 64, "l2", 1, 0, [(0, 50, 0), (50, 100, 10)], out)
+    with pytest.raises(ValueError, match="ends past the buffer's 200 bytes"):
+        kernel.encode_pieces_packed(x, lv, 64, "l2", 1, 0, [(0, 100, 190)], out)
+    with pytest.raises(ValueError, match="bucket_size % 8 == 0"):
+        kernel.encode_pieces_packed(x, lv, 12, "l2", 1, 0, [(0, 100, 0)], out)
+    from nuq import _quant
+    with pytest.raises(RuntimeError, match="pieces must be a contiguous int64 CPU tensor"):
+        _quant.encode_pieces(out, x, lv, 64, False, 1, 0, torch.zeros(2, 2, dtype=torch.int64), 1)
 
 
 def test_encode_packed_bad_input_is_named():

@@ -119,14 +119,20 @@ torch::Tensor dequantize_indices(const torch::Tensor& idx, const torch::Tensor& 
   return dequantize_indices_cpu(idx, norms, levels, bucket, threads);
 }
 
+// ceil(log2(#levels)): the bits of one packed index.
+int64_t index_bits(const torch::Tensor& levels) {
+  int64_t bits = 1;
+  while ((int64_t{1} << bits) < levels.numel()) ++bits;
+  return bits;
+}
+
 // Checks a wire message (nuq/codec.py's layout) of n values for `what` ("encode" or "decode") and returns
 // the index width ceil(log2(#levels)).
 int64_t check_message(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
                       const char* what) {
   TORCH_CHECK(bucket % 8 == 0 || n <= bucket, what, " needs bucket_size % 8 == 0 (buckets start on a byte), got ",
               bucket);
-  int64_t bits = 1;
-  while ((int64_t{1} << bits) < levels.numel()) ++bits;
+  const int64_t bits = index_bits(levels);
   const int64_t nbytes = 4 * ((n + bucket - 1) / bucket) + (n * bits + 7) / 8;
   TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
                   !message.is_cuda() && message.numel() == nbytes,
@@ -171,6 +177,70 @@ torch::Tensor decode_add(torch::Tensor add_to, const torch::Tensor& message, con
   return decode_cpu(message, n, levels, bucket, bits, threads, add_to);
 }
 
+// The pieces of a pieces call: an int64 [k, 3] CPU tensor of (start, end, byte position) rows, each piece
+// inside x's n values and its message (codec layout of end - start values) inside `message_bytes`, in
+// order without overlap.
+std::vector<Piece> check_pieces(const torch::Tensor& pieces, int64_t n, int64_t message_bytes, int64_t bucket,
+                                int64_t bits) {
+  TORCH_CHECK(pieces.scalar_type() == torch::kInt64 && pieces.dim() == 2 && pieces.size(1) == 3 &&
+                  pieces.is_contiguous() && !pieces.is_cuda(),
+              "pieces must be a contiguous int64 CPU tensor of (start, end, byte position) rows, got ",
+              pieces.scalar_type(), " of shape ", pieces.sizes());
+  const int64_t* row = pieces.data_ptr<int64_t>();
+  std::vector<Piece> out;
+  int64_t free_from = 0;  // the first message byte not yet used
+  for (int64_t i = 0; i < pieces.size(0); ++i, row += 3) {
+    const int64_t start = row[0], end = row[1], pos = row[2];
+    TORCH_CHECK(0 <= start && start <= end && end <= n, "piece ", i, " covers values [", start, ", ", end,
+                ") but x has ", n);
+    const int64_t len = end - start;
+    TORCH_CHECK(bucket % 8 == 0 || len <= bucket, "piece ", i, " needs bucket_size % 8 == 0 (buckets start on a "
+                "byte), got ", bucket, " for ", len, " values");
+    const int64_t nbytes = 4 * ((len + bucket - 1) / bucket) + (len * bits + 7) / 8;
+    TORCH_CHECK(pos >= free_from && pos + nbytes <= message_bytes, "piece ", i, "'s message of ", nbytes,
+                " bytes at byte ", pos, " overlaps the previous piece's or ends past the buffer's ", message_bytes,
+                " bytes");
+    free_from = pos + nbytes;
+    out.push_back(Piece{start, end, pos, nbytes});
+  }
+  return out;
+}
+
+// encode for each piece of x (see check_pieces) into `message`: one call for a model's layers.
+torch::Tensor encode_pieces(torch::Tensor message, const torch::Tensor& x, const torch::Tensor& levels,
+                            int64_t bucket, bool linf, int64_t seed, int64_t offset, const torch::Tensor& pieces,
+                            int64_t threads) {
+  check_quant_inputs(x, levels, bucket, seed, offset);
+  TORCH_CHECK(!x.is_cuda(), "encode runs on the CPU; CUDA tensors use quantize_indices and nuq.packing");
+  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
+                  !message.is_cuda(),
+              "message must be a contiguous 1-D uint8 CPU tensor");
+  const int64_t bits = index_bits(levels);
+  encode_pieces_cpu(x, levels, bucket, linf, seed, offset, threads, bits, message,
+                    check_pieces(pieces, x.numel(), message.numel(), bucket, bits));
+  return message;
+}
+
+// decode_add for each piece: add_to[start, end) += the values of the piece's message.
+torch::Tensor decode_pieces_add(torch::Tensor add_to, const torch::Tensor& message, const torch::Tensor& levels,
+                                int64_t bucket, const torch::Tensor& pieces, int64_t threads) {
+  TORCH_CHECK(add_to.scalar_type() == torch::kFloat32 && add_to.is_contiguous() && add_to.dim() == 1 &&
+                  !add_to.is_cuda(),
+              "add_to must be a contiguous 1-D float32 CPU tensor, got ", add_to.scalar_type(), " of shape ",
+              add_to.sizes(), add_to.is_contiguous() ? "" : " (not contiguous)");
+  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1 &&
+                  !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
+              "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
+  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
+                  !message.is_cuda(),
+              "message must be a contiguous 1-D uint8 CPU tensor");
+  TORCH_CHECK(bucket >= 1, "need bucket_size >= 1");
+  const int64_t bits = index_bits(levels);
+  decode_pieces_cpu(message, levels, bucket, bits, threads, add_to,
+                    check_pieces(pieces, add_to.numel(), message.numel(), bucket, bits));
+  return add_to;
+}
+
 bool has_cuda() {
 #ifdef NUQ_WITH_CUDA
   return true;
@@ -193,6 +263,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
   m.def("encode", &nuq::encode,
         "encode(message, x, levels, bucket_size, linf, seed, offset, cpu_threads): norms + packed indices");
+  m.def("encode_pieces", &nuq::encode_pieces,
+        "encode_pieces(message, x, levels, bucket_size, linf, seed, offset, pieces, cpu_threads): each piece "
+        "(int64 rows start, end, byte position) encoded as its own message");
+  m.def("decode_pieces_add", &nuq::decode_pieces_add,
+        "decode_pieces_add(add_to, message, levels, bucket_size, pieces, cpu_threads): add_to[start:end] += "
+        "each piece's values");
   m.def("decode_supported", &nuq::decode_supported, "decode_supported(levels): whether decode runs for them");
   m.def("decode", &nuq::decode, "decode(message, n, levels, bucket_size, cpu_threads): float32 values");
   m.def("decode_add", &nuq::decode_add,

@@ -107,29 +107,82 @@ bool decode_supported(const torch::Tensor& levels) {
   return use_avx512(levels.data_ptr<float>(), static_cast<int>(levels.numel()));
 }
 
-torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
-                         int64_t bits, int64_t threads, const c10::optional<torch::Tensor>& add_to) {
-  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 kernel only (this CPU or these ",
-              levels.numel(), " levels have none); unpack, then dequantize_indices");
-  auto out = add_to ? *add_to : torch::empty({n}, levels.options());
-  const int64_t nb = (n + bucket - 1) / bucket;
-  const uint8_t* bytes = message.data_ptr<uint8_t>();
-  DecodeJob job{bytes, bytes + 4 * nb, n, bucket, levels.data_ptr<float>(), static_cast<int>(levels.numel()),
-                static_cast<int>(bits), out.data_ptr<float>(), bytes + message.numel()};
-  job.accumulate = add_to.has_value();
+namespace {
+
+// Decodes one message's buckets on up to `threads` threads; the largest index read.
+uint32_t run_decode(const DecodeJob& job, int64_t threads) {
+  const int64_t nb = (job.n + job.bucket - 1) / job.bucket;
   uint32_t max_index = 0;
 #if NUQ_HAVE_AVX512_KERNEL
-#pragma omp parallel num_threads(thread_count(n, threads)) reduction(max : max_index)
+#pragma omp parallel num_threads(thread_count(job.n, threads)) reduction(max : max_index)
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
     avx512::decode_buckets(job, nb * t / nt, nb * (t + 1) / nt, &max_index);
   }
 #else
   (void)threads;
+  (void)nb;
 #endif
-  TORCH_CHECK(max_index < static_cast<uint32_t>(job.num_levels), "the message holds level index ", max_index,
-              " but there are only ", job.num_levels, " levels: corrupt, or encoded with other levels");
+  return max_index;
+}
+
+// The job decoding the message at `bytes` (nbytes long) of n values into out.
+DecodeJob decode_job(const uint8_t* bytes, int64_t nbytes, int64_t n, const torch::Tensor& levels, int64_t bucket,
+                     int64_t bits, float* out, bool accumulate) {
+  const int64_t nb = (n + bucket - 1) / bucket;
+  DecodeJob job{bytes, bytes + 4 * nb, n, bucket, levels.data_ptr<float>(), static_cast<int>(levels.numel()),
+                static_cast<int>(bits), out, bytes + nbytes};
+  job.accumulate = accumulate;
+  return job;
+}
+
+void check_indices_read(uint32_t max_index, int64_t num_levels) {
+  TORCH_CHECK(max_index < static_cast<uint32_t>(num_levels), "the message holds level index ", max_index,
+              " but there are only ", num_levels, " levels: corrupt, or encoded with other levels");
+}
+
+}  // namespace
+
+torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
+                         int64_t bits, int64_t threads, const c10::optional<torch::Tensor>& add_to) {
+  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 kernel only (this CPU or these ",
+              levels.numel(), " levels have none); unpack, then dequantize_indices");
+  auto out = add_to ? *add_to : torch::empty({n}, levels.options());
+  const DecodeJob job = decode_job(message.data_ptr<uint8_t>(), message.numel(), n, levels, bucket, bits,
+                                   out.data_ptr<float>(), add_to.has_value());
+  check_indices_read(run_decode(job, threads), levels.numel());
   return out;
+}
+
+void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                       int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message,
+                       const std::vector<Piece>& pieces) {
+  for (const Piece& piece : pieces) {
+    const int64_t n = piece.end - piece.start;
+    if (n == 0) continue;
+    BucketJob job = make_job(x, levels, bucket, linf, seed, offset + piece.start);
+    job.x += piece.start;
+    job.n = n;
+    job.norms = message.data_ptr<uint8_t>() + piece.pos;
+    job.packed = message.data_ptr<uint8_t>() + piece.pos + 4 * ((n + bucket - 1) / bucket);
+    job.bits = static_cast<int>(bits);
+    run_job(job, threads);
+  }
+}
+
+void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels, int64_t bucket, int64_t bits,
+                       int64_t threads, torch::Tensor& add_to, const std::vector<Piece>& pieces) {
+  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 kernel only (this CPU or these ",
+              levels.numel(), " levels have none); unpack, then dequantize_indices");
+  uint32_t max_index = 0;
+  for (const Piece& piece : pieces) {
+    const int64_t n = piece.end - piece.start;
+    if (n == 0) continue;
+    const DecodeJob job = decode_job(message.data_ptr<uint8_t>() + piece.pos, piece.nbytes, n, levels, bucket, bits,
+                                     add_to.data_ptr<float>() + piece.start, true);
+    max_index = std::max(max_index, run_decode(job, threads));
+  }
+  check_indices_read(max_index, levels.numel());
 }
 
 std::string cpu_kernel_name(const torch::Tensor& levels) {

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <tuple>
+#include <vector>
 
 namespace nuq {
 
@@ -25,6 +26,20 @@ bool decode_supported(const torch::Tensor& levels);
 // as torch's add_to += values). Raises if an index is not below the number of levels.
 torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
                          int64_t bits, int64_t threads, const c10::optional<torch::Tensor>& add_to = c10::nullopt);
+// One piece of a flat vector sent as its own message (buckets restart at `start`): values [start, end),
+// whose message of `nbytes` bytes (codec layout) sits at byte `pos` of a larger buffer.
+struct Piece {
+  int64_t start, end, pos, nbytes;
+};
+// encode_cpu for each piece of x into `message`, piece i with stream offset `offset + start` (what a
+// model's layers need, in one call). Pieces are checked by the caller.
+void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                       int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message,
+                       const std::vector<Piece>& pieces);
+// Adds each piece's decoded values to add_to[start, end) (decode_cpu with add_to), where decode_supported;
+// raises (after adding) if an index is not below the number of levels.
+void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels, int64_t bucket, int64_t bits,
+                       int64_t threads, torch::Tensor& add_to, const std::vector<Piece>& pieces);
 // Which CPU kernel a call with these levels runs: "avx512" or "generic".
 std::string cpu_kernel_name(const torch::Tensor& levels);
 // "auto" (AVX-512 where the CPU has it) or "generic" (always the portable kernel; for tests and benchmarks).
