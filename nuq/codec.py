@@ -37,12 +37,17 @@ class Layout:
 
     @property
     def nbytes(self) -> int:
-        return self.norm_bytes + self.index_bytes
+        return message_nbytes(self.n, self.bits, self.bucket_size)
 
     @property
     def bits_per_value(self) -> float:
         """Bits on the wire per coordinate, norms included."""
         return 8.0 * self.nbytes / self.n if self.n else 0.0
+
+
+def message_nbytes(n: int, bits: int, bucket_size: int) -> int:
+    """Bytes of the message of n values (`Layout.nbytes` without building one: per layer, per step)."""
+    return 4 * -(-n // bucket_size) + (n * bits + 7) // 8
 
 
 def layout(n: int, levels: torch.Tensor, bucket_size: int) -> Layout:

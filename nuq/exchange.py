@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from nuq import codec, kernel
+from nuq import codec, kernel, packing
 from nuq.quantizer import terngrad_clip
 
 
@@ -44,6 +44,11 @@ class Quant:
     norm: str
     backend: str | None = None
     clip: bool = False
+
+    @property
+    def bits(self) -> int:
+        """Bits of one packed level index."""
+        return packing.bits_for_levels(self.levels.numel())
 
     def encode(self, x: torch.Tensor, stream: "Stream", start: int, out: torch.Tensor) -> torch.Tensor:
         """Encode the piece `x` that starts at element `start` of the vector into `out`."""
@@ -90,7 +95,7 @@ class Segment:
 
     def nbytes(self, q: Quant) -> int:
         n = self.end - self.start
-        return 4 * n if self.raw else codec.layout(n, q.levels, q.bucket_size).nbytes
+        return 4 * n if self.raw else codec.message_nbytes(n, q.bits, q.bucket_size)
 
 
 def whole(n: int) -> list[Segment]:
@@ -100,14 +105,16 @@ def whole(n: int) -> list[Segment]:
 
 def message_nbytes(segments: list[Segment], q: Quant) -> int:
     """Bytes of one rank's message under a segment plan."""
-    return sum(seg.nbytes(q) for seg in segments)
+    pieces, raw = _pieces(segments, q)
+    return sum(size for *_, size in pieces) + sum(4 * (seg.end - seg.start) for seg, _ in raw)
 
 
 def _pieces(segments: list[Segment], q: Quant) -> tuple[list[tuple[int, int, int, int]], list[tuple[Segment, int]]]:
     """The quantized segments as (start, end, byte position, bytes) and the raw ones as (segment, position)."""
-    pieces, raw, pos = [], [], 0
+    pieces, raw, pos, bits = [], [], 0, q.bits
     for seg in segments:
-        size = seg.nbytes(q)
+        n = seg.end - seg.start
+        size = 4 * n if seg.raw else codec.message_nbytes(n, bits, q.bucket_size)
         if seg.raw:
             raw.append((seg, pos))
         elif size:
