@@ -28,10 +28,14 @@ class Backend:
     dequantize_indices: Callable[..., torch.Tensor]
 
 
+_loaded: ModuleType | None = None  # nuq._quant once imported (import_module costs ~5 us a call)
+
+
 def _extension(device_type: str) -> ModuleType:
     """nuq._quant, or a clear error saying how to build it for this device."""
+    global _loaded
     try:
-        ext = importlib.import_module("nuq._quant")
+        ext = _loaded = _loaded or importlib.import_module("nuq._quant")
     except ImportError as err:
         raise RuntimeError(
             f"the compiled kernel nuq._quant is not built ({err}); build it with "

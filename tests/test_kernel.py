@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nuq import codec, kernel
+from nuq import checks, codec, kernel
 from nuq.levels import get_method
 from nuq.philox import philox4x32, uniforms
 
@@ -379,6 +379,21 @@ def test_bad_input_is_named(call, error, match):
         call()
 
 
+def test_levels_changed_in_place_are_checked_again():
+    """check_levels remembers the last level set it passed; changing that tensor in place (its version
+    counter moves) makes the next call check it again, so bad levels never reach the kernel."""
+    lv = torch.tensor([-1.0, 0.0, 1.0])
+    x = torch.randn(10)
+    kernel.quantize(x, lv, 4)
+    lv[1] = 2.0  # unsorted and out of range
+    with pytest.raises(ValueError, match="sorted"):
+        kernel.quantize(x, lv, 4)
+    lv[1] = 0.5
+    assert set(kernel.quantize(x, lv, 10, "linf").abs().div(x.abs().max()).unique().tolist()) <= {0.0, 0.5, 1.0}
+    with pytest.raises(ValueError, match="levels is on cpu but x is on meta"):  # another device: checked again
+        checks.check_levels(lv, torch.device("meta"))
+
+
 def test_extension_direct_call_checks_do_not_crash():
     """A caller bypassing nuq.kernel gets a RuntimeError from the extension, never a crash."""
     from nuq import _quant
@@ -399,6 +414,7 @@ def test_missing_extension_is_a_clear_error(monkeypatch):
             raise ImportError("No module named 'nuq._quant'")
         return real(name, *args)
     monkeypatch.setattr(importlib, "import_module", fake)
+    monkeypatch.setattr(kernel, "_loaded", None)  # as in a process that never imported it
     with pytest.raises(RuntimeError, match="build_ext --inplace"):
         kernel.quantize(torch.randn(10), LV, 4)
 
