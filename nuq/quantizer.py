@@ -101,11 +101,22 @@ def quantize_grads(grads: list[torch.Tensor], levels: torch.Tensor, cfg: QuantCo
         flat = torch.cat([g.reshape(-1) for g in grads])
         q = quantize_vector(flat, levels, cfg, seed, offset)
         return [part.view_as(g) for part, g in zip(q.split([g.numel() for g in grads]), grads)]
-    out, pos = [], offset
+    if cfg.clip or len({g.dtype for g in grads}) > 1:
+        out, pos = [], offset
+        for g in grads:
+            out.append(quantize_vector(g.reshape(-1), levels, cfg, seed, pos).view_as(g))
+            pos += g.numel()
+        return out
+    # each parameter its own vector, all in one kernel call: quantize_vector's values, layer by layer
+    pieces, start = [], 0
     for g in grads:
-        out.append(quantize_vector(g.reshape(-1), levels, cfg, seed, pos).view_as(g))
-        pos += g.numel()
-    return out
+        n = g.numel()
+        body = n // cfg.bucket_size * cfg.bucket_size if cfg.ig_sm_bkts else n
+        pieces.append((start, start + body))
+        start += n
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    q = kernel.quantize_pieces(flat, levels, cfg.bucket_size, cfg.norm, seed, offset, pieces)
+    return [part.view_as(g).to(g.dtype) for part, g in zip(q.split([g.numel() for g in grads]), grads)]
 
 
 def positions_used(grads: list[torch.Tensor]) -> int:

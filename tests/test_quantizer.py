@@ -35,6 +35,39 @@ def test_per_layer_buckets_each_layer_with_disjoint_stream_positions():
     assert not torch.equal(wide[0], got[0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("skip_tail", [False, True])
+def test_per_layer_in_one_call_equals_quantize_vector_per_layer(dtype, skip_tail):
+    # quantize_grads quantizes all layers in one kernel call (kernel.quantize_pieces); the values are those
+    # of quantize_vector layer by layer, with pass-through tails, in the gradients' dtype
+    grads = [g.to(dtype) for g in _grads()] + [torch.randn(5).to(dtype)]  # a layer smaller than a bucket
+    cfg = QuantConfig(method="q", bits=3, bucket_size=32, ig_sm_bkts=skip_tail)
+    lv = cfg.init_levels()
+    got = quantize_grads(grads, lv, cfg, seed=3, offset=7)
+    pos = 7
+    for g, q in zip(grads, got):
+        want = quantize_vector(g.reshape(-1), lv, cfg, 3, pos).view_as(g)
+        assert q.dtype == dtype and torch.equal(q, want)
+        pos += g.numel()
+
+
+def test_quantize_pieces_equals_quantize_per_piece():
+    x = torch.randn(500)
+    lv = QuantConfig(method="nuq", bits=3, bucket_size=64).init_levels()
+    pieces = [(0, 100), (130, 130), (130, 400), (450, 500)]  # gaps pass through
+    for backend in (None, "reference"):
+        got = kernel.quantize_pieces(x, lv, 64, "l2", 2, 9, pieces, backend=backend)
+        want = x.clone()
+        for start, end in pieces:
+            if end > start:
+                want[start:end] = kernel.quantize(x[start:end], lv, 64, "l2", 2, 9 + start, backend="reference")
+        assert torch.equal(got, want), backend
+        with pytest.raises(ValueError, match="piece 1 covers values \\[50, 60\\)|out of order"):
+            kernel.quantize_pieces(x, lv, 64, "l2", 2, 9, [(0, 100), (50, 60)], backend=backend)
+    with pytest.raises(ValueError, match="but x has 500"):
+        kernel.quantize_pieces(x, lv, 64, "l2", 2, 9, [(0, 501)])
+
+
 def test_ig_sm_bkts_passes_only_the_partial_tail():
     torch.manual_seed(1)
     v = torch.randn(100)

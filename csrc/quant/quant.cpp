@@ -206,6 +206,33 @@ std::vector<Piece> check_pieces(const torch::Tensor& pieces, int64_t n, int64_t 
   return out;
 }
 
+// quantize_out of each piece x[start, end) of an int64 [k, 2] CPU tensor of rows (start, end), in order and
+// not overlapping, into out[start, end) (stream offset `offset + start`; buckets restart at start): one
+// call for a model's layers. The rest of out is left as it is.
+torch::Tensor quantize_pieces(torch::Tensor out, const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket,
+                              bool linf, int64_t seed, int64_t offset, const torch::Tensor& pieces, int64_t threads) {
+  check_quant_inputs(x, levels, bucket, seed, offset);
+  TORCH_CHECK(!x.is_cuda(), "quantize_pieces runs on the CPU; CUDA tensors quantize each piece");
+  TORCH_CHECK(out.scalar_type() == torch::kFloat32 && out.is_contiguous() && out.numel() == x.numel() &&
+                  !out.is_cuda(),
+              "out must be a contiguous float32 CPU tensor with x's size");
+  TORCH_CHECK(pieces.scalar_type() == torch::kInt64 && pieces.dim() == 2 && pieces.size(1) == 2 &&
+                  pieces.is_contiguous() && !pieces.is_cuda(),
+              "pieces must be a contiguous int64 CPU tensor of (start, end) rows, got ", pieces.scalar_type(),
+              " of shape ", pieces.sizes());
+  const int64_t* row = pieces.data_ptr<int64_t>();
+  std::vector<Piece> checked;
+  int64_t free_from = 0;
+  for (int64_t i = 0; i < pieces.size(0); ++i, row += 2) {
+    TORCH_CHECK(free_from <= row[0] && row[0] <= row[1] && row[1] <= x.numel(), "piece ", i, " covers values [",
+                row[0], ", ", row[1], ") but x has ", x.numel(), " and the previous piece ends at ", free_from);
+    free_from = row[1];
+    checked.push_back(Piece{row[0], row[1], 0, 0});
+  }
+  quantize_pieces_cpu(x, levels, bucket, linf, seed, offset, threads, out, checked);
+  return out;
+}
+
 // encode for each piece of x (see check_pieces) into `message`: one call for a model's layers.
 torch::Tensor encode_pieces(torch::Tensor message, const torch::Tensor& x, const torch::Tensor& levels,
                             int64_t bucket, bool linf, int64_t seed, int64_t offset, const torch::Tensor& pieces,
@@ -263,6 +290,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_indices", &nuq::dequantize_indices, "levels[index] * bucket norm");
   m.def("encode", &nuq::encode,
         "encode(message, x, levels, bucket_size, linf, seed, offset, cpu_threads): norms + packed indices");
+  m.def("quantize_pieces", &nuq::quantize_pieces,
+        "quantize_pieces(out, x, levels, bucket_size, linf, seed, offset, pieces, cpu_threads): each piece "
+        "(int64 rows start, end) quantized as its own vector into out");
   m.def("encode_pieces", &nuq::encode_pieces,
         "encode_pieces(message, x, levels, bucket_size, linf, seed, offset, pieces, cpu_threads): each piece "
         "(int64 rows start, end, byte position) encoded as its own message");

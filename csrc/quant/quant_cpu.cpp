@@ -154,6 +154,18 @@ torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::T
   return out;
 }
 
+void quantize_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                         int64_t offset, int64_t threads, torch::Tensor& out, const std::vector<Piece>& pieces) {
+  for (const Piece& piece : pieces) {
+    if (piece.end == piece.start) continue;
+    BucketJob job = make_job(x, levels, bucket, linf, seed, offset + piece.start);
+    job.x += piece.start;
+    job.n = piece.end - piece.start;
+    job.out = out.data_ptr<float>() + piece.start;
+    run_job(job, threads);
+  }
+}
+
 void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
                        int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message,
                        const std::vector<Piece>& pieces) {

@@ -31,6 +31,10 @@ torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::T
 struct Piece {
   int64_t start, end, pos, nbytes;
 };
+// quantize_cpu of each piece of x into out[start, end), piece i with stream offset `offset + start` (pos and
+// nbytes unused); the rest of out is left as it is. Pieces are checked by the caller.
+void quantize_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                         int64_t offset, int64_t threads, torch::Tensor& out, const std::vector<Piece>& pieces);
 // encode_cpu for each piece of x into `message`, piece i with stream offset `offset + start` (what a
 // model's layers need, in one call). Pieces are checked by the caller.
 void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
