@@ -314,13 +314,14 @@ def test_cpu_kernel_selection():
         _quant.set_cpu_kernel("avx2")
 
 
-def test_large_tensor_with_streaming_stores_equals_reference():
+@pytest.mark.parametrize("method,bits", [("nuq", 3), ("q", 6)])  # permute tables and the wide search
+def test_large_tensor_with_streaming_stores_equals_reference(method, bits):
     """Outputs of 8 MiB and more are written with streaming stores where `out` is 64-byte aligned: aligned,
     misaligned (a view one value in) and index outputs all keep the reference's bits."""
     torch.manual_seed(6)
     n, bucket = (1 << 21) + 37, 8192
     x = torch.randn(n)
-    lv = _levels("nuq", 3)
+    lv = _levels(method, bits)
     ref = kernel.quantize(x, lv, bucket, "l2", 9, 3, backend="reference")
     for threads in (1, 2):
         assert torch.equal(kernel.quantize(x, lv, bucket, "l2", 9, 3, num_threads=threads), ref)
