@@ -8,11 +8,10 @@
 // branchless binary search on permute-table lookups (up to 16 levels: `LevelTables`; 17..256: the wide
 // search of `WideTables`); the L2 norm keeps its 256 float64 lanes in registers; the next bucket is
 // prefetched while this one is snapped (snapping is compute-bound); big outputs use streaming stores. The
-// fused encode writes two groups' indices as nibbles of one narrowing and packs each chunk of them in
-// vector registers afterwards (up to 4 bits), or narrows 64 indices at once and packs them in registers
-// (5..8 bits). Encode then costs what quantize does to within a few percent (the same Philox and search;
-// narrowing and packing instead of a permute and wider stores): bench/bench_ddp.py. Measured in
-// bench/bench_kernel.py too. quant_cpu.cpp calls this file where the CPU has AVX-512 (checked at run time),
+// fused encode narrows four vectors of indices at once (packs instead of vpmovdb) and packs 128 (up to 4
+// bits) or 64 (5..8 bits) of them in registers. Encode then costs what quantize does to within a few
+// percent (the same Philox and search; narrowing and packing instead of a permute and wider stores):
+// bench/bench_ddp.py. Measured in bench/bench_kernel.py too. quant_cpu.cpp calls this file where the CPU has AVX-512 (checked at run time),
 // else the generic kernel.
 #include "quant_cpu_avx512.h"
 
@@ -242,21 +241,12 @@ NUQ_CPU_INLINE void store_group(uint8_t* dst, int64_t at, uint64_t word, int64_t
   }
 }
 
-// Packs 128 indices in snap_nibbles32's layout (four 16-byte blocks at `nibbles`) into 16 * kBits bytes at
-// dst, kBits = 2, 3 or 4, all in vector registers (~10 uops for 128 values): each 16-byte block (one
-// 128-bit lane) splits into its low nibbles (elements 0-15 of the block) and high nibbles (16-31), whose
-// neighbours are merged by multiply-adds (vpmaddubsw: pairs of bytes, vpmaddwd: pairs of 16-bit words),
-// then packed down and gathered in stream order.
+// Packs 128 indices into 16 * kBits bytes at dst, kBits = 2, 3 or 4, all in vector registers (3 to 13 uops
+// for 128 values): 128-bit lane L of `first` holds elements 32L..32L+15 as bytes, of `second` elements
+// 32L+16..32L+31; neighbours are merged by multiply-adds (vpmaddubsw: pairs of bytes, vpmaddwd: pairs of
+// 16-bit words), then packed down and gathered in stream order.
 template <int kBits>
-NUQ_CPU_INLINE void pack_vector128(const uint8_t* nibbles, uint8_t* dst) {
-  // four 16-byte loads, each forwarded from the one store that wrote it (one 64-byte load could not be)
-  const __m128i* block = reinterpret_cast<const __m128i*>(nibbles);
-  __m512i x = _mm512_castsi128_si512(_mm_load_si128(block));
-  x = _mm512_inserti32x4(x, _mm_load_si128(block + 1), 1);
-  x = _mm512_inserti32x4(x, _mm_load_si128(block + 2), 2);
-  x = _mm512_inserti32x4(x, _mm_load_si128(block + 3), 3);
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  const __m512i first = _mm512_and_si512(x, low4), second = _mm512_and_si512(_mm512_srli_epi16(x, 4), low4);
+NUQ_CPU_INLINE void pack_halves128(__m512i first, __m512i second, uint8_t* dst) {
   const __m512i byte_pairs = _mm512_set1_epi16(static_cast<int16_t>(1 | (1 << (8 + kBits))));  // v0 + v1 << kBits
   const __m512i f2 = _mm512_maddubs_epi16(first, byte_pairs), s2 = _mm512_maddubs_epi16(second, byte_pairs);
   if (kBits == 4) {  // 16-bit words hold bytes of the stream: per lane, 8 of the first half then 8 of the second
@@ -283,18 +273,31 @@ NUQ_CPU_INLINE void pack_vector128(const uint8_t* nibbles, uint8_t* dst) {
   _mm512_mask_storeu_epi32(dst, 0x0FFF, lanes);
 }
 
-// Packs the m indices of a chunk, in snap_nibbles32's layout at `nibbles`, kBits bits each into `dst`
-// (csrc/common/bitpack.h's stream), where `room` bytes belong to this bucket: 128 values at a time in vector
-// registers, the rest by bit-extracts (BMI2 pext). Done per chunk, after its snapping, so the packing never
-// waits on the search.
+// Four vectors of indices (< 256) as 64 bytes in element order: two dword packs and a word pack leave
+// elements 4L..4L+3 of the four in 128-bit lane L, and a dword permute puts them in order (4 shuffle
+// uops, against 8 for four vpmovdb).
+NUQ_CPU_INLINE __m512i narrow4(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i packed = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
+  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), packed);
+}
+
+// Snaps 128 elements (eight full vectors) and packs them kBits (2..4) bits each into 16 * kBits bytes at
+// dst, in registers: pack_halves128's halves are the even and the odd vectors, narrowed four at a time.
+template <int kSteps, int kBits>
+NUQ_CPU_INLINE void snap_pack128(const float* x, const uint32_t* words, __m512 inv, const LevelTables& t,
+                                 uint8_t* dst) {
+  __m512i v[8];
+  for (int k = 0; k < 8; ++k) v[k] = snap_index16<kSteps, true>(x + 16 * k, words + 16 * k, 0xFFFF, inv, t);
+  pack_halves128<kBits>(narrow4(v[0], v[2], v[4], v[6]), narrow4(v[1], v[3], v[5], v[7]), dst);
+}
+
+// Packs the m indices of a chunk's tail (after its groups of 128: snap_pack128), in snap_nibbles32's layout
+// at `nibbles`, kBits bits each into `dst` (csrc/common/bitpack.h's stream), where `room` bytes belong to
+// this bucket, by bit-extracts (BMI2 pext); all of a chunk at 1 bit.
 template <int kBits>
 NUQ_CPU_INLINE void pack_chunk(const uint8_t* nibbles, int64_t m, uint8_t* dst, int64_t room) {
-  int64_t e = 0;
-  if (kBits >= 2) {
-    for (; e + 128 <= m; e += 128) pack_vector128<kBits>(nibbles + e / 2, dst + e / 8 * kBits);
-  }
   constexpr uint64_t kLow = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull, kHigh = kLow << 4;
-  for (; e < m; e += 32) {
+  for (int64_t e = 0; e < m; e += 32) {
     uint64_t q0, q1;
     std::memcpy(&q0, nibbles + e / 2, 8);
     std::memcpy(&q1, nibbles + e / 2 + 8, 8);
@@ -442,17 +445,12 @@ NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask
   }
 }
 
-// The indices of 64 elements (four full vectors) as 64 bytes in element order: the four narrowed together
-// (two dword packs, a word pack and a dword permute: 4 shuffle uops, against 8 for four vpmovdb).
+// The indices of 64 elements (four full vectors) as 64 bytes in element order (narrow4).
 template <int kSteps>
 NUQ_CPU_INLINE __m512i snap_wide64(const float* x, const uint32_t* words, __m512 inv, const WideTables& t) {
   __m512i index[4];
   for (int v = 0; v < 4; ++v) index[v] = snap_wide16<kSteps, true>(x + 16 * v, words + 16 * v, 0xFFFF, inv, t).index;
-  const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(index[0], index[1]),
-                                            _mm512_packus_epi32(index[2], index[3]));
-  // 128-bit lane L now holds elements 4L..4L+3 of vectors 0, 1, 2, 3 as its dwords: element dword D (of 16)
-  // is dword 4 (D % 4) + D / 4
-  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
+  return narrow4(index[0], index[1], index[2], index[3]);
 }
 
 // Byte i of a 128-bit lane of packed output: the low `bits` bytes of its first 64-bit word, then of its second.
@@ -551,12 +549,21 @@ void snap_bucket(const float* x, int64_t len, float norm, uint64_t g0, const Tab
       }
       continue;
     } else if constexpr (kOut == Output::kPacked) {  // c is a multiple of kWords, so of 8: the chunk starts on a whole byte
-      for (int64_t e = 0; e < m; e += 32) {
-        prefetch_next(next, next_len, 2 * (c + e), 4);
-        snap_nibbles32<kSteps>(x + c + e, w + e, m - e, inv, t, nibbles + e / 2);
+      uint8_t* packed = static_cast<uint8_t*>(dst) + c / 8 * kBits;
+      int64_t e = 0;
+      if constexpr (kBits >= 2) {  // 128 at a time in registers
+        for (; e + 128 <= m; e += 128) {
+          prefetch_next(next, next_len, 2 * (c + e), 16);
+          snap_pack128<kSteps, kBits>(x + c + e, w + e, inv, t, packed + e / 8 * kBits);
+        }
       }
-      pack_chunk<kBits>(nibbles, m, static_cast<uint8_t*>(dst) + c / 8 * kBits,
-                        (len * kBits + 7) / 8 - c / 8 * kBits);
+      if (e < m) {  // the rest through the nibble buffer
+        for (int64_t f = e; f < m; f += 32) {
+          prefetch_next(next, next_len, 2 * (c + f), 4);
+          snap_nibbles32<kSteps>(x + c + f, w + f, m - f, inv, t, nibbles + (f - e) / 2);
+        }
+        pack_chunk<kBits>(nibbles, m - e, packed + e / 8 * kBits, (len * kBits + 7) / 8 - (c + e) / 8 * kBits);
+      }
       continue;
     }
     float* values = kOut == Output::kValues ? static_cast<float*>(dst) + c : nullptr;
