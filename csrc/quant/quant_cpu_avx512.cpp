@@ -241,7 +241,7 @@ NUQ_CPU_INLINE void store_group(uint8_t* dst, int64_t at, uint64_t word, int64_t
   }
 }
 
-// Packs 128 indices into 16 * kBits bytes at dst, kBits = 2, 3 or 4, all in vector registers (3 to 13 uops
+// Packs 128 indices into 16 * kBits bytes at dst, kBits = 2, 3 or 4, all in vector registers (3 to 7 uops
 // for 128 values): 128-bit lane L of `first` holds elements 32L..32L+15 as bytes, of `second` elements
 // 32L+16..32L+31; neighbours are merged by multiply-adds (vpmaddubsw: pairs of bytes, vpmaddwd: pairs of
 // 16-bit words), then packed down and gathered in stream order.
@@ -253,24 +253,22 @@ NUQ_CPU_INLINE void pack_halves128(__m512i first, __m512i second, uint8_t* dst) 
     _mm512_storeu_si512(dst, _mm512_packus_epi16(f2, s2));
     return;
   }
-  const __m512i word_pairs = _mm512_set1_epi32(1 | (1 << (16 + 2 * kBits)));  // w0 + w1 << 2 kBits
-  const __m512i f4 = _mm512_madd_epi16(f2, word_pairs), s4 = _mm512_madd_epi16(s2, word_pairs);
-  if (kBits == 2) {  // 32-bit words hold bytes: per lane 4 + 4, then the lanes' low 8 bytes gathered
-    const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(f4, s4), _mm512_setzero_si512());
-    const __m512i lanes = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), bytes);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(lanes));
+  if (kBits == 3) {  // 6-bit fields as bytes (per lane 8 of the first half, 8 of the second), merged into
+    // 12-bit then 24-bit fields; per lane bytes 0-2, 4-6, 8-10, 12-14 and the lanes' 12 bytes gathered
+    const __m512i f6 = _mm512_maddubs_epi16(_mm512_packus_epi16(f2, s2), _mm512_set1_epi16(1 | (64 << 8)));
+    const __m512i f12 = _mm512_madd_epi16(f6, _mm512_set1_epi32(1 | (4096 << 16)));
+    const __m512i order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+    const __m512i lanes = _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15), _mm512_shuffle_epi8(f12, order));
+    _mm512_mask_storeu_epi32(dst, 0x0FFF, lanes);
     return;
   }
-  // kBits == 3: 12-bit fields in 32-bit words; 24-bit ones in 64-bit words (first half in the low 32 bits,
-  // second half in the high), then per lane bytes 0-2, 8-10, 4-6, 12-14 and the lanes' 12 bytes gathered
-  const __m512i keep = _mm512_set1_epi64(0xFFF);
-  const __m512i f8 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(f4, 20), f4, keep, 0xF8);  // a | (b & c)
-  const __m512i s8 = _mm512_ternarylogic_epi64(_mm512_srli_epi64(s4, 20), s4, keep, 0xF8);
-  const __m512i both = _mm512_or_si512(f8, _mm512_slli_epi64(s8, 32));
-  const __m512i order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 8, 9, 10, 4, 5, 6, 12, 13, 14, -1, -1, -1, -1));
-  const __m512i lanes = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15),
-                                                 _mm512_shuffle_epi8(both, order));
-  _mm512_mask_storeu_epi32(dst, 0x0FFF, lanes);
+  // kBits == 2: 4-bit fields as bytes, merged into bytes of the stream (per lane 4 + 4, in 16-bit words),
+  // then the lanes' low 8 bytes gathered
+  const __m512i f8 = _mm512_maddubs_epi16(_mm512_packus_epi16(f2, s2), _mm512_set1_epi16(1 | (16 << 8)));
+  const __m512i bytes = _mm512_packus_epi16(f8, _mm512_setzero_si512());
+  const __m512i lanes = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), bytes);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(lanes));
 }
 
 // Four vectors of indices (< 256) as 64 bytes in element order: two dword packs and a word pack leave
