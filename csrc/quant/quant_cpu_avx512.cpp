@@ -329,7 +329,8 @@ constexpr int kWideProbes = wide_probe_offset(kMaxWideSteps);
 struct WideTables {
   alignas(64) float probe[kWideProbes];
   __m512 lmin, lmax, first_probe;
-  __m512i reverse_low, reverse_high;  // j from r: see snap_wide16
+  __m512i reverse_low, reverse_high;  // j from r: see wide_index16
+  __m512i reverse_low_bytes, reverse_high_bytes;  // the same as bytes in each 128-bit lane: snap_wide64
   int steps;
 };
 
@@ -358,6 +359,13 @@ WideTables wide_tables(const float* lv, int k) {
   }
   t.reverse_low = _mm512_load_si512(low);
   t.reverse_high = _mm512_load_si512(high);
+  alignas(16) int8_t low_bytes[16], high_bytes[16];
+  for (int i = 0; i < 16; ++i) {
+    low_bytes[i] = static_cast<int8_t>(low[i]);
+    high_bytes[i] = static_cast<int8_t>(high[i]);
+  }
+  t.reverse_low_bytes = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(low_bytes)));
+  t.reverse_high_bytes = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(high_bytes)));
   t.lmin = _mm512_set1_ps(lv[0]);
   t.lmax = _mm512_set1_ps(lv[k - 1]);
   t.first_probe = _mm512_set1_ps(inner((1 << (steps - 1)) - 1));
@@ -395,9 +403,17 @@ NUQ_CPU_INLINE void wide_search(__m512 u, const WideTables& t, __m512i& r, __m51
 }
 
 struct Snapped {
-  __m512i index;
-  __m512 level;  // levels[index]
+  __m512i r;     // the search's outcomes: the inner levels <= u counted with its bits reversed (WideTables)
+  __mmask16 up;  // lanes that round up
+  __m512 level;  // the level snapped to
 };
+
+// The level index of 16 snapped lanes: r's bits reversed (two 16-entry permutes), plus one if up.
+NUQ_CPU_INLINE __m512i wide_index16(const Snapped& s, const WideTables& t) {
+  const __m512i j = _mm512_add_epi32(_mm512_permutexvar_epi32(s.r, t.reverse_low),
+                                     _mm512_permutexvar_epi32(_mm512_srli_epi32(s.r, 4), t.reverse_high));
+  return _mm512_mask_add_epi32(j, s.up, j, _mm512_set1_epi32(1));
+}
 
 // The level (and its index) of 16 elements of one bucket (kFull), or of the lanes in `mask`, for 17..256
 // levels: the reference's arithmetic, r * (hi - lo) < u - lo, with lo and hi from the search (no scaled gap,
@@ -411,14 +427,11 @@ NUQ_CPU_INLINE Snapped snap_wide16(const float* x, const uint32_t* words, __mmas
   __m512 lo = t.lmin, hi = t.lmax;
   __mmask16 le[kMaxWideSteps];
   wide_search<0, kSteps>(u, t, r, lo, hi, le);
-  // j = r with its kSteps bits reversed: the low 4 bits' part and the rest's, each one 16-entry permute
-  const __m512i j = _mm512_add_epi32(_mm512_permutexvar_epi32(r, t.reverse_low),
-                                     _mm512_permutexvar_epi32(_mm512_srli_epi32(r, 4), t.reverse_high));
   hi = _mm512_min_ps(hi, t.lmax);
   const __m512i w = kFull ? _mm512_loadu_si512(words) : _mm512_maskz_loadu_epi32(mask, words);
   const __m512 rand = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(w, 8)), _mm512_set1_ps(0x1p-24f));
   const __mmask16 up = _mm512_cmp_ps_mask(_mm512_mul_ps(rand, _mm512_sub_ps(hi, lo)), _mm512_sub_ps(u, lo), _CMP_LT_OQ);
-  return {_mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1)), _mm512_mask_blend_ps(up, lo, hi)};
+  return {r, up, _mm512_mask_blend_ps(up, lo, hi)};
 }
 
 // snap16 for 17..256 levels (`scaled` holds the norm).
@@ -437,18 +450,24 @@ NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask
       _mm512_mask_storeu_ps(out, mask, value);
     }
   } else if (kFull) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(s.index));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(wide_index16(s, t)));
   } else {
-    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, s.index);
+    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, wide_index16(s, t));
   }
 }
 
 // The indices of 64 elements (four full vectors) as 64 bytes in element order (narrow4).
 template <int kSteps>
 NUQ_CPU_INLINE __m512i snap_wide64(const float* x, const uint32_t* words, __m512 inv, const WideTables& t) {
-  __m512i index[4];
-  for (int v = 0; v < 4; ++v) index[v] = snap_wide16<kSteps, true>(x + 16 * v, words + 16 * v, 0xFFFF, inv, t).index;
-  return narrow4(index[0], index[1], index[2], index[3]);
+  Snapped s[4];
+  for (int v = 0; v < 4; ++v) s[v] = snap_wide16<kSteps, true>(x + 16 * v, words + 16 * v, 0xFFFF, inv, t);
+  // r narrowed, then reversed bytewise (a pshufb per nibble), then plus one where up: a few ops per 64
+  const __m512i r = narrow4(s[0].r, s[1].r, s[2].r, s[3].r), low4 = _mm512_set1_epi8(0x0F);
+  const __m512i j = _mm512_or_si512(_mm512_shuffle_epi8(t.reverse_low_bytes, _mm512_and_si512(r, low4)),
+                                    _mm512_shuffle_epi8(t.reverse_high_bytes,
+                                                        _mm512_and_si512(_mm512_srli_epi16(r, 4), low4)));
+  const __mmask64 up = _mm512_kunpackd(_mm512_kunpackw(s[3].up, s[2].up), _mm512_kunpackw(s[1].up, s[0].up));
+  return _mm512_mask_add_epi8(j, up, j, _mm512_set1_epi8(1));
 }
 
 // Byte i of a 128-bit lane of packed output: the low `bits` bytes of its first 64-bit word, then of its second.
