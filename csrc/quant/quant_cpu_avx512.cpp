@@ -11,8 +11,8 @@
 // fused encode narrows four vectors of indices at once (packs instead of vpmovdb) and packs 128 (up to 4
 // bits) or 64 (5..8 bits) of them in registers. Encode then costs what quantize does to within a few
 // percent (the same Philox and search; narrowing and packing instead of a permute and wider stores):
-// bench/bench_ddp.py. Measured in bench/bench_kernel.py too. quant_cpu.cpp calls this file where the CPU has AVX-512 (checked at run time),
-// else the generic kernel.
+// bench/bench_ddp.py. Measured in bench/bench_kernel.py too. quant_cpu.cpp calls this file where the CPU
+// has AVX-512 (checked at run time), else the generic kernel.
 #include "quant_cpu_avx512.h"
 
 #if NUQ_HAVE_AVX512_KERNEL
@@ -181,30 +181,39 @@ NUQ_CPU_INLINE __m512i snap_index16(const float* x, const uint32_t* words, __mma
   return _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
 }
 
+// Writes 16 values (kFull), or the lanes in `mask`, at out: plain stores for full vectors (masked stores are
+// slow on some CPUs), or streaming stores (kStream: 64-byte aligned `out` only).
+template <bool kFull, bool kStream>
+NUQ_CPU_INLINE void store_values16(float* out, __m512 value, __mmask16 mask) {
+  if (kStream) {
+    _mm512_stream_ps(out, value);
+  } else if (kFull) {
+    _mm512_storeu_ps(out, value);
+  } else {
+    _mm512_mask_storeu_ps(out, mask, value);
+  }
+}
+
+// Writes 16 level indices (kFull), or the lanes in `mask`, as bytes at dst.
+template <bool kFull>
+NUQ_CPU_INLINE void store_indices16(void* dst, __m512i index, __mmask16 mask) {
+  if (kFull) {
+    _mm_storeu_si128(static_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(index));
+  } else {
+    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, index);
+  }
+}
+
 // Snap 16 elements (kFull) or the lanes in `mask` and write them as dequantized values (`scaled` = levels *
-// norm) or uint8 indices. Full vectors use plain loads and stores (masked stores are slow on some CPUs), or
-// streaming stores (kStream: 64-byte aligned `dst` only).
+// norm) or uint8 indices.
 template <int kSteps, Output kOut, bool kFull, bool kStream = false>
 NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
-                   const LevelTables& t, void* dst) {
+                           const LevelTables& t, void* dst) {
   const __m512i index = snap_index16<kSteps, kFull>(x, words, mask, inv, t);
-  if (kOut == Output::kValues) {
-    float* out = static_cast<float*>(dst);
-    const __m512 value = _mm512_permutexvar_ps(index, scaled);
-    if (kStream) {
-      _mm512_stream_ps(out, value);
-    } else if (kFull) {
-      _mm512_storeu_ps(out, value);
-    } else {
-      _mm512_mask_storeu_ps(out, mask, value);
-    }
+  if constexpr (kOut == Output::kValues) {
+    store_values16<kFull, kStream>(static_cast<float*>(dst), _mm512_permutexvar_ps(index, scaled), mask);
   } else {
-    uint8_t* idx = static_cast<uint8_t*>(dst);
-    if (kFull) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(idx), _mm512_cvtepi32_epi8(index));
-    } else {
-      _mm512_mask_cvtepi32_storeu_epi8(idx, mask, index);
-    }
+    store_indices16<kFull>(dst, index, mask);
   }
 }
 
@@ -439,20 +448,10 @@ template <int kSteps, Output kOut, bool kFull, bool kStream = false>
 NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
                            const WideTables& t, void* dst) {
   const Snapped s = snap_wide16<kSteps, kFull>(x, words, mask, inv, t);
-  if (kOut == Output::kValues) {
-    float* out = static_cast<float*>(dst);
-    const __m512 value = _mm512_mul_ps(s.level, scaled);
-    if (kStream) {
-      _mm512_stream_ps(out, value);
-    } else if (kFull) {
-      _mm512_storeu_ps(out, value);
-    } else {
-      _mm512_mask_storeu_ps(out, mask, value);
-    }
-  } else if (kFull) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(wide_index16(s, t)));
+  if constexpr (kOut == Output::kValues) {
+    store_values16<kFull, kStream>(static_cast<float*>(dst), _mm512_mul_ps(s.level, scaled), mask);
   } else {
-    _mm512_mask_cvtepi32_storeu_epi8(dst, mask, wide_index16(s, t));
+    store_indices16<kFull>(dst, wide_index16(s, t), mask);
   }
 }
 
@@ -710,22 +709,22 @@ NUQ_CPU_INLINE void store_decoded(float* out, __m512 value, __mmask16 mask, bool
   }
 }
 
-// decode_buckets for 17..256 levels, kBits = 5..8: per 16 values two 8-byte loads (8 values each), spread
-// to bytes by BMI2 pdep, and levels[index] * norm by a lookup in the bucket's levels * norm padded to 2^kBits.
+// decode_buckets for kBits-bit indices: per 16 values two 8-byte loads (values 0-7 and 8-15), spread to
+// bytes by BMI2 pdep, and levels[index] * norm looked up in the bucket's levels * norm, padded to a table of
+// max(16, 2^kBits) entries.
 template <int kBits>
-void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
-  constexpr int kEntries = 1 << kBits;
-  alignas(64) float padded[kEntries], scaled[kEntries];  // scaled: levels * this bucket's norm
-  for (int j = 0; j < kEntries; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
+void decode_bits(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
+  constexpr int kEntries = 1 << kBits, kTable = kEntries < 16 ? 16 : kEntries;
+  alignas(64) float padded[kTable], scaled[kTable];  // scaled: levels * this bucket's norm
+  for (int j = 0; j < kTable; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
   constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
-  const __m512i bit5 = _mm512_set1_epi32(32), bit6 = _mm512_set1_epi32(64), bit7 = _mm512_set1_epi32(128);
-  __m512i seen = _mm512_setzero_si512();
+  __m512i seen = _mm512_setzero_si512();  // lane-wise maximum index: one out of range fails the call
   for (int64_t b = first; b < last; ++b) {
     const int64_t start = b * job.bucket;
     const int64_t len = std::min(job.bucket, job.n - start);
     float norm;
     std::memcpy(&norm, job.norms + 4 * b, 4);
-    for (int j = 0; j < kEntries; j += 16) {  // (a product stored, never fused with the accumulating add)
+    for (int j = 0; j < kTable; j += 16) {  // (a product stored, never fused with the accumulating add)
       _mm512_store_ps(scaled + j, _mm512_mul_ps(_mm512_load_ps(padded + j), _mm512_set1_ps(norm)));
     }
     const uint8_t* src = job.packed + start / 8 * kBits;
@@ -733,7 +732,7 @@ void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* ma
     for (int64_t e = 0; e < len; e += 16) {
       const int64_t count = std::min<int64_t>(16, len - e);
       const uint8_t* at = src + e / 8 * kBits;
-      uint64_t low = 0, high = 0;  // values 0-7 at `at`, 8-15 kBits bytes later
+      uint64_t low = 0, high = 0;  // values 0-7 at `at`, 8-15 kBits bytes later (pdep reads 8 kBits bits)
       if (at + kBits + 8 <= job.end) {
         std::memcpy(&low, at, 8);
         std::memcpy(&high, at + kBits, 8);
@@ -745,8 +744,8 @@ void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* ma
       }
       const __m512i index = _mm512_cvtepu8_epi32(
           _mm_set_epi64x(static_cast<int64_t>(_pdep_u64(high, kFields)), static_cast<int64_t>(_pdep_u64(low, kFields))));
-      const __mmask16 high_bits[3] = {_mm512_test_epi32_mask(index, bit5), _mm512_test_epi32_mask(index, bit6),
-                                      _mm512_test_epi32_mask(index, bit7)};
+      __mmask16 high_bits[3] = {};  // index bits 5, 6, 7: the blends of tables of 64, 128 and 256 entries
+      for (int i = 0; i + 5 < kBits; ++i) high_bits[i] = _mm512_test_epi32_mask(index, _mm512_set1_epi32(32 << i));
       const __mmask16 mask = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
       seen = _mm512_mask_max_epu32(seen, mask, seen, index);
       store_decoded(out + e, lookup<kEntries>(index, scaled, high_bits), mask, count == 16, job.accumulate);
@@ -759,44 +758,15 @@ void decode_wide(const DecodeJob& job, int64_t first, int64_t last, uint32_t* ma
 
 void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
   switch (job.bits) {
-    case 5: return decode_wide<5>(job, first, last, max_index);
-    case 6: return decode_wide<6>(job, first, last, max_index);
-    case 7: return decode_wide<7>(job, first, last, max_index);
-    case 8: return decode_wide<8>(job, first, last, max_index);
-    default: break;
+    case 1: return decode_bits<1>(job, first, last, max_index);
+    case 2: return decode_bits<2>(job, first, last, max_index);
+    case 3: return decode_bits<3>(job, first, last, max_index);
+    case 4: return decode_bits<4>(job, first, last, max_index);
+    case 5: return decode_bits<5>(job, first, last, max_index);
+    case 6: return decode_bits<6>(job, first, last, max_index);
+    case 7: return decode_bits<7>(job, first, last, max_index);
+    default: return decode_bits<8>(job, first, last, max_index);
   }
-  alignas(64) float padded[16];
-  for (int j = 0; j < 16; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
-  const __m512 levels = _mm512_load_ps(padded);
-  __m512i seen = _mm512_setzero_si512();  // lane-wise maximum index: one out of range fails the call
-  const int bits = job.bits;
-  const uint64_t fields = ((uint64_t{1} << bits) - 1) * 0x0101010101010101ull;
-  for (int64_t b = first; b < last; ++b) {
-    const int64_t start = b * job.bucket;
-    const int64_t len = std::min(job.bucket, job.n - start);
-    float norm;
-    std::memcpy(&norm, job.norms + 4 * b, 4);
-    const __m512 scaled = _mm512_mul_ps(levels, _mm512_set1_ps(norm));
-    const uint8_t* src = job.packed + start / 8 * bits;
-    float* out = job.out + start;
-    for (int64_t e = 0; e < len; e += 16) {
-      const int64_t count = std::min<int64_t>(16, len - e);
-      const uint8_t* at = src + e / 8 * bits;
-      uint64_t word = 0;  // 16 values are 2 * bits <= 8 bytes: one 8-byte load, masked, where 8 bytes exist
-      if (at + 8 <= job.end) {  // (a partial load into a word would stall store-to-load forwarding)
-        std::memcpy(&word, at, 8);
-        word &= count * bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << (count * bits)) - 1;
-      } else {
-        std::memcpy(&word, at, static_cast<size_t>((count * bits + 7) / 8));
-      }
-      const uint64_t low = _pdep_u64(word, fields), high = _pdep_u64(word >> (8 * bits), fields);
-      const __m512i index = _mm512_cvtepu8_epi32(_mm_set_epi64x(static_cast<int64_t>(high), static_cast<int64_t>(low)));
-      const __mmask16 mask = count == 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
-      seen = _mm512_mask_max_epu32(seen, mask, seen, index);
-      store_decoded(out + e, _mm512_permutexvar_ps(index, scaled), mask, count == 16, job.accumulate);
-    }
-  }
-  *max_index = std::max(*max_index, static_cast<uint32_t>(_mm512_reduce_max_epu32(seen)));
 }
 
 }  // namespace avx512
