@@ -119,6 +119,33 @@ torch::Tensor dequantize_indices(const torch::Tensor& idx, const torch::Tensor& 
   return dequantize_indices_cpu(idx, norms, levels, bucket, threads);
 }
 
+// The levels of a CPU decode (no x to check them against).
+void check_decode_levels(const torch::Tensor& levels) {
+  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1 &&
+                  !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
+              "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
+}
+
+// The vector a decode adds into.
+void check_add_to(const torch::Tensor& add_to) {
+  TORCH_CHECK(add_to.scalar_type() == torch::kFloat32 && add_to.is_contiguous() && add_to.dim() == 1 &&
+                  !add_to.is_cuda(),
+              "add_to must be a contiguous 1-D float32 CPU tensor, got ", add_to.scalar_type(), " of shape ",
+              add_to.sizes(), add_to.is_contiguous() ? "" : " (not contiguous)");
+}
+
+// A buffer of several messages (the pieces calls; their sizes are checked per piece).
+void check_message_buffer(const torch::Tensor& message) {
+  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
+                  !message.is_cuda(),
+              "message must be a contiguous 1-D uint8 CPU tensor");
+}
+
+// Bytes of the message of n values (nuq/codec.py's layout): a float32 norm per bucket, then the indices.
+int64_t message_bytes(int64_t n, int64_t bucket, int64_t bits) {
+  return 4 * ((n + bucket - 1) / bucket) + (n * bits + 7) / 8;
+}
+
 // ceil(log2(#levels)): the bits of one packed index.
 int64_t index_bits(const torch::Tensor& levels) {
   int64_t bits = 1;
@@ -133,7 +160,7 @@ int64_t check_message(const torch::Tensor& message, int64_t n, const torch::Tens
   TORCH_CHECK(bucket % 8 == 0 || n <= bucket, what, " needs bucket_size % 8 == 0 (buckets start on a byte), got ",
               bucket);
   const int64_t bits = index_bits(levels);
-  const int64_t nbytes = 4 * ((n + bucket - 1) / bucket) + (n * bits + 7) / 8;
+  const int64_t nbytes = message_bytes(n, bucket, bits);
   TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
                   !message.is_cuda() && message.numel() == nbytes,
               "message must be a contiguous 1-D uint8 CPU tensor of ", nbytes, " bytes");
@@ -153,9 +180,7 @@ torch::Tensor encode(torch::Tensor message, const torch::Tensor& x, const torch:
 // The values of a message made by encode (CPU only).
 torch::Tensor decode(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
                      int64_t threads) {
-  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1 &&
-                  !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
-              "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
+  check_decode_levels(levels);
   TORCH_CHECK(n >= 0 && bucket >= 1, "need n >= 0 and bucket_size >= 1");
   const int64_t bits = check_message(message, n, levels, bucket, "decode");
   return decode_cpu(message, n, levels, bucket, bits, threads);
@@ -164,23 +189,18 @@ torch::Tensor decode(const torch::Tensor& message, int64_t n, const torch::Tenso
 // decode, the values added to `add_to` (one pass: no decoded vector in between), which is returned.
 torch::Tensor decode_add(torch::Tensor add_to, const torch::Tensor& message, const torch::Tensor& levels,
                          int64_t bucket, int64_t threads) {
-  TORCH_CHECK(add_to.scalar_type() == torch::kFloat32 && add_to.is_contiguous() && add_to.dim() == 1 &&
-                  !add_to.is_cuda(),
-              "add_to must be a contiguous 1-D float32 CPU tensor, got ", add_to.scalar_type(), " of shape ",
-              add_to.sizes(), add_to.is_contiguous() ? "" : " (not contiguous)");
+  check_add_to(add_to);
   const int64_t n = add_to.numel();
-  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1 &&
-                  !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
-              "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
+  check_decode_levels(levels);
   TORCH_CHECK(bucket >= 1, "need bucket_size >= 1");
   const int64_t bits = check_message(message, n, levels, bucket, "decode");
   return decode_cpu(message, n, levels, bucket, bits, threads, add_to);
 }
 
 // The pieces of a pieces call: an int64 [k, 3] CPU tensor of (start, end, byte position) rows, each piece
-// inside x's n values and its message (codec layout of end - start values) inside `message_bytes`, in
+// inside x's n values and its message (codec layout of end - start values) inside `buffer_bytes`, in
 // order without overlap.
-std::vector<Piece> check_pieces(const torch::Tensor& pieces, int64_t n, int64_t message_bytes, int64_t bucket,
+std::vector<Piece> check_pieces(const torch::Tensor& pieces, int64_t n, int64_t buffer_bytes, int64_t bucket,
                                 int64_t bits) {
   TORCH_CHECK(pieces.scalar_type() == torch::kInt64 && pieces.dim() == 2 && pieces.size(1) == 3 &&
                   pieces.is_contiguous() && !pieces.is_cuda(),
@@ -196,9 +216,9 @@ std::vector<Piece> check_pieces(const torch::Tensor& pieces, int64_t n, int64_t 
     const int64_t len = end - start;
     TORCH_CHECK(bucket % 8 == 0 || len <= bucket, "piece ", i, " needs bucket_size % 8 == 0 (buckets start on a "
                 "byte), got ", bucket, " for ", len, " values");
-    const int64_t nbytes = 4 * ((len + bucket - 1) / bucket) + (len * bits + 7) / 8;
-    TORCH_CHECK(pos >= free_from && pos + nbytes <= message_bytes, "piece ", i, "'s message of ", nbytes,
-                " bytes at byte ", pos, " overlaps the previous piece's or ends past the buffer's ", message_bytes,
+    const int64_t nbytes = message_bytes(len, bucket, bits);
+    TORCH_CHECK(pos >= free_from && pos + nbytes <= buffer_bytes, "piece ", i, "'s message of ", nbytes,
+                " bytes at byte ", pos, " overlaps the previous piece's or ends past the buffer's ", buffer_bytes,
                 " bytes");
     free_from = pos + nbytes;
     out.push_back(Piece{start, end, pos, nbytes});
@@ -239,9 +259,7 @@ torch::Tensor encode_pieces(torch::Tensor message, const torch::Tensor& x, const
                             int64_t threads) {
   check_quant_inputs(x, levels, bucket, seed, offset);
   TORCH_CHECK(!x.is_cuda(), "encode runs on the CPU; CUDA tensors use quantize_indices and nuq.packing");
-  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
-                  !message.is_cuda(),
-              "message must be a contiguous 1-D uint8 CPU tensor");
+  check_message_buffer(message);
   const int64_t bits = index_bits(levels);
   encode_pieces_cpu(x, levels, bucket, linf, seed, offset, threads, bits, message,
                     check_pieces(pieces, x.numel(), message.numel(), bucket, bits));
@@ -251,16 +269,9 @@ torch::Tensor encode_pieces(torch::Tensor message, const torch::Tensor& x, const
 // decode_add for each piece: add_to[start, end) += the values of the piece's message.
 torch::Tensor decode_pieces_add(torch::Tensor add_to, const torch::Tensor& message, const torch::Tensor& levels,
                                 int64_t bucket, const torch::Tensor& pieces, int64_t threads) {
-  TORCH_CHECK(add_to.scalar_type() == torch::kFloat32 && add_to.is_contiguous() && add_to.dim() == 1 &&
-                  !add_to.is_cuda(),
-              "add_to must be a contiguous 1-D float32 CPU tensor, got ", add_to.scalar_type(), " of shape ",
-              add_to.sizes(), add_to.is_contiguous() ? "" : " (not contiguous)");
-  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && levels.dim() == 1 &&
-                  !levels.is_cuda() && levels.numel() >= 2 && levels.numel() <= kMaxLevels,
-              "levels must be a contiguous 1-D float32 CPU tensor of 2..256 values");
-  TORCH_CHECK(message.scalar_type() == torch::kUInt8 && message.is_contiguous() && message.dim() == 1 &&
-                  !message.is_cuda(),
-              "message must be a contiguous 1-D uint8 CPU tensor");
+  check_add_to(add_to);
+  check_decode_levels(levels);
+  check_message_buffer(message);
   TORCH_CHECK(bucket >= 1, "need bucket_size >= 1");
   const int64_t bits = index_bits(levels);
   decode_pieces_cpu(message, levels, bucket, bits, threads, add_to,
