@@ -93,24 +93,23 @@ class Segment:
     end: int
     raw: bool = False
 
-    def nbytes(self, q: Quant) -> int:
-        n = self.end - self.start
-        return 4 * n if self.raw else codec.message_nbytes(n, q.bits, q.bucket_size)
-
 
 def whole(n: int) -> list[Segment]:
     """The plan that quantizes the vector as one piece."""
     return [Segment(0, n)]
 
 
-def message_nbytes(segments: list[Segment], q: Quant) -> int:
-    """Bytes of one rank's message under a segment plan."""
-    pieces, raw = _pieces(segments, q)
-    return sum(size for *_, size in pieces) + sum(4 * (seg.end - seg.start) for seg, _ in raw)
+@dataclass(frozen=True)
+class SegmentLayout:
+    """Where each segment's message sits in one rank's message: the quantized segments as (start, end,
+    byte position, bytes), the raw ones as (segment, byte position), and the total bytes."""
+    pieces: list[tuple[int, int, int, int]]
+    raw: list[tuple[Segment, int]]
+    nbytes: int
 
 
-def _pieces(segments: list[Segment], q: Quant) -> tuple[list[tuple[int, int, int, int]], list[tuple[Segment, int]]]:
-    """The quantized segments as (start, end, byte position, bytes) and the raw ones as (segment, position)."""
+def segment_layout(segments: list[Segment], q: Quant) -> SegmentLayout:
+    """The message layout of a segment plan (computed once per exchange, used by encode and every decode)."""
     pieces, raw, pos, bits = [], [], 0, q.bits
     for seg in segments:
         n = seg.end - seg.start
@@ -120,43 +119,45 @@ def _pieces(segments: list[Segment], q: Quant) -> tuple[list[tuple[int, int, int
         elif size:
             pieces.append((seg.start, seg.end, pos, size))
         pos += size
-    return pieces, raw
+    return SegmentLayout(pieces, raw, pos)
 
 
-def _longest(pieces: list[tuple[int, int, int, int]]) -> int:
-    return max((end - start for start, end, _, _ in pieces), default=0)
+def message_nbytes(segments: list[Segment], q: Quant) -> int:
+    """Bytes of one rank's message under a segment plan."""
+    return segment_layout(segments, q).nbytes
 
 
-def encode_segments(x: torch.Tensor, segments: list[Segment], q: Quant, stream: Stream,
+def encode_segments(x: torch.Tensor, segments: list[Segment] | SegmentLayout, q: Quant, stream: Stream,
                     out: torch.Tensor) -> torch.Tensor:
-    """Write the message of flat `x` under `segments` into uint8 `out` (segment messages back to back).
-    On the CPU all quantized segments are encoded by one kernel call (a model's layers: ~50 us of checks
-    saved per layer); elsewhere, or with TernGrad clipping, one call each."""
-    pieces, raw = _pieces(segments, q)
-    for seg, pos in raw:
+    """Write the message of flat `x` under `segments` (or their `segment_layout`) into uint8 `out` (segment messages
+    back to back). On the CPU all quantized segments are encoded by one kernel call (a model's layers:
+    ~50 us of checks saved per layer); elsewhere, or with TernGrad clipping, one call each."""
+    lay = segments if isinstance(segments, SegmentLayout) else segment_layout(segments, q)
+    for seg, pos in lay.raw:
         out[pos:pos + 4 * (seg.end - seg.start)] = x[seg.start:seg.end].to(torch.float32).contiguous().view(torch.uint8)
-    if not q.clip and out.is_contiguous() and kernel.fused_codec_supported(_longest(pieces), x.device,
-                                                                           q.bucket_size, q.backend):
+    if not q.clip and out.is_contiguous() and kernel.fused_codec_supported(kernel.longest_piece(lay.pieces),
+                                                                           x.device, q.bucket_size, q.backend):
         kernel.encode_pieces_packed(x, q.levels, q.bucket_size, q.norm, stream.seed, stream.offset,
-                                    [p[:3] for p in pieces], out)
+                                    [p[:3] for p in lay.pieces], out)
         return out
-    for start, end, pos, size in pieces:
+    for start, end, pos, size in lay.pieces:
         q.encode(x[start:end], stream, start, out[pos:pos + size])
     return out
 
 
-def decode_segments(message: torch.Tensor, n: int, segments: list[Segment], q: Quant,
+def decode_segments(message: torch.Tensor, n: int, segments: list[Segment] | SegmentLayout, q: Quant,
                     into: torch.Tensor) -> torch.Tensor:
-    """Add the decoded values of `message` (n values under `segments`) to float32 `into`; return it.
-    Where the fused decode runs, all quantized segments in one kernel call."""
-    pieces, raw = _pieces(segments, q)
-    for seg, pos in raw:
+    """Add the decoded values of `message` (n values under `segments`, or their `segment_layout`) to float32 `into`;
+    return it. Where the fused decode runs, all quantized segments in one kernel call."""
+    lay = segments if isinstance(segments, SegmentLayout) else segment_layout(segments, q)
+    for seg, pos in lay.raw:
         into[seg.start:seg.end] += message[pos:pos + 4 * (seg.end - seg.start)].clone().view(torch.float32)
     if message.is_contiguous() and into.is_contiguous() and into.dtype == torch.float32 and \
-            kernel.fused_decode_supported(_longest(pieces), message.device, q.levels, q.bucket_size, q.backend):
-        kernel.decode_pieces_packed(message, q.levels, q.bucket_size, [p[:3] for p in pieces], into)
+            kernel.fused_decode_supported(kernel.longest_piece(lay.pieces), message.device, q.levels,
+                                          q.bucket_size, q.backend):
+        kernel.decode_pieces_packed(message, q.levels, q.bucket_size, [p[:3] for p in lay.pieces], into)
         return into
-    for start, end, pos, size in pieces:
+    for start, end, pos, size in lay.pieces:
         codec.decode(message[pos:pos + size], end - start, q.levels, q.bucket_size, backend=q.backend,
                      add_to=into[start:end])
     return into
@@ -166,11 +167,11 @@ def mean_allgather(x: torch.Tensor, q: Quant, stream: Stream, segments: list[Seg
                    group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, ExchangeStats]:
     """Average over ranks of each rank's quantized flat float32 `x`, via all_gather of encoded messages."""
     world = dist.get_world_size(group)
-    segments = whole(x.numel()) if segments is None else segments
-    nbytes = message_nbytes(segments, q)
+    lay = segment_layout(whole(x.numel()) if segments is None else segments, q)
+    nbytes = lay.nbytes
     stats = ExchangeStats(message_bytes=nbytes, bytes_sent=(world - 1) * nbytes)
     t0 = time.perf_counter()
-    mine = encode_segments(x, segments, q, stream, torch.empty(nbytes, dtype=torch.uint8, device=x.device))
+    mine = encode_segments(x, lay, q, stream, torch.empty(nbytes, dtype=torch.uint8, device=x.device))
     _sync(mine)
     t1 = time.perf_counter()
     rows = torch.empty(world, nbytes, dtype=torch.uint8, device=x.device)
@@ -179,7 +180,7 @@ def mean_allgather(x: torch.Tensor, q: Quant, stream: Stream, segments: list[Seg
     t2 = time.perf_counter()
     total = torch.zeros(x.numel(), dtype=torch.float32, device=x.device)
     for r in range(world):  # rank order: the same float sum on every rank
-        decode_segments(rows[r], x.numel(), segments, q, total)
+        decode_segments(rows[r], x.numel(), lay, q, total)
     mean = total / world
     _sync(mean)
     t3 = time.perf_counter()
@@ -206,7 +207,7 @@ def mean_alltoall(x: torch.Tensor, q: Quant, stream: Stream, segments: list[Segm
     world, me = dist.get_world_size(group), dist.get_rank(group)
     n = x.numel()
     bounds = chunk_bounds(n, q.bucket_size, world)
-    sizes = [codec.layout(e - s, q.levels, q.bucket_size).nbytes for s, e in bounds]
+    sizes = [codec.message_nbytes(e - s, q.bits, q.bucket_size) for s, e in bounds]
     t0 = time.perf_counter()
     send = encode_segments(x, [Segment(s, e) for s, e in bounds], q, stream,
                            torch.empty(sum(sizes), dtype=torch.uint8, device=x.device))

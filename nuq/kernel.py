@@ -222,9 +222,10 @@ def encode_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm:
                                     _threads(num_threads))
 
 
-def _longest(pieces: list[tuple[int, int, int]]) -> int:
-    """The most values in one piece: the fused codec supports all pieces where it supports the longest."""
-    return max((end - start for start, end, _ in pieces), default=0)
+def longest_piece(pieces: list[tuple[int, ...]]) -> int:
+    """The most values in one (start, end, ...) piece: the fused codec supports all pieces where it supports
+    the longest."""
+    return max((p[1] - p[0] for p in pieces), default=0)
 
 
 def encode_pieces_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm: str, seed: int,
@@ -235,7 +236,7 @@ def encode_pieces_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int
     `out`. What a model's layers need: one call instead of one per layer (~50 us of checks each).
     Only where `fused_codec_supported` for every piece."""
     flat, lv = _prepare(x, levels, bucket_size, norm, seed, offset)
-    if not fused_codec_supported(_longest(pieces), flat.device, bucket_size):
+    if not fused_codec_supported(longest_piece(pieces), flat.device, bucket_size):
         raise ValueError(f"encode_pieces_packed needs a CPU tensor and bucket_size % 8 == 0 (got {bucket_size} "
                          f"on {flat.device}); use encode_packed, or quantize_indices and nuq.packing")
     table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 3)
@@ -254,7 +255,7 @@ def decode_pieces_packed(message: torch.Tensor, levels: torch.Tensor, bucket_siz
     add_to. Only where `fused_decode_supported` for every piece."""
     lv = checks.check_levels(levels, torch.device("cpu"))
     checks._int("bucket_size", bucket_size, 1)
-    if not fused_decode_supported(_longest(pieces), message.device, lv, bucket_size):
+    if not fused_decode_supported(longest_piece(pieces), message.device, lv, bucket_size):
         raise ValueError(f"decode_pieces_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} "
                          f"on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels")
     table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 3)
