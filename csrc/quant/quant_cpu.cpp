@@ -154,13 +154,24 @@ torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::T
   return out;
 }
 
+namespace {
+
+// The job for one piece of x: its values as a vector of their own, stream offset `offset + start`.
+BucketJob piece_job(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
+                    int64_t offset, const Piece& piece) {
+  BucketJob job = make_job(x, levels, bucket, linf, seed, offset + piece.start);
+  job.x += piece.start;
+  job.n = piece.end - piece.start;
+  return job;
+}
+
+}  // namespace
+
 void quantize_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
                          int64_t offset, int64_t threads, torch::Tensor& out, const std::vector<Piece>& pieces) {
   for (const Piece& piece : pieces) {
     if (piece.end == piece.start) continue;
-    BucketJob job = make_job(x, levels, bucket, linf, seed, offset + piece.start);
-    job.x += piece.start;
-    job.n = piece.end - piece.start;
+    BucketJob job = piece_job(x, levels, bucket, linf, seed, offset, piece);
     job.out = out.data_ptr<float>() + piece.start;
     run_job(job, threads);
   }
@@ -170,13 +181,10 @@ void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int6
                        int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message,
                        const std::vector<Piece>& pieces) {
   for (const Piece& piece : pieces) {
-    const int64_t n = piece.end - piece.start;
-    if (n == 0) continue;
-    BucketJob job = make_job(x, levels, bucket, linf, seed, offset + piece.start);
-    job.x += piece.start;
-    job.n = n;
+    if (piece.end == piece.start) continue;
+    BucketJob job = piece_job(x, levels, bucket, linf, seed, offset, piece);
     job.norms = message.data_ptr<uint8_t>() + piece.pos;
-    job.packed = message.data_ptr<uint8_t>() + piece.pos + 4 * ((n + bucket - 1) / bucket);
+    job.packed = message.data_ptr<uint8_t>() + piece.pos + 4 * ((job.n + bucket - 1) / bucket);
     job.bits = static_cast<int>(bits);
     run_job(job, threads);
   }
