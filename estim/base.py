@@ -48,6 +48,12 @@ class GradientEstimator:
         """The gradient the optimizer steps with (one tensor per parameter) and the training loss."""
         raise NotImplementedError
 
+    def agree_on_stop(self, pending: bool) -> bool:
+        """Called by the loop at each step start with this process's stop flag (a rank's SIGTERM/SIGUSR2):
+        whether the run stops at this step. An estimator whose ranks exchange gradients must return the
+        same answer on every rank (any rank's flag), so that all ranks stop at the same step."""
+        return pending
+
     def on_step(self, step: int) -> None:
         """Called by the loop before step `step`'s gradient: schedule hooks (level re-fits)."""
 

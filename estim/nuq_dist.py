@@ -73,8 +73,8 @@ class NuqDistEstimator(GradientEstimator):
         levels = self.cfg.init_levels()
         self.adapter = None
         if self.method.adaptive and opt.get("g_optim"):
-            from nuq.adaptive import LevelAdapter  # heavy (scipy); only adaptive runs need it
-            self.adapter = LevelAdapter(opt, levels)
+            from nuq.adaptive import AdapterConfig, LevelAdapter  # heavy (scipy); only adaptive runs need it
+            self.adapter = LevelAdapter(AdapterConfig.from_opt(opt), levels)
         self.quant = exchange.Quant(levels.to(self.device), self.cfg.bucket_size, self.cfg.norm, clip=self.cfg.clip)
         self.sizes = [p.numel() for p in self.params()]
         self.numel = sum(self.sizes)
@@ -92,20 +92,16 @@ class NuqDistEstimator(GradientEstimator):
             for b in self.model.buffers():
                 dist.broadcast(b, src=0)
 
-    def _agree_on_stop(self) -> None:
-        """Stop every rank at the same step: a SIGTERM/SIGUSR2 seen by any rank (launcher.distributed)
-        is all-reduced here, and the trainer loop is asked to stop on all ranks together."""
-        from launcher.distributed import stop_pending
-        flag = torch.tensor([1.0 if stop_pending() else 0.0], device=self.device)
+    def agree_on_stop(self, pending: bool) -> bool:
+        """Stop every rank at the same step: a SIGTERM/SIGUSR2 seen by any rank is all-reduced here, so the
+        trainer loop stops on all ranks together."""
+        flag = torch.tensor([1.0 if pending else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0:
-            from trainer.loop import request_stop
-            request_stop()
+        return flag.item() > 0
 
     # --- levels ------------------------------------------------------------------------------------------
 
     def on_step(self, step: int) -> None:
-        self._agree_on_stop()
         if self.adapter is None:
             return
         ad = self.adapter

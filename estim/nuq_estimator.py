@@ -43,8 +43,8 @@ class NUQEstimator(GradientEstimator):
         self.init_levels = self.cfg.init_levels()
         self.adapter = None
         if get_method(self.cfg.method).adaptive and opt.get("g_optim"):
-            from nuq.adaptive import LevelAdapter  # heavy (scipy); only adaptive runs need it
-            self.adapter = LevelAdapter(opt, self.init_levels)
+            from nuq.adaptive import AdapterConfig, LevelAdapter  # heavy (scipy); only adaptive runs need it
+            self.adapter = LevelAdapter(AdapterConfig.from_opt(opt), self.init_levels)
 
     @property
     def levels(self) -> torch.Tensor:

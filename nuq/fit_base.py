@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from estim.dists import Distribution
+from nuq.dists import Distribution
 from nuq.levels import exponential_levels, uniform_levels
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import checkpoint, rng, runfiles
+from trainer import checkpoint, distributed, rng, runfiles
 from trainer.data import BatchStream, TensorSplit, load_dataset
 from trainer.dist import is_main, rank
 from trainer.evaluate import evaluate
@@ -154,6 +154,8 @@ class Training:
         lr = lr_at(it, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.estimator.agree_on_stop(distributed.stop_pending()):  # a rank got SIGTERM/SIGUSR2
+            request_stop()
         self.estimator.on_step(it)
         grads, loss = self.estimator.grad()
         for p, g in zip(self.params, grads):
@@ -277,9 +279,8 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     `on_iteration(it)` is called after each completed iteration (tests use it to stop at a given step).
     """
     run_dir = Path(run_dir)
-    done = runfiles.read_json(run_dir / runfiles.RESULTS)
-    if done is not None and done.get("status") == runfiles.DONE:
-        return done
+    if runfiles.is_done(run_dir):
+        return runfiles.read_json(run_dir / runfiles.RESULTS) or {}
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir, tty=sys.stderr.isatty())
     status = StatusWriter(run_dir, niters=0)  # the real niters is known once the data is loaded

@@ -9,6 +9,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
+
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int.
 KINDS = ("int", "float", "str", "bool", "milestones", "intlist")
@@ -94,10 +96,6 @@ def defaults() -> dict[str, Any]:
     return {name: opt.default for name, opt in OPTIONS.items()}
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
 def _coerce(opt: Option, value: Any) -> Any:
     """Return value converted to opt's kind, or raise TypeError/ValueError with a short reason."""
     kind = opt.kind
@@ -128,7 +126,7 @@ def _coerce(opt: Option, value: Any) -> Any:
             return str(value)
         if isinstance(value, str):
             try:
-                _int_list(value)
+                parse_int_list(value)
             except ValueError:
                 raise ValueError(f"expected an int or a comma list of ints, got {value!r}") from None
             return value
@@ -171,11 +169,7 @@ def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
     """'40000,60000' -> (None, [40000, 60000]); '30' or 30 -> (30, []); '' -> (None, [])."""
     if isinstance(value, int):
         return value, []
-    items = _int_list(value)
+    items = parse_int_list(value)
     if len(items) == 1 and "," not in value:
         return items[0], []
     return None, items
-
-
-def parse_int_list(value: str | int) -> list[int]:
-    return [value] if isinstance(value, int) else _int_list(value)

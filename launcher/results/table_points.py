@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from launcher.metrics_io import RESULT_FIELDS, RunMetrics, Series, read_run_metrics
+from launcher.results.metrics_io import RESULT_FIELDS, RunMetrics, Series, read_run_metrics
 from trainer import options
 
 DONE = "done"

@@ -3,13 +3,12 @@
 Each task script is self-contained so a user can submit it by hand: it writes the run's config.yaml
 (refusing a folder that holds a different one, as the launcher does) and runs
 `python -m trainer --config <run_dir>/config.yaml`, or for runs on several ranks (--nodes/--gpus-per-node)
-`srun python -m launcher.distributed --slurm --config ...` (one rank per SLURM task). Every value that
+`srun python -m trainer.distributed --slurm --config ...` (one rank per SLURM task). Every value that
 reaches the shell goes through shlex.quote, so spaces, quotes, `$()` or `../` in a config or a path stay
 one inert word.
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
@@ -25,12 +24,6 @@ from trainer import runfiles
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
 PYTHON_ENV = "NUQLAB_PYTHON"  # set it to run the scripts with another interpreter (e.g. on cluster nodes)
 DEFAULT_DIRECTIVES = ("--gres=gpu:1", "--cpus-per-task=4", "--signal=USR2@120", "--open-mode=append")
-
-
-@functools.lru_cache(maxsize=1)
-def repo_root() -> Path:
-    """The checkout holding the launcher package (put on PYTHONPATH so scripts work uninstalled)."""
-    return Path(__file__).resolve().parents[1]
 
 
 def script_path(jobs_dir: Path, prefix: str, index: int) -> Path:
@@ -55,13 +48,13 @@ def array_spec(indices: Iterable[int]) -> str:
 def task_script(run: RunSpec, python: str | None = None, distributed: bool = False) -> str:
     """The bash script that prepares and runs one run (every inserted value is one quoted word)."""
     q = shlex.quote
-    train = ('exec srun "$python" -u -m launcher.distributed --slurm' if distributed
+    train = ('exec srun "$python" -u -m trainer.distributed --slurm' if distributed
              else 'exec "$python" -m trainer')
     return "\n".join([
         "#!/usr/bin/env bash",
         f"# nuqlab run {run.index}: {run.name}",
         "set -euo pipefail",
-        f"export PYTHONPATH={q(str(repo_root()))}\"${{PYTHONPATH:+:$PYTHONPATH}}\"",
+        f"export PYTHONPATH={q(str(runfiles.REPO_ROOT))}\"${{PYTHONPATH:+:$PYTHONPATH}}\"",
         f"run_dir={q(str(run.dir.absolute()))}",
         f"config={q(dump_config(run.config))}",
         'mkdir -p "$run_dir"',
