@@ -20,7 +20,7 @@ import nuq.fit_amq  # noqa: F401
 from nuq.dists import CondTruncNormHist, Distribution, TruncNorm
 from nuq.stats import BucketStats, bucket_stats
 from nuq.fit_base import FITTERS, FitOptions, FitResult
-from nuq.levels import MAX_BITS
+from nuq.levels import MAX_BITS, level_scalars
 from nuq.schedule import RefitSchedule
 
 __all__ = ["FitResult", "fit_levels", "model_distribution", "AdapterConfig", "LevelAdapter", "RefitSchedule",
@@ -211,7 +211,7 @@ class LevelAdapter:
         return result
 
     def scalars(self) -> dict[str, float]:
-        out = {f"levels/{i}": float(v) for i, v in enumerate(self.levels.tolist())}
+        out = level_scalars(self.levels)
         if self.multiplier is not None:
             out["multiplier"] = self.multiplier
         if self.nb_error is not None:

@@ -92,6 +92,11 @@ def get_method(name: str) -> Method:
         raise ValueError(f"unknown nuq_method {name!r}; known: {', '.join(sorted(METHODS))}") from None
 
 
+def level_scalars(levels: torch.Tensor) -> dict[str, float]:
+    """The levels as logged scalars: {'levels/0': l_0, ...}."""
+    return {f"levels/{i}": float(v) for i, v in enumerate(levels.tolist())}
+
+
 def bits_per_coordinate(levels: torch.Tensor) -> float:
     """Bits needed to name one level: ceil(log2(#levels)) (0 for full precision, logged as 32)."""
     n = int(levels.numel())
