@@ -8,6 +8,8 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from estim.names import ESTIMATORS
+
 
 class BatchStream(Protocol):
     """An endless, seeded, resumable stream of (inputs, targets) minibatches already on the run's device."""
@@ -73,14 +75,21 @@ _REGISTRY: dict[str, type[GradientEstimator]] = {}
 
 
 def register_estimator(name: str) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
+    """Register an estimator class as `g_estim: name` (a name is taken once; it must be in estim/names.py
+    ESTIMATORS, the names the option schema offers)."""
     def wrap(cls: type[GradientEstimator]) -> type[GradientEstimator]:
+        if name in _REGISTRY:
+            raise ValueError(f"estimator {name!r} is already registered by {_REGISTRY[name].__qualname__}")
+        if name not in ESTIMATORS:
+            raise ValueError(f"estimator {name!r} is not in estim/names.py ESTIMATORS; add it there")
         _REGISTRY[name] = cls
         return cls
     return wrap
 
 
 def get_estimator_class(name: str) -> type[GradientEstimator]:
-    import estim  # noqa: F401  (importing the package registers every estimator)
+    import estim
+    estim.load_all()  # importing every module registers every estimator
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -20,6 +20,7 @@ import torch
 
 from nuq.dists import Distribution
 from nuq.levels import exponential_levels, uniform_levels
+from nuq.names import ADAPTIVE
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,12 @@ FITTERS: dict[str, FitMethod] = {}
 
 
 def register_fitter(name: str, norm_based: bool) -> Callable[[Fitter], Fitter]:
+    """Register the fit of adaptive method `name` (taken once; it must be in nuq/names.py ADAPTIVE)."""
     def wrap(fn: Fitter) -> Fitter:
+        if name in FITTERS:
+            raise ValueError(f"adaptive method {name!r} is already registered")
+        if name not in ADAPTIVE:
+            raise ValueError(f"adaptive method {name!r} is not in nuq/names.py ADAPTIVE; add it there")
         FITTERS[name] = FitMethod(fn, norm_based)
         return fn
     return wrap

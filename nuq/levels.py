@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from nuq import names
+
 MAX_BITS = 8  # level indices are stored as uint8, so at most 256 levels
 
 
@@ -72,6 +74,10 @@ METHODS: dict[str, Method] = {}
 
 
 def _register(method: Method) -> None:
+    if method.name in METHODS:
+        raise ValueError(f"nuq_method {method.name!r} is already registered")
+    if method.name not in names.METHODS:
+        raise ValueError(f"nuq_method {method.name!r} is not in nuq/names.py METHODS; add it there")
     METHODS[method.name] = method
 
 
@@ -80,7 +86,7 @@ _register(Method("q", "l2", False, uniform_levels))
 _register(Method("qinf", "linf", False, uniform_levels))
 _register(Method("nuq", "l2", False, exponential_levels))
 _register(Method("trn", "linf", False, ternary_levels))
-for _name in ("alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb"):
+for _name in names.ADAPTIVE:
     _register(Method(_name, "l2", True, exponential_levels))
 
 

@@ -27,6 +27,7 @@ from trainer.dist import is_main, rank
 from trainer.evaluate import evaluate
 from trainer.logger import RunLogger
 from trainer.models import create_model
+from trainer.optim import make_optimizer
 from trainer.options import full_config
 from trainer.runinfo import StatusWriter, write_repro
 from trainer.runlog import RunLog
@@ -46,14 +47,6 @@ def request_stop() -> None:
     """Ask the running loop to checkpoint at the next step boundary and raise Interrupted (signal-safe)."""
     global _stop_requested
     _stop_requested = True
-
-
-def _make_optimizer(opt: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt["optim"] == "sgd":
-        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], nesterov=opt["nesterov"],
-                               weight_decay=opt["weight_decay"])
-    return torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
 
 
 def _device(opt: dict[str, Any]) -> torch.device:
@@ -110,7 +103,7 @@ class Training:
         self.niters = opt["niters"] or opt["epochs"] * self.epoch_iters
         if self.niters <= 0:
             raise ValueError(f"nothing to train: niters {opt['niters']}, epochs {opt['epochs']}; set niters > 0")
-        self.optimizer = _make_optimizer(opt, self.model)
+        self.optimizer = make_optimizer(opt, self.model)
         import estim
         self.estimator = estim.get_estimator_class(opt["g_estim"])(
             opt, self.model, F.cross_entropy, self.train_stream, self.aux_stream)

@@ -9,7 +9,10 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from estim.names import ESTIMATORS
+from nuq.names import METHODS as NUQ_METHODS
 from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
+from trainer.names import DATASETS, OPTIMIZERS
 
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int.
@@ -29,9 +32,7 @@ class ConfigError(ValueError):
     """A config key or value the trainer cannot accept; the message names run, key and fix."""
 
 
-ESTIMATORS = ("sgd", "nuq", "nuq_dist")
-NUQ_METHODS = ("none", "q", "qinf", "nuq", "trn", "alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb")
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
+# choices of registries come from their torch-free name tables (estim/names.py, nuq/names.py, trainer/names.py)
 
 _OPTIONS = [
     # data and model
@@ -42,7 +43,7 @@ _OPTIONS = [
     Option("batch_size", "int", 128, "Minibatch size per (simulated) worker."),
     Option("test_batch_size", "int", 1000, "Batch size for evaluation."),
     # optimisation
-    Option("optim", "str", "sgd", "Optimizer.", ("sgd", "adam")),
+    Option("optim", "str", "sgd", "Optimizer.", OPTIMIZERS),
     Option("lr", "float", 0.1, "Learning rate."),
     Option("momentum", "float", 0.9, "SGD momentum."),
     Option("nesterov", "bool", False, "Nesterov momentum."),

@@ -19,6 +19,8 @@ def register_model(*names: str) -> Callable[[Factory], Factory]:
     """Register `factory(num_classes, in_shape)` under each name."""
     def wrap(factory: Factory) -> Factory:
         for name in names:
+            if name in _MODELS:
+                raise ValueError(f"model {name!r} is already registered")
             _MODELS[name] = factory
         return factory
     return wrap
