@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from trainer import runfiles
+from trainer import dist as dist_state, runfiles
 
 DEFAULT_TIMEOUT_S = 300.0  # collective/rendezvous timeout inside the ranks: bounds any hang
 DEFAULT_TARGET = "trainer.distributed:train_rank"
@@ -59,22 +59,10 @@ def init_process_group_from_env(no_cuda: bool = False) -> str:
     return backend
 
 
-_stop_pending = False
-
-
-def stop_pending() -> bool:
-    """True once this rank got SIGTERM/SIGUSR2. The ranks must stop at the same step, so the signal only
-    sets this flag; the trainer loop asks the estimator to agree on it across ranks at each step start
-    (GradientEstimator.agree_on_stop) and then stops on every rank together."""
-    return _stop_pending
-
-
 def _install_stop_handlers() -> None:
-    def note(*_: Any) -> None:
-        global _stop_pending
-        _stop_pending = True
+    """SIGTERM/SIGUSR2 only note the request (trainer.dist.note_stop_signal): the ranks stop together."""
     for s in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(s, note)
+        signal.signal(s, lambda *_: dist_state.note_stop_signal())
 
 
 def train_rank(*argv: str) -> None:

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import checkpoint, distributed, rng, runfiles
+from trainer import checkpoint, rng, runfiles
 from trainer.data import BatchStream, TensorSplit, load_dataset
-from trainer.dist import is_main, rank
+from trainer.dist import is_main, rank, stop_signalled
 from trainer.evaluate import evaluate
 from trainer.logger import RunLogger
 from trainer.models import create_model
@@ -147,7 +147,7 @@ class Training:
         lr = lr_at(it, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.estimator.agree_on_stop(distributed.stop_pending()):  # a rank got SIGTERM/SIGUSR2
+        if self.estimator.agree_on_stop(stop_signalled()):  # a rank got SIGTERM/SIGUSR2
             request_stop()
         self.estimator.on_step(it)
         grads, loss = self.estimator.grad()
