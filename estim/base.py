@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from estim.names import ESTIMATORS
+from nuq.registry import Registry
 
 
 class BatchStream(Protocol):
@@ -71,18 +72,14 @@ class GradientEstimator:
         pass
 
 
-_REGISTRY: dict[str, type[GradientEstimator]] = {}
+_REGISTRY = Registry("estimator", ESTIMATORS, "estim/names.py ESTIMATORS")
 
 
 def register_estimator(name: str) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
     """Register an estimator class as `g_estim: name` (a name is taken once; it must be in estim/names.py
     ESTIMATORS, the names the option schema offers)."""
     def wrap(cls: type[GradientEstimator]) -> type[GradientEstimator]:
-        if name in _REGISTRY:
-            raise ValueError(f"estimator {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        if name not in ESTIMATORS:
-            raise ValueError(f"estimator {name!r} is not in estim/names.py ESTIMATORS; add it there")
-        _REGISTRY[name] = cls
+        _REGISTRY.add(name, cls)
         return cls
     return wrap
 

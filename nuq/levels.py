@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from nuq import names
+from nuq.registry import Registry
 
 MAX_BITS = 8  # level indices are stored as uint8, so at most 256 levels
 
@@ -70,15 +71,11 @@ def no_levels(bits: int, mul: float = 0.5) -> torch.Tensor:
     return torch.empty(0, dtype=torch.float32)
 
 
-METHODS: dict[str, Method] = {}
+METHODS = Registry("nuq_method", names.METHODS, "nuq/names.py METHODS")
 
 
 def _register(method: Method) -> None:
-    if method.name in METHODS:
-        raise ValueError(f"nuq_method {method.name!r} is already registered")
-    if method.name not in names.METHODS:
-        raise ValueError(f"nuq_method {method.name!r} is not in nuq/names.py METHODS; add it there")
-    METHODS[method.name] = method
+    METHODS.add(method.name, method)
 
 
 _register(Method("none", "l2", False, no_levels, quantizes=False))

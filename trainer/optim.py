@@ -9,20 +9,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from nuq.registry import Registry
 from trainer.names import OPTIMIZERS
 
 Factory = Callable[[list[nn.Parameter], dict[str, Any]], torch.optim.Optimizer]
-_OPTIMIZERS: dict[str, Factory] = {}
+_OPTIMIZERS = Registry("optimizer", OPTIMIZERS, "trainer/names.py OPTIMIZERS")
 
 
 def register_optimizer(name: str) -> Callable[[Factory], Factory]:
     """Register `factory(params, opt) -> Optimizer` as `optim: name` (a name is taken once)."""
     def wrap(factory: Factory) -> Factory:
-        if name in _OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} is already registered")
-        if name not in OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} is not in trainer/names.py OPTIMIZERS; add it there")
-        _OPTIMIZERS[name] = factory
+        _OPTIMIZERS.add(name, factory)
         return factory
     return wrap
 
