@@ -41,11 +41,11 @@ RUNS_CIFAR10 = "runs_cifar10_full"
 RUNS_IMAGENET = "runs_imagenet_full"
 
 
-def _amq(*extra: tuple) -> tuple:
+def amq_method(*extra: tuple) -> tuple:
     return ("amq", OrderedDict([("nuq_amq_lr", 0.7), *extra]))
 
 
-def _amq_nb(*extra: tuple) -> tuple:
+def amq_nb_method(*extra: tuple) -> tuple:
     return ("amq_nb", OrderedDict([("nuq_amq_lr", 0.7), *extra]))
 
 
@@ -60,13 +60,13 @@ ALQ = ("alq", OrderedDict([("nuq_cd_epochs", 30)]))
 NUQ = ("nuq", OrderedDict([("nuq_mul", 0.5)]))
 
 # grid/nuq.py's CIFAR-10 method list; grid/abl.py adds 'trn'; the ImageNet grids leave out nuq_amq_epochs.
-METHODS_CIFAR10 = [_amq(("nuq_amq_epochs", 40)), _amq_nb(("nuq_amq_epochs", 40)), ALQ, "qinf", *ALQ_NB, NUQ]
-METHODS_ABLATION = [_amq(("nuq_amq_epochs", 40)), _amq_nb(("nuq_amq_epochs", 40)), ALQ, "qinf", "trn",
+METHODS_CIFAR10 = [amq_method(("nuq_amq_epochs", 40)), amq_nb_method(("nuq_amq_epochs", 40)), ALQ, "qinf", *ALQ_NB, NUQ]
+METHODS_ABLATION = [amq_method(("nuq_amq_epochs", 40)), amq_nb_method(("nuq_amq_epochs", 40)), ALQ, "qinf", "trn",
                     *ALQ_NB, NUQ]
-METHODS_IMAGENET = [_amq(), _amq_nb(), ALQ, "qinf", *ALQ_NB, NUQ]
+METHODS_IMAGENET = [amq_method(), amq_nb_method(), ALQ, "qinf", *ALQ_NB, NUQ]
 
 
-def _cifar10_shared(arch: str) -> list[tuple]:
+def cifar10_shared(arch: str) -> list[tuple]:
     return [("dataset", "cifar10"),
             ("optim", ["sgd"]),
             ("arch", [arch]),
@@ -80,7 +80,7 @@ def _cifar10_shared(arch: str) -> list[tuple]:
             ("train_accuracy", "")]
 
 
-def _imagenet_shared(archs: list[str], lr_decay_epoch: str) -> list[tuple]:
+def imagenet_shared(archs: list[str], lr_decay_epoch: str) -> list[tuple]:
     return [("dataset", "imagenet"),
             ("arch", archs),
             ("batch_size", 64),
@@ -92,7 +92,7 @@ def _imagenet_shared(archs: list[str], lr_decay_epoch: str) -> list[tuple]:
             ("weight_decay", 1e-4)]
 
 
-def _gvar(g_osnap_iter: str | list[str] = "100,2000,10000", g_optim: bool = True) -> list[tuple]:
+def gvar_args(g_osnap_iter: str | list[str] = "100,2000,10000", g_optim: bool = True) -> list[tuple]:
     """The paper's gvar_args; some grids comment out g_optim and g_optim_start."""
     optim = [("g_optim", ""), ("g_optim_start", 0)] if g_optim else []
     return [("gvar_log_iter", 100),
@@ -102,7 +102,7 @@ def _gvar(g_osnap_iter: str | list[str] = "100,2000,10000", g_optim: bool = True
             *optim]
 
 
-def _nuq(bits: list[int], bucket_sizes: list[int], dist_num: int, methods: list) -> list[tuple]:
+def quantized(bits: int | list[int], bucket_sizes: int | list[int], dist_num: int, methods: list) -> list[tuple]:
     """The paper's args_nuq / args_nuq_sgd: the quantized runs."""
     return [("g_estim", ["nuq"]),
             ("nuq_bits", bits),
@@ -125,11 +125,12 @@ ARGS_SUPER_SGD = [("g_estim", ["nuq"]),
                   ("nuq_method", ["none"])]
 
 
-def _three(shared: list[tuple], gvar: list[tuple], nuq: list[tuple]) -> list[OrderedDict]:
+def paper_family(shared: list[tuple], gvar: list[tuple], nuq: list[tuple],
+                 super_sgd: list[tuple] = ARGS_SUPER_SGD) -> list[OrderedDict]:
     """SGD, the quantized runs, then SuperSGD: the paper's three `args +=` of most grids."""
     return [OrderedDict(shared + gvar + ARGS_SGD),
             OrderedDict(shared + gvar + nuq),
-            OrderedDict(shared + gvar + ARGS_SUPER_SGD)]
+            OrderedDict(shared + gvar + super_sgd)]
 
 
 # grid/nuq.py
@@ -159,30 +160,30 @@ def mnist() -> GridRun:
 @register
 def cifar10_full_resnet110() -> GridRun:
     """CIFAR-10 ResNet-110: SGD; 9 methods at 3 and 4 bits, buckets 8192 and 16384; SuperSGD."""
-    args = _three(_cifar10_shared("resnet110"), _gvar(), _nuq([3, 4], [8192, 8192 * 2], 350, METHODS_CIFAR10))
+    args = paper_family(cifar10_shared("resnet110"), gvar_args(), quantized([3, 4], [8192, 8192 * 2], 350, METHODS_CIFAR10))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
 @register
 def cifar10_full_resnet32() -> GridRun:
     """CIFAR-10 ResNet-32: as cifar10_full_resnet110 with dist_num 50."""
-    args = _three(_cifar10_shared("resnet32"), _gvar(), _nuq([3, 4], [8192, 8192 * 2], 50, METHODS_CIFAR10))
+    args = paper_family(cifar10_shared("resnet32"), gvar_args(), quantized([3, 4], [8192, 8192 * 2], 50, METHODS_CIFAR10))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
 @register
 def imagenet_half() -> GridRun:
     """ImageNet MobileNet-V2 and ResNet-18, lr decay at 150k/225k, no level adaptation (g_optim off)."""
-    args = _three(_imagenet_shared(["mobilenet_v2", "resnet18"], "150000,225000"), _gvar(g_optim=False),
-                  _nuq([3, 4], [8192, 8192 * 2], 250, METHODS_IMAGENET))
+    args = paper_family(imagenet_shared(["mobilenet_v2", "resnet18"], "150000,225000"), gvar_args(g_optim=False),
+                  quantized([3, 4], [8192, 8192 * 2], 250, METHODS_IMAGENET))
     return GridRun(args, RUNS_IMAGENET, EXCLUDE_IMAGENET)
 
 
 @register
 def imagenet_full() -> GridRun:
     """ImageNet ResNet-18, lr decay at 300k/450k: SGD; 9 methods at 3 and 4 bits, 2 bucket sizes; SuperSGD."""
-    args = _three(_imagenet_shared(["resnet18"], "300000,450000"), _gvar(),
-                  _nuq([3, 4], [8192, 8192 * 2], 350, METHODS_IMAGENET))
+    args = paper_family(imagenet_shared(["resnet18"], "300000,450000"), gvar_args(),
+                  quantized([3, 4], [8192, 8192 * 2], 350, METHODS_IMAGENET))
     return GridRun(args, RUNS_IMAGENET, EXCLUDE_IMAGENET)
 
 
@@ -192,14 +193,14 @@ def imagenet_full() -> GridRun:
 def bucket_size() -> GridRun:
     """Ablation, ResNet-8: 11 bucket sizes (16 ... 32768) at 3 bits, 10 methods, g_optim off."""
     buckets = [16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 8192 * 2, 8192 * 4]
-    args = _three(_cifar10_shared("resnet8"), _gvar(g_optim=False), _nuq([3], buckets, 350, METHODS_ABLATION))
+    args = paper_family(cifar10_shared("resnet8"), gvar_args(g_optim=False), quantized([3], buckets, 350, METHODS_ABLATION))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
 @register
 def bits() -> GridRun:
     """Ablation, ResNet-8: 2 ... 7 bits at bucket size 16384, 10 methods."""
-    args = _three(_cifar10_shared("resnet8"), _gvar(), _nuq([2, 3, 4, 5, 6, 7], [8192 * 2], 350, METHODS_ABLATION))
+    args = paper_family(cifar10_shared("resnet8"), gvar_args(), quantized([2, 3, 4, 5, 6, 7], [8192 * 2], 350, METHODS_ABLATION))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
@@ -207,6 +208,6 @@ def bits() -> GridRun:
 def interval() -> GridRun:
     """Ablation, ResNet-8: 3 level-update schedules (g_osnap_iter) x SGD, 10 methods at 3 bits, SuperSGD."""
     schedules = ["0,80000,80000", "40000,60000,80000", "100,1000,2000,40000,60000,80000"]
-    args = _three(_cifar10_shared("resnet8"), _gvar(g_osnap_iter=schedules),
-                  _nuq([3], [8192 * 2], 350, METHODS_ABLATION))
+    args = paper_family(cifar10_shared("resnet8"), gvar_args(g_osnap_iter=schedules),
+                  quantized([3], [8192 * 2], 350, METHODS_ABLATION))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
