@@ -6,9 +6,11 @@ for a recorder, because a real trainer run is not what is under test here.
 import json
 import os
 import shlex
+import signal
 import stat
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,20 @@ def test_packed_tasks_of_a_paper_grid_keep_its_order(tmp_path):
     golden = [json.loads(line) for line in (REPO / "tests/golden/paper/interval.jsonl").read_text().splitlines()]
     assert [list(c) for c in configs] == [list(g) for g in golden]
     assert [c["g_osnap_iter"] for c in configs] == [g["g_osnap_iter"] for g in golden]
+
+
+def test_packed_task_passes_a_stop_signal_to_its_runs(tmp_path):
+    jobs = dry_run(tmp_path, "--grid", "nuq", "--run", "cifar10_resnet32", "--runs-per-task", "2")
+    trainer = tmp_path / "trainer.sh"  # stands in for the trainer: checkpoints (exit 3) on SIGUSR2
+    trainer.write_text('#!/usr/bin/env bash\nrun="$(dirname "$4")"\n'
+                       'trap \'touch "$run/stopped"; exit 3\' USR2\ntouch "$run/ready"\n'
+                       'for _ in $(seq 400); do sleep 0.05; done\n')  # gives up after ~20 s if the signal never comes
+    trainer.chmod(0o755)
+    proc = subprocess.Popen(["bash", str(jobs / "p_0.sh")], env=dict(os.environ, NUQLAB_PYTHON=str(trainer)),
+                            cwd=tmp_path)
+    deadline = time.monotonic() + 20
+    while len(list(tmp_path.rglob("ready"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=20) == 3
+    assert len(list(tmp_path.rglob("stopped"))) == 2
