@@ -3,7 +3,7 @@ Tabrizian/learning-to-quantize (ALQ/AMQ, NeurIPS 2020), in the paper's OrderedDi
 
 `launch --grid paper --run cifar10_full_resnet32` expands exactly what the paper's
 `python grid_run.py --grid nuq --run_name cifar10_full_resnet32` expands, in the same order
-(tests/golden/paper_*.jsonl pin every run; docs/grids.md says how they were checked).
+(tests/golden/paper/<run>.jsonl pin every run; docs/grids.md says how they were checked).
 The values are the paper's data and stay as the paper wrote them (lists of one value included).
 
 How a paper function maps here: it took `args` (a list to append to) and returned
@@ -138,36 +138,38 @@ def paper_family(shared: list[tuple], gvar: list[tuple], nuq: list[tuple],
 @register
 def mnist() -> GridRun:
     """MNIST CNN: SGD; q, qinf, nuq at 4 bits over 3 bucket sizes and 2 or 4 workers."""
-    shared_args = [("dataset", "mnist"),
-                   ("lr", .1),
-                   ("weight_decay", 0),
-                   ("momentum", 0),
-                   ("epochs", [(30, OrderedDict([("lr_decay_epoch", 30)]))]),
-                   ("arch", ["cnn"])]
-    gvar_args = [("gvar_log_iter", 1000),
-                 ("gvar_start", 0),
-                 ("g_optim", ""),
-                 ("g_optim_start", 0)]
-    args_nuq = [("g_estim", ["nuq"]),
-                ("nuq_bits", 4),
-                ("nuq_bucket_size", [1024, 4096, 8192]),
-                ("nuq_ngpu", [2, 4]),
-                ("nuq_method", ["q", "qinf", NUQ])]
-    args = [OrderedDict(shared_args + gvar_args + ARGS_SGD), OrderedDict(shared_args + gvar_args + args_nuq)]
+    shared = [("dataset", "mnist"),
+              ("lr", .1),
+              ("weight_decay", 0),
+              ("momentum", 0),
+              ("epochs", [(30, OrderedDict([("lr_decay_epoch", 30)]))]),
+              ("arch", ["cnn"])]
+    gvar = [("gvar_log_iter", 1000),
+            ("gvar_start", 0),
+            ("g_optim", ""),
+            ("g_optim_start", 0)]
+    nuq = [("g_estim", ["nuq"]),
+           ("nuq_bits", 4),
+           ("nuq_bucket_size", [1024, 4096, 8192]),
+           ("nuq_ngpu", [2, 4]),
+           ("nuq_method", ["q", "qinf", NUQ])]
+    args = [OrderedDict(shared + gvar + ARGS_SGD), OrderedDict(shared + gvar + nuq)]
     return GridRun(args, RUNS_MNIST, EXCLUDE_MNIST)
 
 
 @register
 def cifar10_full_resnet110() -> GridRun:
     """CIFAR-10 ResNet-110: SGD; 9 methods at 3 and 4 bits, buckets 8192 and 16384; SuperSGD."""
-    args = paper_family(cifar10_shared("resnet110"), gvar_args(), quantized([3, 4], [8192, 8192 * 2], 350, METHODS_CIFAR10))
+    args = paper_family(cifar10_shared("resnet110"), gvar_args(),
+                        quantized([3, 4], [8192, 8192 * 2], 350, METHODS_CIFAR10))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
 @register
 def cifar10_full_resnet32() -> GridRun:
     """CIFAR-10 ResNet-32: as cifar10_full_resnet110 with dist_num 50."""
-    args = paper_family(cifar10_shared("resnet32"), gvar_args(), quantized([3, 4], [8192, 8192 * 2], 50, METHODS_CIFAR10))
+    args = paper_family(cifar10_shared("resnet32"), gvar_args(),
+                        quantized([3, 4], [8192, 8192 * 2], 50, METHODS_CIFAR10))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
@@ -175,7 +177,7 @@ def cifar10_full_resnet32() -> GridRun:
 def imagenet_half() -> GridRun:
     """ImageNet MobileNet-V2 and ResNet-18, lr decay at 150k/225k, no level adaptation (g_optim off)."""
     args = paper_family(imagenet_shared(["mobilenet_v2", "resnet18"], "150000,225000"), gvar_args(g_optim=False),
-                  quantized([3, 4], [8192, 8192 * 2], 250, METHODS_IMAGENET))
+                        quantized([3, 4], [8192, 8192 * 2], 250, METHODS_IMAGENET))
     return GridRun(args, RUNS_IMAGENET, EXCLUDE_IMAGENET)
 
 
@@ -183,7 +185,7 @@ def imagenet_half() -> GridRun:
 def imagenet_full() -> GridRun:
     """ImageNet ResNet-18, lr decay at 300k/450k: SGD; 9 methods at 3 and 4 bits, 2 bucket sizes; SuperSGD."""
     args = paper_family(imagenet_shared(["resnet18"], "300000,450000"), gvar_args(),
-                  quantized([3, 4], [8192, 8192 * 2], 350, METHODS_IMAGENET))
+                        quantized([3, 4], [8192, 8192 * 2], 350, METHODS_IMAGENET))
     return GridRun(args, RUNS_IMAGENET, EXCLUDE_IMAGENET)
 
 
@@ -193,14 +195,16 @@ def imagenet_full() -> GridRun:
 def bucket_size() -> GridRun:
     """Ablation, ResNet-8: 11 bucket sizes (16 ... 32768) at 3 bits, 10 methods, g_optim off."""
     buckets = [16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 8192 * 2, 8192 * 4]
-    args = paper_family(cifar10_shared("resnet8"), gvar_args(g_optim=False), quantized([3], buckets, 350, METHODS_ABLATION))
+    args = paper_family(cifar10_shared("resnet8"), gvar_args(g_optim=False),
+                        quantized([3], buckets, 350, METHODS_ABLATION))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
 @register
 def bits() -> GridRun:
     """Ablation, ResNet-8: 2 ... 7 bits at bucket size 16384, 10 methods."""
-    args = paper_family(cifar10_shared("resnet8"), gvar_args(), quantized([2, 3, 4, 5, 6, 7], [8192 * 2], 350, METHODS_ABLATION))
+    args = paper_family(cifar10_shared("resnet8"), gvar_args(),
+                        quantized([2, 3, 4, 5, 6, 7], [8192 * 2], 350, METHODS_ABLATION))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
 
 
@@ -209,5 +213,5 @@ def interval() -> GridRun:
     """Ablation, ResNet-8: 3 level-update schedules (g_osnap_iter) x SGD, 10 methods at 3 bits, SuperSGD."""
     schedules = ["0,80000,80000", "40000,60000,80000", "100,1000,2000,40000,60000,80000"]
     args = paper_family(cifar10_shared("resnet8"), gvar_args(g_osnap_iter=schedules),
-                  quantized([3], [8192 * 2], 350, METHODS_ABLATION))
+                        quantized([3], [8192 * 2], 350, METHODS_ABLATION))
     return GridRun(args, RUNS_CIFAR10, EXCLUDE_CIFAR10)
