@@ -60,3 +60,11 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def upstream_dir(run_dir: str | os.PathLike, init_run: str) -> Path:
+    """The folder of the run named by a config's `init_run`: a sibling of run_dir (stages share one results
+    folder). The launcher checks the upstream's state there, the trainer loads its checkpoint.pt."""
+    if not init_run or "/" in init_run or init_run in (".", ".."):
+        raise ValueError(f"init_run {init_run!r} must be the name of a run folder next to this one")
+    return Path(run_dir).parent / init_run
