@@ -177,7 +177,7 @@ def select_runs(args: argparse.Namespace) -> Selection:
         runs = runs[:limit]  # after validating every config: a bad one is an error even beyond the limit
     if not runs:
         raise UsageError(_nothing_selected(where, configs, only))
-    meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs), spec.slurm)
+    meta = GridMeta(args.grid, args.run, folder, results_dir, tuple(spec.exclude), len(configs), spec.slurm)
     varying = [k for k in varying_keys([r.config for r in runs]) if k != INIT_RUN]  # one per upstream: no column
     return Selection(meta, runs, varying)
 

@@ -17,6 +17,7 @@ from launcher.errors import UsageError
 from trainer import runfiles
 
 STAGE, INIT_FROM, INIT_RUN = "stage", "init_from", "init_run"
+WAITING, BLOCKED = "waiting", "blocked"  # `launch status` states of runs that have not started (launcher/status.py)
 # keys that say how a run is chained, never what it trains: never used to match runs
 CHAIN_KEYS = frozenset({STAGE, INIT_FROM, INIT_RUN, "init_checkpoint", "eval_only"})
 MAX_SHOWN = 6
@@ -102,3 +103,38 @@ def stage_groups(runs: Sequence[Any]) -> list[list[Any]]:
     for run in runs:
         groups.setdefault(stage_of(run.config), []).append(run)
     return list(groups.values())
+
+
+def require_upstreams(runs: Sequence[Any], state_of: Callable[[Path], str]) -> None:
+    """Refuse (UsageError) runs whose upstream is neither done nor among `runs` (local and debug executors,
+    which run a chain within one launch)."""
+    names = {run.name for run in runs}
+    for run in runs:
+        up = upstream_dir(run.dir, run.config)
+        if up is None or up.name in names:
+            continue
+        state = state_of(up)
+        if state != "done":
+            raise UsageError(f"run {run.index} ({run.name}) starts from {up.name}, which is {state} and not "
+                             f"selected; launch its stage too (e.g. without --only/--stage) or wait until it is done")
+
+
+def take_ready(queue: list[Any], unfinished: set[str], blocked_by: dict[str, str]) -> tuple[Any, list[tuple[Any, str]]]:
+    """Pop from `queue` the first run whose upstream is not still to run in this launch (None if none is).
+
+    Runs whose upstream failed (or is itself blocked) are popped too and returned with the failed run that
+    blocks them; `blocked_by` (run name -> failed run name) is updated, `unfinished` holds the names of the
+    runs of this launch that are queued or running.
+    """
+    blocked = []
+    for run in list(queue):  # grid order: a blocked upstream is met before its downstream
+        up = run.config.get(INIT_RUN)
+        if up in blocked_by:
+            queue.remove(run)
+            blocked_by[run.name] = blocked_by[up]
+            blocked.append((run, blocked_by[up]))
+    for run in queue:
+        if run.config.get(INIT_RUN) not in unfinished:
+            queue.remove(run)
+            return run, blocked
+    return None, blocked
