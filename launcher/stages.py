@@ -87,7 +87,8 @@ def _match_error(label: str, cfg: Config, source: str, keys: list[str], shown: l
     more = f"; and {len(shown) - MAX_SHOWN} more" if len(shown) > MAX_SHOWN else ""
     fix = ("set one of the keys that tell them apart" if several
            else "the keys that vary within the upstream stage must agree")
-    return (f"{label} ({_describe(cfg, keys)}): init_from {source!r} {what} on the keys "
+    own = f" ({_describe(cfg, keys)})" if any(k in cfg for k in keys) else ""
+    return (f"{label}{own}: init_from {source!r} {what} on the keys "
             f"{', '.join(keys) or '(none vary)'}; {fix}; candidates: {listing}{more}")
 
 
