@@ -23,7 +23,8 @@ BASE = {"dataset": "digits", "arch": "digits_mlp", "batch_size": 32, "log_interv
 def grid_file(tmp_path: Path, body: str, name: str = "g") -> str:
     path = tmp_path / f"{name}.py"
     path.write_text("from launcher.registry import GridRun, register\n"
-                    f"BASE = {BASE!r}\n\n@register\ndef r():\n    return GridRun({body}, 'res')\n")
+                    f"BASE = {BASE!r}\n\n@register\ndef r():\n"
+                    f"    return GridRun({body}, 'res', tuple(BASE) + ('init_checkpoint',))\n")
     return str(path)
 
 
