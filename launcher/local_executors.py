@@ -15,7 +15,7 @@ from launcher.executors import EXECUTORS, Executor, register_executor
 from launcher.naming import safe_token
 from launcher.scripts import DEFAULT_DIRECTIVES, repo_root, write_job_scripts
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
-from launcher.stages import require_upstreams, take_ready
+from launcher.stages import require_upstreams, stage_groups, stage_of, take_ready
 from launcher.state import run_state
 from trainer import runfiles
 
@@ -62,6 +62,11 @@ class DryRunExecutor(Executor):
         sbatch, tasks = write_job_scripts(runs, prefix, Path(args.jobs_dir), directives, distributed)
         print(f"dry run: wrote {len(tasks)} task scripts {tasks[0].parent}/{prefix}_<i>.sh and {sbatch}")
         print(f"submit by hand with: sbatch {sbatch}   (or run one: bash {tasks[0]})")
+        groups = stage_groups(runs)
+        if len(groups) > 1:
+            order = " -> ".join(stage_of(g[0].config) or "(no stage)" for g in groups)
+            print(f"stages {order}: each run needs its upstream done first; --cluster slurm chains them "
+                  "with afterok dependencies, the sbatch above does not")
         return 0
 
 

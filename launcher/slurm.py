@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from launcher.errors import UsageError
 from launcher.executors import Executor, register_executor
@@ -290,12 +290,13 @@ def pack(runs: list[RunSpec], k: int) -> list[list[RunSpec]]:
     return [runs[i:i + k] for i in range(0, len(runs), k)]
 
 
-def dependency_parameters(after: list[str]) -> dict[str, str]:
-    """sbatch options that hold an array until every job in `after` has succeeded; SLURM cancels it (rather
-    than leaving it pending forever) when one of them fails."""
+def dependency_parameters(after: Sequence[str], given: str | None = None) -> dict[str, str]:
+    """sbatch options that hold an array until every job in `after` has succeeded (and any --sbatch
+    dependency `given` holds); SLURM cancels it, rather than leaving it pending forever, when one fails."""
     if not after:
         return {}
-    return {"dependency": "afterok:" + ":".join(after), "kill-on-invalid-dep": "yes"}
+    chained = "afterok:" + ":".join(after)
+    return {"dependency": f"{given},{chained}" if given else chained, "kill-on-invalid-dep": "yes"}
 
 
 def upstream_jobs(todo: list[RunSpec], states: dict[Path, tuple[str, str | None]]) -> dict[str, str | None]:
@@ -322,8 +323,8 @@ def upstream_jobs(todo: list[RunSpec], states: dict[Path, tuple[str, str | None]
     return after
 
 
-def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions, after: list[str] = (),
-           after_runs: list[str] = ()) -> str:
+def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions, after: Sequence[str] = (),
+           after_runs: Sequence[str] = ()) -> str:
     """Submit the runs as one array (config.yaml already written) that starts once the jobs `after` (of the
     runs `after_runs`) succeeded; write job.json; return the array job id."""
     import submitit
@@ -333,7 +334,8 @@ def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions, after:
     executor = submitit.SlurmExecutor(folder=log_root / "%j")
     job_name = safe_token(f"nuqlab-{Path(selection.meta.grid).stem}-{selection.meta.run}")
     params = executor_parameters(opts, job_name)
-    params["additional_parameters"].update(dependency_parameters(list(after)))
+    extra = params["additional_parameters"]
+    extra.update(dependency_parameters(after, extra.get("dependency")))
     executor.update_parameters(**params)
     groups = pack(runs, opts.runs_per_task)
     _put_checkout_on_pythonpath()
