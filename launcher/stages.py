@@ -35,11 +35,8 @@ def stage_of(config: Config) -> str:
 
 def distinguishing_keys(configs: Sequence[Config]) -> list[str]:
     """Keys whose value (or presence) differs between the configs, chain keys left out."""
-    keys: dict[str, None] = {}
-    for cfg in configs:
-        keys.update(dict.fromkeys(cfg))
-    missing = object()
-    return [k for k in keys if k not in CHAIN_KEYS and len({repr(c.get(k, missing)) for c in configs}) > 1]
+    from launcher.selection import varying_keys  # (selection imports this module)
+    return [k for k in varying_keys(list(configs)) if k not in CHAIN_KEYS]
 
 
 def _describe(config: Config, keys: Sequence[str]) -> str:
@@ -53,6 +50,7 @@ def resolve(configs: list[Config], name_of: Callable[[Config], str], where: str)
     `name_of` names a config (launcher.naming.run_name with the grid's excluded keys); `where` is 'grid.run'.
     """
     members: dict[str, list[int]] = {}
+    keys_of: dict[str, list[str]] = {}  # stage -> the keys its runs are told apart by
     for index, cfg in enumerate(configs):
         if stage_of(cfg):
             members.setdefault(stage_of(cfg), []).append(index)
@@ -72,7 +70,9 @@ def resolve(configs: list[Config], name_of: Callable[[Config], str], where: str)
             raise UsageError(f"{label}: stage {source!r} must be listed before the runs that start from it "
                              f"(its run {where}[{members[source][-1]}] comes after)")
         candidates = [configs[j] for j in members[source]]
-        keys = distinguishing_keys(candidates)
+        if source not in keys_of:
+            keys_of[source] = distinguishing_keys(candidates)
+        keys = keys_of[source]
         matches = [c for c in candidates if all(c[k] == cfg[k] for k in keys if k in c and k in cfg)]
         if len(matches) != 1:
             raise UsageError(_match_error(label, cfg, source, keys, matches or candidates, name_of, bool(matches)))
