@@ -98,10 +98,11 @@ def test_local_executor_runs_the_digits_chain_in_order_and_the_table_shows_the_t
     code, out, _ = launch("aggregate", *argv, "--by", "stage", "--metric", "Vacc", "--format", "csv")
     assert code == 0 and [line.split(",")[0] for line in out.strip().splitlines()[1:]] == ["fp", "quant", "ft"]
     code, out, _ = launch("aggregate", *argv, "--stage", "ft", "--upstream", "Vacc", "--format", "json")
-    row = json.loads(out)["rows"][0] if isinstance(json.loads(out), dict) else json.loads(out)[0]
+    table = json.loads(out)
+    assert table["columns"][3:5] == ["quant.Vacc", "Vacc"]  # before and after fine-tuning, side by side
     quant = runfiles.read_json(runs["quant"].dir / runfiles.RESULTS)["final"]["Vacc"]
     ft = runfiles.read_json(runs["ft"].dir / runfiles.RESULTS)["final"]["Vacc"]
-    assert json.dumps(row).count(repr(quant)) and json.dumps(row).count(repr(ft))  # before and after, one row
+    assert (table["rows"][0]["quant.Vacc"], table["rows"][0]["Vacc"]) == (quant, ft)
 
 
 def test_a_failed_upstream_blocks_its_downstream_runs_locally(launch, tmp_path):
@@ -138,7 +139,7 @@ def test_eval_only_evaluates_the_upstream_weights_and_writes_results(launch, tmp
         trainer.run({**BASE, "eval_only": True}, tmp_path / "none")
 
 
-def test_starting_weights_must_fit_and_the_carry_is_passed_on_but_not_the_optimizer(tmp_path):
+def test_starting_weights_must_fit_and_the_carry_is_passed_on_but_not_the_iteration(tmp_path):
     up = tmp_path / "up"
     trainer.run(BASE, up)
     state = torch.load(up / runfiles.CHECKPOINT, weights_only=True)
