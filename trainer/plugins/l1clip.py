@@ -25,18 +25,23 @@ class L1Clip(Plugin):
         self.l1, self.clip = opt["l1clip_l1"], opt["l1clip_clip"]
         if self.l1 < 0 or self.clip < 0:
             raise ValueError(f"l1clip_l1 ({self.l1}) and l1clip_clip ({self.clip}) must be >= 0")
-        self.weights: list[nn.Parameter] = []
+        self.layers: list[nn.Module] = []
 
     def configure_model(self, model: nn.Module) -> nn.Module:
-        """Choose the weights (the model itself is unchanged)."""
+        """Choose the layers (the model itself is unchanged). It keeps the layers, not their weight tensors:
+        another plugin may replace a weight at an epoch boundary."""
         layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
         if self.opt["l1clip_skip_ends"]:
             layers = layers[1:-1]
         if not layers:
             raise ValueError(f"l1clip: the model has no conv or linear layer to regularise "
                              f"(l1clip_skip_ends={self.opt['l1clip_skip_ends']})")
-        self.weights = [m.weight for m in layers]
+        self.layers = layers
         return model
+
+    @property
+    def weights(self) -> list[nn.Parameter]:
+        return [m.weight for m in self.layers]
 
     def _norm(self) -> torch.Tensor:
         return sum(w.abs().sum() for w in self.weights)
