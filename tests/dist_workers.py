@@ -136,6 +136,7 @@ def train_digits(*argv: str) -> None:
     $NUQ_TEST_TERM='<rank>:<iteration>' makes it SIGTERM itself (a preemption notice reaching one rank)."""
     import trainer.loop as loop
     from launcher.distributed import train_rank
+    import_test_plugins()  # configs may enable the test-only plugins
     out_dir = Path(argv[argv.index("--config") + 1]).parent
     fit, step = loop.Training.fit, loop.Training.step
     victim, _, at = os.environ.get("NUQ_TEST_KILL", "-1:-1").partition(":")
