@@ -134,6 +134,9 @@ def test_shape_change_rebuilds_the_optimizer_and_is_logged(widened):
     assert state["model"]["1.weight"].shape == (128 + 3 * 4, 64)  # 4 epoch boundaries, 3 units each
     assert state["model"]["3.weight"].shape == (10, 140)
     assert state["plugins"]["widen"]["width"] == 140 and state["plugin_carry"] == {"widen": {"width": 140}}
+    # saved right after the rebuild at the last boundary: only the classifier's bias, unchanged by the
+    # widening, kept its momentum; the three widened parameters start afresh
+    assert list(state["optimizer"]["state"]) == [3] and state["optimizer"]["state"][3]["momentum_buffer"].shape == (10,)
     log = (run_dir / runfiles.LOG).read_text()
     assert "epoch 3: plugin widen changed the parameters" in log and "optimizer rebuilt at lr 0.005" in log
     assert results["final"]["widen/width"] == 140.0 and results["final"]["Vacc"] > 80

@@ -192,11 +192,16 @@ class Training:
         return loss
 
     def end_epoch(self, epoch: int) -> None:
-        """The plugins' epoch hook; when one changed the parameters, a new optimizer (at the current lr,
-        keeping the state of unchanged parameters) and estimator (keeping its state)."""
+        """The plugins' epoch hook; a new optimizer and estimator when one of them changed the parameters."""
         changed = self.plugins.on_epoch_end(epoch, self.model)
-        if not changed:
-            return
+        if changed:
+            lr = self.rebuild_for_new_parameters()
+            self.log.info(f"epoch {epoch}: plugin {', '.join(changed)} changed the parameters "
+                          f"({sum(p.numel() for p in self.params)} values now); optimizer rebuilt at lr {lr:g}")
+
+    def rebuild_for_new_parameters(self) -> float:
+        """New optimizer and estimator over the current parameters, keeping the lr, the optimizer state of
+        the parameters left as they were, and the estimator's state; returns the lr."""
         old_optimizer, estimator_state = self.optimizer, self.estimator.state_dict()
         lr = old_optimizer.param_groups[0]["lr"]
         self.build_optimizer_and_estimator()
@@ -204,8 +209,7 @@ class Training:
             group["lr"] = lr
         _carry_optimizer_state(old_optimizer, self.optimizer)
         self.estimator.load_state_dict(estimator_state)
-        self.log.info(f"epoch {epoch}: plugin {', '.join(changed)} changed the parameters "
-                      f"({sum(p.numel() for p in self.params)} values now); optimizer rebuilt at lr {lr:g}")
+        return lr
 
     def log_scalars(self, logger: RunLogger, it: int) -> None:
         p = self.progress
