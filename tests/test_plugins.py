@@ -1,6 +1,5 @@
 """Trainer plugins (trainer/plugins/, docs/plugins.md): registry, the objective every estimator
 differentiates, the hooks in the real loop, sample indices, and exact resume through a shape change."""
-import json
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from trainer import loop, runfiles  # noqa: E402
 from trainer.options import declare_plugin, full_config  # noqa: E402
 from trainer.plugins.base import Plugin, get_plugin_class, register_plugin  # noqa: E402
 from trainer.plugins.enabled import EnabledPlugins  # noqa: E402
+from test_trainer_loop import _metrics, _stop_at  # noqa: E402  (the loop tests' helpers)
 
 C = 0.05  # sqnorm's coefficient in the gradient tests
 
@@ -109,17 +109,6 @@ BASE = {"niters": 40, "batch_size": 32, "epoch_iters": 10, "chkpt_iter": 15, "tb
         "log_interval": 10, "lr": 0.05}
 WIDEN = {**BASE, "plugins": "widen,l1clip", "widen_units": 3, "l1clip_l1": 1e-4, "l1clip_clip": 0.2,
          "lr_decay_epoch": 25}
-
-
-def _metrics(run_dir):
-    return [(r["tag"], r["step"], r["value"]) for r in map(json.loads, (run_dir / runfiles.METRICS).read_text().splitlines())]
-
-
-def _stop_at(k):
-    def hook(it):
-        if it == k:
-            loop.request_stop()
-    return hook
 
 
 @pytest.fixture(scope="module")
