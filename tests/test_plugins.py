@@ -30,6 +30,10 @@ def test_registry_refuses_duplicate_and_undeclared_names_and_finds_shipped_plugi
         declare_plugin("widen", {})
     with pytest.raises(ValueError, match="must start with 'p2_'"):
         declare_plugin("p2", {"lr2": ("float", 0.1, "x")})
+    with pytest.raises(ValueError, match="option p3_x has kind 'double'; one of int, float"):
+        declare_plugin("p3", {"p3_x": ("double", 0.1, "x")})
+    with pytest.raises(ValueError, match="default of p4_x: expected an int, got str 'a'"):
+        declare_plugin("p4", {"p4_x": ("int", "a", "x")})
     from trainer.plugins import shipped_options
     for name in shipped_options():  # every shipped options module has its class, imported on demand
         assert get_plugin_class(name).name == name

@@ -105,9 +105,18 @@ def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
     bad = [key for key in options if not key.startswith(name + "_") or key in OPTIONS]
     if bad:
         raise ValueError(f"plugin {name!r}: option keys {', '.join(bad)} must start with '{name}_' and be new")
-    for key, spec in options.items():
-        OPTIONS[key] = Option(key, spec[0], spec[1], f"Plugin {name}: {spec[2]}", *spec[3:])
-        PLUGIN_OF[key] = name
+    declared = {key: Option(key, spec[0], spec[1], f"Plugin {name}: {spec[2]}", *spec[3:])
+                for key, spec in options.items()}
+    for option in declared.values():
+        if option.kind not in KINDS:
+            raise ValueError(f"plugin {name!r}: option {option.name} has kind {option.kind!r}; "
+                             f"one of {', '.join(KINDS)}")
+        try:
+            _coerce(option, option.default)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"plugin {name!r}: default of {option.name}: {err}") from None
+    OPTIONS.update(declared)
+    PLUGIN_OF.update(dict.fromkeys(declared, name))
     OPTIONS["plugins"] = replace(plugins, choices=(*(plugins.choices or ()), name))
 
 
@@ -115,9 +124,6 @@ def _declare_shipped_plugins() -> None:
     from trainer.plugins import shipped_options  # torch-free: only the <name>_options modules
     for name, options in shipped_options().items():
         declare_plugin(name, options)
-
-
-_declare_shipped_plugins()
 
 
 def defaults() -> dict[str, Any]:
@@ -239,3 +245,6 @@ def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
 
 def parse_int_list(value: str | int) -> list[int]:
     return [value] if isinstance(value, int) else _int_list(value)
+
+
+_declare_shipped_plugins()  # last: declaring checks each default with _coerce
