@@ -162,6 +162,18 @@ def test_sample_indices_reach_the_plugin(widened):
     assert int(seen.sum()) == 40 * 32 and int(seen.max()) == 1
 
 
+def test_a_stream_with_indices_yields_the_same_batches_plus_each_samples_dataset_index():
+    from trainer.data import BatchStream, load_dataset
+    data, cpu = load_dataset("digits", ""), torch.device("cpu")
+    plain = BatchStream(data, data.train, 100, seed=4, device=cpu)
+    indexed = BatchStream(data, data.train, 100, seed=4, device=cpu, with_index=True)
+    for _ in range(20):  # crosses an epoch boundary (14 batches per epoch)
+        (x, y), (xi, yi, index) = plain.next(), indexed.next()
+        assert torch.equal(x, xi) and torch.equal(y, yi) and index.dtype == torch.int64
+        raw_x, raw_y = data.train.get(index)
+        assert torch.equal(yi, raw_y) and torch.equal(xi, data.prepare(raw_x))  # digits: no augmentation
+
+
 def test_a_plugin_that_changes_parameters_without_saying_so_fails_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(plugins_for_tests.Widen, "on_epoch_end",
                         lambda self, epoch: bool(self._resize(self.width + 1, torch.zeros(1, 64))))
