@@ -93,6 +93,7 @@ _OPTIONS = [
 ]
 
 OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}
+PLUGINS: list[str] = []  # declared plugin names: the table the plugin registry accepts
 PLUGIN_OF: dict[str, str] = {}  # option key -> the plugin that declared it
 
 
@@ -102,8 +103,7 @@ def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
     `options`: key -> (kind, default, help[, choices]); every key is `<name>_...`. Shipped plugins are
     declared from their torch-free `trainer/plugins/<name>_options.py`; tests declare their own here.
     """
-    plugins = OPTIONS["plugins"]
-    if not name.isidentifier() or name in (plugins.choices or ()):
+    if not name.isidentifier() or name in PLUGINS:
         raise ValueError(f"plugin name {name!r} is not an identifier or is declared twice")
     bad = [key for key in options if not key.startswith(name + "_") or key in OPTIONS]
     if bad:
@@ -120,7 +120,8 @@ def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
             raise ValueError(f"plugin {name!r}: default of {option.name}: {err}") from None
     OPTIONS.update(declared)
     PLUGIN_OF.update(dict.fromkeys(declared, name))
-    OPTIONS["plugins"] = replace(plugins, choices=(*(plugins.choices or ()), name))
+    PLUGINS.append(name)
+    OPTIONS["plugins"] = replace(OPTIONS["plugins"], choices=tuple(PLUGINS))
 
 
 def _declare_shipped_plugins() -> None:
