@@ -40,8 +40,7 @@ def init_source(opt: dict[str, Any], run_dir: Path) -> Path | None:
             raise InitError("eval_only needs weights to evaluate: set init_from (a stage) or init_checkpoint")
         return None
     upstream = runfiles.upstream_dir(run_dir, opt["init_run"])
-    results = runfiles.read_json(upstream / runfiles.RESULTS) or {}
-    if results.get("status") != runfiles.DONE:
+    if not runfiles.is_done(upstream):
         raise InitError(f"upstream run {opt['init_run']} is not done (no done results.json in {upstream}); "
                         "it must finish before this run starts")
     return upstream / runfiles.CHECKPOINT
