@@ -18,7 +18,8 @@ def _default(opt: Option) -> str:
 
 
 def _help(opt: Option) -> str:
-    return opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+    return (opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+            + (f" Range: {opt.bounds[0]}..{opt.bounds[1]}." if opt.bounds else ""))
 
 
 def markdown_table() -> str:

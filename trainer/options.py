@@ -9,6 +9,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from nuq.limits import MAX_BUCKET_SIZE
+
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int.
 KINDS = ("int", "float", "str", "bool", "milestones", "intlist")
@@ -21,6 +23,7 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    bounds: tuple[int, int] | None = None  # an int option's accepted range, both ends included
 
 
 class ConfigError(ValueError):
@@ -70,7 +73,8 @@ _OPTIONS = [
     # quantization
     Option("nuq_method", "str", "q", "Quantization method.", NUQ_METHODS),
     Option("nuq_bits", "int", 4, "Bits per coordinate (2^bits levels)."),
-    Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm."),
+    Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm.",
+           bounds=(1, MAX_BUCKET_SIZE)),
     Option("nuq_ngpu", "int", 1, "Simulated workers: minibatches quantized independently and averaged."),
     Option("nuq_mul", "float", 0.5, "Multiplier of the exponential (NUQSGD) levels."),
     Option("nuq_amq_lr", "float", 0.7, "AMQ: learning rate of the multiplier."),
@@ -110,6 +114,8 @@ def _coerce(opt: Option, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"expected an int, got {type(value).__name__} {value!r}")
+        if opt.bounds and not opt.bounds[0] <= value <= opt.bounds[1]:
+            raise ValueError(f"{value} is outside the accepted range {opt.bounds[0]}..{opt.bounds[1]}")
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
