@@ -23,10 +23,11 @@ from torch import nn
 
 from trainer import checkpoint, rng, runfiles
 from trainer.data import BatchStream, TensorSplit, load_dataset
-from trainer.dist import is_main, rank
+from trainer.dist import is_main, rank, stop_signalled
 from trainer.evaluate import evaluate
 from trainer.logger import RunLogger
 from trainer.models import create_model
+from trainer.optim import make_optimizer
 from trainer.options import full_config
 from trainer.runinfo import StatusWriter, write_repro
 from trainer.runlog import RunLog
@@ -46,14 +47,6 @@ def request_stop() -> None:
     """Ask the running loop to checkpoint at the next step boundary and raise Interrupted (signal-safe)."""
     global _stop_requested
     _stop_requested = True
-
-
-def _make_optimizer(opt: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt["optim"] == "sgd":
-        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], nesterov=opt["nesterov"],
-                               weight_decay=opt["weight_decay"])
-    return torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
 
 
 def _device(opt: dict[str, Any]) -> torch.device:
@@ -110,7 +103,7 @@ class Training:
         self.niters = opt["niters"] or opt["epochs"] * self.epoch_iters
         if self.niters <= 0:
             raise ValueError(f"nothing to train: niters {opt['niters']}, epochs {opt['epochs']}; set niters > 0")
-        self.optimizer = _make_optimizer(opt, self.model)
+        self.optimizer = make_optimizer(opt, self.model)
         import estim
         self.estimator = estim.get_estimator_class(opt["g_estim"])(
             opt, self.model, F.cross_entropy, self.train_stream, self.aux_stream)
@@ -154,6 +147,8 @@ class Training:
         lr = lr_at(it, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.estimator.agree_on_stop(stop_signalled()):  # a rank got SIGTERM/SIGUSR2
+            request_stop()
         self.estimator.on_step(it)
         grads, loss = self.estimator.grad()
         for p, g in zip(self.params, grads):
@@ -277,9 +272,8 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     `on_iteration(it)` is called after each completed iteration (tests use it to stop at a given step).
     """
     run_dir = Path(run_dir)
-    done = runfiles.read_json(run_dir / runfiles.RESULTS)
-    if done is not None and done.get("status") == runfiles.DONE:
-        return done
+    if runfiles.is_done(run_dir):
+        return runfiles.read_json(run_dir / runfiles.RESULTS) or {}
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir, tty=sys.stderr.isatty())
     status = StatusWriter(run_dir, niters=0)  # the real niters is known once the data is loaded

@@ -9,7 +9,11 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from estim.names import ESTIMATORS
 from nuq.limits import MAX_BUCKET_SIZE
+from nuq.names import METHODS as NUQ_METHODS
+from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
+from trainer.names import DATASETS, OPTIMIZERS
 
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int.
@@ -30,9 +34,7 @@ class ConfigError(ValueError):
     """A config key or value the trainer cannot accept; the message names run, key and fix."""
 
 
-ESTIMATORS = ("sgd", "nuq", "nuq_dist")
-NUQ_METHODS = ("none", "q", "qinf", "nuq", "trn", "alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb")
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
+# choices of registries come from their torch-free name tables (estim/names.py, nuq/names.py, trainer/names.py)
 
 _OPTIONS = [
     # data and model
@@ -43,7 +45,7 @@ _OPTIONS = [
     Option("batch_size", "int", 128, "Minibatch size per (simulated) worker."),
     Option("test_batch_size", "int", 1000, "Batch size for evaluation."),
     # optimisation
-    Option("optim", "str", "sgd", "Optimizer.", ("sgd", "adam")),
+    Option("optim", "str", "sgd", "Optimizer.", OPTIMIZERS),
     Option("lr", "float", 0.1, "Learning rate."),
     Option("momentum", "float", 0.9, "SGD momentum."),
     Option("nesterov", "bool", False, "Nesterov momentum."),
@@ -98,10 +100,6 @@ def defaults() -> dict[str, Any]:
     return {name: opt.default for name, opt in OPTIONS.items()}
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
 def _coerce(opt: Option, value: Any) -> Any:
     """Return value converted to opt's kind, or raise TypeError/ValueError with a short reason."""
     kind = opt.kind
@@ -134,7 +132,7 @@ def _coerce(opt: Option, value: Any) -> Any:
             return str(value)
         if isinstance(value, str):
             try:
-                _int_list(value)
+                parse_int_list(value)
             except ValueError:
                 raise ValueError(f"expected an int or a comma list of ints, got {value!r}") from None
             return value
@@ -177,11 +175,7 @@ def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
     """'40000,60000' -> (None, [40000, 60000]); '30' or 30 -> (30, []); '' -> (None, [])."""
     if isinstance(value, int):
         return value, []
-    items = _int_list(value)
+    items = parse_int_list(value)
     if len(items) == 1 and "," not in value:
         return items[0], []
     return None, items
-
-
-def parse_int_list(value: str | int) -> list[int]:
-    return [value] if isinstance(value, int) else _int_list(value)
