@@ -7,15 +7,11 @@
 #include "quant_cpu_avx512.h"
 
 #if NUQ_HAVE_AVX512_KERNEL
-#include <immintrin.h>
-
 #include <algorithm>
-#include <cstdint>
 #include <cstring>
 
-#include "quant_cpu_avx512_search.h"
+#include "quant_cpu_avx512_search.h"  // snap_index16, snap_wide16 and the tables (intrinsics, cpu:: helpers)
 NUQ_AVX512_BEGIN
-#include "quant_cpu_kernel.h"  // (first included here, under the target, as in quant_cpu_avx512.cpp)
 
 namespace nuq {
 namespace avx512 {

@@ -10,8 +10,8 @@
 
 #include <cstdint>
 
+#include "quant_common.h"  // the Philox constants and the scalar philox4x32_10
 NUQ_AVX512_BEGIN
-#include "quant_cpu_kernel.h"  // (first included here, under the target, as in quant_cpu_avx512.cpp)
 
 namespace nuq {
 namespace avx512 {

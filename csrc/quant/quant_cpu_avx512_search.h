@@ -14,7 +14,7 @@
 #include <limits>
 
 NUQ_AVX512_BEGIN
-#include "quant_cpu_kernel.h"  // (first included here, under the target, as in quant_cpu_avx512.cpp)
+#include "quant_cpu_kernel.h"  // NUQ_CPU_INLINE, kMaxLevels (compiled under the target, as in the driver)
 
 namespace nuq {
 namespace avx512 {
