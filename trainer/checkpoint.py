@@ -25,7 +25,8 @@ class CheckpointError(RuntimeError):
 
 def save(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     run_dir = Path(run_dir)
-    fd, tmp = tempfile.mkstemp(prefix=f".{runfiles.CHECKPOINT}.", suffix=".tmp", dir=run_dir)
+    fd, tmp = tempfile.mkstemp(prefix=runfiles.temp_prefix(runfiles.CHECKPOINT), suffix=runfiles.TEMP_SUFFIX,
+                               dir=run_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)

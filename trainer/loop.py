@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import checkpoint, rng, runfiles
+from trainer import checkpoint, rng, runfiles, runlock
 from trainer.data import BatchStream, TensorSplit, load_dataset
 from trainer.dist import is_main, rank
 from trainer.evaluate import evaluate
@@ -281,9 +281,40 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     if done is not None and done.get("status") == runfiles.DONE:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, tty=sys.stderr.isatty())
-    status = StatusWriter(run_dir, niters=0)  # the real niters is known once the data is loaded
+    lock = runlock.RunLock(run_dir).acquire() if is_main() else None  # RunLocked: nothing written
     try:
+        return _run_locked(config, run_dir, on_iteration, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _set_aside_corrupt_results(run_dir: Path, log: RunLog) -> dict[str, Any] | None:
+    """A done results.json (another trainer finished just before we got the lock), else None; an unreadable
+    one is renamed to results.json.corrupt-<time> (kept, not deleted) so the run finishes again."""
+    path = run_dir / runfiles.RESULTS
+    if not path.exists():
+        return None
+    results = runfiles.read_json(path)
+    if results is not None and results.get("status") == runfiles.DONE:
+        return results
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    log.warning(f"{path} was unreadable or not done; moved to {aside.name}, finishing from the checkpoint")
+    return None
+
+
+def _run_locked(config: dict[str, Any], run_dir: Path, on_iteration: Callable[[int], None] | None,
+                lock: runlock.RunLock | None) -> dict[str, Any]:
+    """`run` once this process holds the run folder (rank 0) or is a rank of its holder."""
+    if lock is not None:
+        runfiles.remove_stale_temps(run_dir)
+    log = RunLog(run_dir, tty=sys.stderr.isatty())
+    status = StatusWriter(run_dir, niters=0, lease=lock)  # the real niters is known once the data is loaded
+    try:
+        done = _set_aside_corrupt_results(run_dir, log) if lock is not None else None
+        if done is not None:
+            return done
         status.write(runfiles.RUNNING)
         opt = full_config(config, run=run_dir.name)
         status.niters = opt["niters"]

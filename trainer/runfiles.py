@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,50 @@ REPRO = "repro.json"          # git commit, dirty flag, package versions, host, 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
 LOG = "train.log"
+LOCK = "run.lock"             # flock'ed by the live trainer for its whole life (trainer/runlock.py)
+LEASE = "run.lease"           # the lock's fallback where flock is unavailable: O_EXCL file, refreshed with the heartbeat
+LAUNCHER_FILES = (CONFIG, JOB)  # written by the launcher, possibly while a trainer starts
+TEMP_STALE_S = 60.0           # a launcher's temp file younger than this may still be in flight
 
 # status.json "state" values
 RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """Temp files of an atomic write of `name` are `.<name>.<random>.tmp` in the same folder."""
+    return f".{name}."
+
+
+def remove_stale_temps(run_dir: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes left in run_dir; return them.
+
+    Call only while holding the run's lock (no trainer writes then); the launcher's own files are
+    spared while younger than TEMP_STALE_S since a launch may be writing them this moment.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for path in Path(run_dir).glob(f".*{TEMP_SUFFIX}"):
+        name = path.name[1:-len(TEMP_SUFFIX)].rpartition(".")[0]
+        if not name:
+            continue
+        try:
+            if name in LAUNCHER_FILES and now - path.stat().st_mtime < TEMP_STALE_S:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write data to path via a temp file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
