@@ -354,7 +354,10 @@ class SlurmExecutor(Executor):
             if args.mode == "force" and run.dir.exists() and any(
                     (run.dir / f).exists() for f in (runfiles.STATUS, runfiles.RESULTS, runfiles.CHECKPOINT)):
                 print(f"moved {run.dir} aside to {move_aside(run)}")
-        todo, _ = prepare_runs(todo)
+        todo, _ = prepare_runs(todo, repair=args.repair_config)
+        if not todo:
+            print(f"nothing to submit (--mode {args.mode})")
+            return 0
         array_id = submit(todo, selection, opts)
         tasks = len(pack(todo, opts.runs_per_task))
         log_root = selection.meta.results_dir.absolute() / LOG_DIR
