@@ -249,8 +249,11 @@ def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
 
 
 def mark_failed(run_dir: Path, message: str) -> None:
-    """Record a rank failure in status.json (rank 0 may have died before it could write anything)."""
-    from trainer import runfiles
+    """Record a rank failure in status.json (rank 0 may have died before it could write anything);
+    never over the status of a live trainer that holds the folder (a second launch's trainer)."""
+    from trainer import runfiles, runlock
+    if runlock.is_held(run_dir):
+        return
     status = runfiles.read_json(run_dir / runfiles.STATUS) or {}
     if status.get("state") == runfiles.DONE:
         return

@@ -26,7 +26,9 @@ import submitit
 
 from launcher.distributed import (ENV_PARENT, EXIT_INTERRUPTED, EXIT_OK, describe_exit,
                                   export_slurm_environment, mark_failed)
+from launcher.entry import trainer_command
 from trainer import runfiles
+from trainer.__main__ import EXIT_LOCKED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 60.0  # how long checkpoint() waits for the children to checkpoint and exit
@@ -35,11 +37,6 @@ STOP_GRACE_S = 60.0  # how long checkpoint() waits for the children to checkpoin
 # task instead of the task ending as failed. (A cancelled task is killed by SLURM during this wait.)
 SIGNAL_GRACE_S = 10.0
 FAILURE_GRACE_S = 10.0  # how long rank 0 of a failed distributed run waits for the other ranks' exit files
-
-
-def child_command(run_dir: str | Path) -> list[str]:
-    """The command that trains one run folder (resuming it if it holds a checkpoint)."""
-    return [sys.executable, "-u", "-m", "trainer", "--config", str(Path(run_dir) / runfiles.CONFIG)]
 
 
 def child_env(n_children: int) -> dict[str, str]:
@@ -96,7 +93,7 @@ class PackedRuns(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(type(self)(), run_dirs)
 
     def _child_command(self, run_dir: str) -> list[str]:
-        return child_command(run_dir)
+        return trainer_command(run_dir)
 
     def _child_env(self, n_children: int) -> dict[str, str]:
         return child_env(n_children)
@@ -123,6 +120,8 @@ def _reap(child: subprocess.Popen, run_dir: str) -> None:
 
 def _final_state(run_dir: str, code: int) -> str:
     """done, or the state the trainer left (failed/interrupted) with its error, or the exit code."""
+    if code == EXIT_LOCKED:  # the status files belong to the other, live trainer
+        return "not started: another trainer holds the run folder"
     results = runfiles.read_json(Path(run_dir) / runfiles.RESULTS) or {}
     if results.get("status") == runfiles.DONE:
         return runfiles.DONE

@@ -23,6 +23,7 @@ CHECKPOINT_PREV = "checkpoint.prev.pt"
 LOG = "train.log"
 LOCK = "run.lock"             # flock'ed by the live trainer for its whole life (trainer/runlock.py)
 LEASE = "run.lease"           # the lock's fallback where flock is unavailable: O_EXCL file, refreshed with the heartbeat
+SUBMIT_LOCK = "submit.lock"   # held by a launcher for the moment it checks a run and starts it
 LAUNCHER_FILES = (CONFIG, JOB)  # written by the launcher, possibly while a trainer starts
 TEMP_STALE_S = 60.0           # a launcher's temp file younger than this may still be in flight
 

@@ -51,10 +51,15 @@ def _read_owner(path: Path) -> dict[str, Any]:
     return runfiles.read_json(path) or {}
 
 
-def describe_owner(run_dir: str | os.PathLike) -> str:
+def lease_name(name: str) -> str:
+    """The lease file that stands in for lock file `name` where flock is unavailable: run.lock -> run.lease."""
+    return name.rsplit(".", 1)[0] + ".lease"
+
+
+def describe_owner(run_dir: str | os.PathLike, name: str = runfiles.LOCK) -> str:
     """'pid P on host H' of the lock's (or lease's) holder, as far as its file tells."""
-    for name in (runfiles.LOCK, runfiles.LEASE):
-        owner = _read_owner(Path(run_dir) / name)
+    for file in (name, lease_name(name)):
+        owner = _read_owner(Path(run_dir) / file)
         if owner.get("pid"):
             return f"pid {owner['pid']} on host {owner.get('host')}"
     return "an unknown process"
@@ -87,17 +92,17 @@ def _flock_state(path: Path, operation: int) -> bool | None:
     return True
 
 
-def is_held(run_dir: str | os.PathLike) -> bool:
+def is_held(run_dir: str | os.PathLike, name: str = runfiles.LOCK) -> bool:
     """True while a live trainer holds the run folder (its flock, or a fresh lease where flock is unavailable)."""
     run_dir = Path(run_dir)
-    lock = run_dir / runfiles.LOCK
+    lock = run_dir / name
     try:
         got = _flock_state(lock, fcntl.LOCK_SH)
     except FileNotFoundError:
         got = True
     if got is False:
         return True
-    lease = run_dir / runfiles.LEASE
+    lease = run_dir / lease_name(name)
     return lease.exists() and not lease_stale(lease)
 
 
@@ -107,10 +112,13 @@ def has_lock_file(run_dir: str | os.PathLike) -> bool:
 
 
 class RunLock:
-    """The run folder's lock: `acquire()` or raise RunLocked; `refresh()` with each heartbeat; `release()`."""
+    """The run folder's lock: `acquire()` or raise RunLocked; `refresh()` with each heartbeat; `release()`.
 
-    def __init__(self, run_dir: str | os.PathLike) -> None:
+    `name` picks another lock file of the folder (the launcher's short-lived SUBMIT_LOCK)."""
+
+    def __init__(self, run_dir: str | os.PathLike, name: str = runfiles.LOCK) -> None:
         self.run_dir = Path(run_dir)
+        self.name = name
         self._fd: int | None = None
         self._lease: Path | None = None
 
@@ -119,12 +127,12 @@ class RunLock:
         while not self._try():
             if time.monotonic() >= deadline:
                 raise RunLocked(f"run folder {self.run_dir} is in use by another trainer "
-                                f"({describe_owner(self.run_dir)}); not starting a second one")
+                                f"({describe_owner(self.run_dir, self.name)}); not starting a second one")
             time.sleep(0.05)
         return self
 
     def _try(self) -> bool:
-        fd = os.open(self.run_dir / runfiles.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.run_dir / self.name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -141,7 +149,7 @@ class RunLock:
         return True
 
     def _try_lease(self) -> bool:
-        path = self.run_dir / runfiles.LEASE
+        path = self.run_dir / lease_name(self.name)
         if path.exists() and lease_stale(path):
             aside = path.with_name(f".{path.name}.{os.getpid()}.stale")
             try:  # of several takers only one rename of the stale lease succeeds
@@ -177,3 +185,9 @@ class RunLock:
                 except FileNotFoundError:
                     pass
             self._lease = None
+
+    def __enter__(self) -> "RunLock":
+        return self if self._fd is not None or self._lease is not None else self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
