@@ -39,8 +39,8 @@ def run_state_note(run_dir: str | Path, now: float | None = None) -> tuple[str, 
     if runlock.is_held(run_dir):
         return RUNNING, None
     results = run_dir / runfiles.RESULTS
-    if results.exists():
-        return CORRUPT, f"{results} is unreadable or not done; a relaunch sets it aside and finishes from the checkpoint"
+    if results.exists() and runfiles.read_json(results) is None:
+        return CORRUPT, f"{results} is unreadable; a relaunch sets it aside and finishes from the checkpoint"
     status = runfiles.read_json(run_dir / runfiles.STATUS)
     if status is not None:
         state = status.get("state")

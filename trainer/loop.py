@@ -296,11 +296,11 @@ def _set_aside_corrupt_results(run_dir: Path, log: RunLog) -> dict[str, Any] | N
     if not path.exists():
         return None
     results = runfiles.read_json(path)
-    if results is not None and results.get("status") == runfiles.DONE:
-        return results
+    if results is not None:
+        return results if results.get("status") == runfiles.DONE else None
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, aside)
-    log.warning(f"{path} was unreadable or not done; moved to {aside.name}, finishing from the checkpoint")
+    log.warning(f"{path} was unreadable; moved to {aside.name}, finishing from the checkpoint")
     return None
 
 
