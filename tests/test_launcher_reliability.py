@@ -131,7 +131,7 @@ def test_kill_9_of_a_local_trainer_is_reported_at_once_and_relaunch_resumes(laun
     finally:
         out = _finish(proc, 60)
     noticed = time.monotonic() - killed
-    assert "killed by SIGKILL" in out and noticed < 15, (noticed, out)
+    assert "killed by SIGKILL (signal 9)" in out and noticed < 15, (noticed, out)
     status = runfiles.read_json(run / runfiles.STATUS)
     assert status["state"] == "failed" and "SIGKILL" in status["error"]
     code, out, _ = launch("status", *argv)
