@@ -53,7 +53,8 @@ def summary(results: Any) -> str:
 
 @register_executor("dryrun")
 class DryRunExecutor(Executor):
-    """Writes jobs/<prefix>_<i>.sh and jobs/<prefix>_slurm.sbatch; runs and submits nothing."""
+    """Writes jobs/<prefix>_<i>.sh (one per run, or per K runs with --runs-per-task K) and
+    jobs/<prefix>_slurm.sbatch; runs and submits nothing."""
     help = "write the job scripts only (same as --dry-run)"
     writes_run_folders = False
 
@@ -63,8 +64,10 @@ class DryRunExecutor(Executor):
         directives = directives(args) if callable(directives) else DEFAULT_DIRECTIVES
         prefix = job_prefix(selection, args)
         distributed = any(getattr(args, k, None) is not None for k in ("nodes", "gpus_per_node"))
-        sbatch, tasks = write_job_scripts(runs, prefix, Path(args.jobs_dir), directives, distributed)
-        print(f"dry run: wrote {len(tasks)} task scripts {tasks[0].parent}/{prefix}_<i>.sh and {sbatch}")
+        per_task = getattr(args, "runs_per_task", None) or 1
+        sbatch, tasks = write_job_scripts(runs, prefix, Path(args.jobs_dir), directives, distributed, per_task)
+        packing = f" ({per_task} runs each, started together)" if per_task > 1 else ""
+        print(f"dry run: wrote {len(tasks)} task scripts{packing} {tasks[0].parent}/{prefix}_<i>.sh and {sbatch}")
         print(f"submit by hand with: sbatch {sbatch}   (or run one: bash {tasks[0]})")
         return 0
 

@@ -149,7 +149,7 @@ def test_bad_input_is_one_line_and_exit_2(launch, argv, message):
 
 def test_unknown_run_lists_the_grids_runs(launch):
     _, _, err = launch("--grid", "nuq", "--run", "nope")
-    assert "cifar10_resnet32" in err and "digits" in err and "mnist" in err
+    assert "cifar10_resnet32" in err and "digits" in err and "ours_cifar10_resnet8" in err
 
 
 @pytest.mark.parametrize("body, message, line", [
