@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from test_trainer_signal import _wait_for
 from trainer import runfiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +32,6 @@ def _dirs(launch, argv):
     code, out, _ = launch(*argv, "--json")
     assert code == 0
     return [Path(r["dir"]) for r in json.loads(out)]
-
-
-def _wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _launch_proc(tmp_path, *argv):
