@@ -236,7 +236,7 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
 
 
 def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
-    """What the local executor submits for a run with --procs-per-run N (instead of launcher.entry.run_one):
+    """What the local executor submits for a run with --procs-per-run N (instead of launcher.entry.run_trainer_child):
     train the run in run_dir on N local ranks and return its results.json dict.
 
     Raises DistributedRunError on a rank failure, and InterruptedError when the ranks stopped on request

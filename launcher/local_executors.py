@@ -239,7 +239,7 @@ def _wait_for_file(path: Path, timeout_s: float) -> bool:
 
 
 def _run_target(procs: int) -> tuple[Callable[..., Any], tuple]:
-    """What each local job runs: launcher.entry.run_one, or run_one_distributed for N processes per run."""
+    """What each local job runs: launcher.entry.run_trainer_child, or run_one_distributed for N processes per run."""
     if procs == 1:
         from launcher.entry import run_trainer_child
         return run_trainer_child, ()

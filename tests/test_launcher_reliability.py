@@ -138,7 +138,7 @@ def test_kill_9_of_a_local_trainer_is_reported_at_once_and_relaunch_resumes(laun
 
 
 def test_three_concurrent_launches_train_each_run_exactly_once(launch, tmp_path):
-    argv = _grid(tmp_path, niters=30, chkpt=10, seeds=[1, 2, 3, 4])
+    argv = _grid(tmp_path, niters=10, chkpt=5, seeds=[1, 2, 3, 4])
     runs = _dirs(launch, argv)
     procs = [_launch_proc(tmp_path, *argv, "--cluster", "local", "--max-parallel", "2") for _ in range(3)]
     outs = [_finish(p, 300) for p in procs]
