@@ -275,6 +275,8 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     A run whose results.json says done is returned unchanged. On an exception status.json says failed
     with the error's last line, the traceback goes to train.log, and the exception propagates.
     `on_iteration(it)` is called after each completed iteration (tests use it to stop at a given step).
+    One trainer per folder: rank 0 holds the run lock throughout; when another live trainer holds it,
+    `runlock.RunLocked` is raised before anything is written.
     """
     run_dir = Path(run_dir)
     done = runfiles.read_json(run_dir / runfiles.RESULTS)
