@@ -99,10 +99,10 @@ def _host_store(timeout_s: float) -> Any:
 
 
 def describe_exit(code: int) -> str:
-    """A process exit code in words: 'exited with code 1', 'was killed by SIGKILL (signal 9)'."""
+    """A process exit code in words: 'exited with code 1', 'was killed by SIGKILL'."""
     if code < 0:
         try:
-            return f"was killed by {signal.Signals(-code).name} (signal {-code})"
+            return f"was killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"

@@ -87,7 +87,7 @@ def run_trainer_child(run_dir: str) -> dict[str, Any]:
         raise RunInUse(f"another trainer holds {folder}; this launch left it alone")
     if code < 0:
         from launcher.distributed import describe_exit, mark_failed
-        message = f"trainer (pid {child.pid}) {describe_exit(code)}"
+        message = f"trainer (pid {child.pid}) {describe_exit(code)} (signal {-code})"
         if status.get("pid") == child.pid:
             mark_failed(folder, message)
         raise RuntimeError(message)
