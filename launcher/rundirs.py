@@ -9,17 +9,13 @@ import functools
 import json
 import math
 import re
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 from launcher.errors import UsageError
 from launcher.selection import RunSpec
-from launcher.state import is_done
 from trainer import runfiles
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MISSING = "<missing>"
 
 
@@ -62,15 +58,6 @@ def yaml_scalar(value: Any) -> str:
     raise TypeError(f"config values must be scalars, got {type(value).__name__} {value!r}")
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """The config stored at path (raises OSError/yaml.YAMLError/ValueError when unreadable)."""
-    with open(path, "r", encoding="utf-8") as fh:
-        config = yaml.load(fh, Loader=_Loader)
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} does not hold a mapping")
-    return config
-
-
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     """'key: old -> new; ...' over the keys that differ, in new's order then old-only keys."""
     keys = list(new) + [k for k in old if k not in new]
@@ -86,10 +73,9 @@ def _conflict(run: RunSpec) -> tuple[str, bool] | None:
     if not path.exists():
         return None
     try:
-        stored = load_config(path)
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"{path} is unreadable ({type(err).__name__}: {reason})", True
+        stored = runfiles.read_config(path)
+    except ValueError as err:  # the reason names the file
+        return str(err), True
     if stored == run.config:
         return None
     return f"its config.yaml differs ({config_diff(stored, run.config)})", False
@@ -122,7 +108,7 @@ def prepare_runs(runs: list[RunSpec], repair: bool = False) -> tuple[list[RunSpe
     unreadable = check_runs(runs)
     todo, done = [], []
     for run in runs:
-        if is_done(run.dir):
+        if runfiles.is_done(run.dir):
             done.append(run)
             continue
         if run.index in unreadable and not repair:

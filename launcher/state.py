@@ -11,17 +11,12 @@ import time
 from pathlib import Path
 
 from trainer import runfiles, runlock
+from trainer.runfiles import DONE, FAILED, INTERRUPTED, RUNNING, is_done  # noqa: F401  (the trainer's states)
 
-DONE, FAILED, RUNNING, STALE = "done", "failed", "running", "stale"
-INTERRUPTED, PENDING, NOT_SUBMITTED, CORRUPT = "interrupted", "pending", "not submitted", "corrupt"
+# what only the launcher can tell
+STALE, PENDING, NOT_SUBMITTED, CORRUPT = "stale", "pending", "not submitted", "corrupt"
 STATES = (DONE, FAILED, RUNNING, STALE, INTERRUPTED, PENDING, NOT_SUBMITTED, CORRUPT)
 STALE_AFTER_S = runlock.STALE_AFTER_S
-
-
-def is_done(run_dir: str | Path) -> bool:
-    """A run is done iff results.json says so; a done run is never retrained or overwritten."""
-    results = runfiles.read_json(Path(run_dir) / runfiles.RESULTS)
-    return bool(results) and results.get("status") == DONE
 
 
 def run_state(run_dir: str | Path, now: float | None = None) -> str:

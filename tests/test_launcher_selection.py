@@ -12,7 +12,7 @@ import yaml
 
 from launcher.errors import UsageError
 from launcher.naming import config_hash, run_name
-from launcher.rundirs import check_runs, dump_config, load_config, prepare_runs
+from launcher.rundirs import check_runs, dump_config, prepare_runs
 from launcher.selection import parse_scalar, select_runs, varying_keys
 from launcher.state import run_state
 from trainer import runfiles
@@ -164,7 +164,7 @@ def test_prepare_writes_configs_refuses_changed_ones_and_skips_done(tmp_path):
     runs = select(root=str(tmp_path)).runs
     todo, done = prepare_runs(runs)
     assert todo == runs and done == []
-    assert all(load_config(r.dir / runfiles.CONFIG) == r.config for r in runs)
+    assert all(runfiles.read_config(r.dir / runfiles.CONFIG) == r.config for r in runs)
     again, _ = prepare_runs(runs)  # same config: accepted
     assert again == runs
 
@@ -184,11 +184,11 @@ def test_prepare_writes_configs_refuses_changed_ones_and_skips_done(tmp_path):
 
     path.write_text("- not a mapping\n")  # unreadable: that run is skipped, the others are not refused
     path_ok = runs[2].dir / runfiles.CONFIG
-    assert check_runs(runs) == {3: f"{path} is unreadable (ValueError: {path} does not hold a mapping)"}
+    assert check_runs(runs) == {3: f"config file {str(path)!r} must hold a mapping of option: value, got list"}
     todo, _ = prepare_runs(runs)
     assert runs[3] not in todo and runs[2] in todo and path.read_text() == "- not a mapping\n"
     todo, _ = prepare_runs(runs, repair=True)  # rewritten from the grid
-    assert runs[3] in todo and load_config(path) == runs[3].config and load_config(path_ok) == runs[2].config
+    assert runs[3] in todo and runfiles.read_config(path) == runs[3].config and runfiles.read_config(path_ok) == runs[2].config
 
 
 def test_grid_metadata_reaches_the_selection(tmp_path):

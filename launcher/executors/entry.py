@@ -13,7 +13,6 @@ imported by the trainer, never by the rest of the launcher.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import runfiles
+from trainer.runfiles import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK
 
 FORWARDED = (signal.SIGTERM, signal.SIGUSR2)  # the preemption signals the trainer checkpoints on
 CANCEL_WAIT_S = 30.0
@@ -36,11 +36,10 @@ class RunInUse(RuntimeError):
 
 def run_one(run_dir: str) -> dict[str, Any]:
     """Train the run in run_dir from its config.yaml in this process; returns the trainer's results dict."""
-    from launcher.rundirs import load_config
     import trainer
 
     folder = Path(run_dir)
-    config = load_config(folder / runfiles.CONFIG)
+    config = runfiles.read_config(folder / runfiles.CONFIG)
     return trainer.run(config, folder)
 
 
@@ -62,8 +61,6 @@ def run_trainer_child(run_dir: str) -> dict[str, Any]:
     Returns the results dict; raises RunInterrupted, RunInUse, or RuntimeError with how it failed (a
     signal that killed the trainer is also written into status.json, which the dead trainer could not do).
     """
-    from trainer.__main__ import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK
-
     child = subprocess.Popen(trainer_command(run_dir), preexec_fn=_stop_with_parent)
 
     def forward(signum: int, _frame: Any) -> None:
@@ -86,7 +83,7 @@ def run_trainer_child(run_dir: str) -> dict[str, Any]:
     if code == EXIT_LOCKED:
         raise RunInUse(f"another trainer holds {folder}; this launch left it alone")
     if code < 0:
-        from launcher.distributed import describe_exit, mark_failed
+        from launcher.executors.distributed import describe_exit, mark_failed
         message = f"trainer (pid {child.pid}) {describe_exit(code)} (signal {-code})"
         if status.get("pid") == child.pid:
             mark_failed(folder, message)

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import submitit
 
-from launcher.distributed import (ENV_PARENT, EXIT_INTERRUPTED, EXIT_OK, describe_exit,
-                                  export_slurm_environment, mark_failed)
-from launcher.entry import trainer_command
+from launcher.executors.distributed import describe_exit, mark_failed
+from launcher.executors.entry import trainer_command
 from trainer import runfiles
-from trainer.__main__ import EXIT_LOCKED
+from trainer.distributed import ENV_PARENT, export_slurm_environment, worker_command
+from trainer.runfiles import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, REPO_ROOT  # noqa: F401  (REPO_ROOT: tests, executor)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 STOP_GRACE_S = 60.0  # how long checkpoint() waits for the children to checkpoint and exit
 # Preemption sends SIGTERM then SIGUSR2 to every process of the task. A child may checkpoint and exit on the
 # SIGTERM before this process has handled its SIGUSR2; waiting a little lets submitit's handler requeue the
@@ -42,7 +41,7 @@ FAILURE_GRACE_S = 10.0  # how long rank 0 of a failed distributed run waits for 
 def child_env(n_children: int) -> dict[str, str]:
     """The children's environment: the checkout importable, the task's CPUs split between the K runs."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = runfiles.pythonpath_with_repo(env.get("PYTHONPATH"))
     cpus = int(env.get("SLURM_CPUS_PER_TASK") or 1)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // max(1, n_children))))
     return env
@@ -122,8 +121,7 @@ def _final_state(run_dir: str, code: int) -> str:
     """done, or the state the trainer left (failed/interrupted) with its error, or the exit code."""
     if code == EXIT_LOCKED:  # the status files belong to the other, live trainer
         return "not started: another trainer holds the run folder"
-    results = runfiles.read_json(Path(run_dir) / runfiles.RESULTS) or {}
-    if results.get("status") == runfiles.DONE:
+    if runfiles.is_done(run_dir):
         return runfiles.DONE
     status = runfiles.read_json(Path(run_dir) / runfiles.STATUS) or {}
     state = status.get("state") or f"exit code {code}"
@@ -153,8 +151,7 @@ class DistributedRank(PackedRuns):
         return super().__call__(run_dirs)
 
     def _child_command(self, run_dir: str) -> list[str]:
-        return [sys.executable, "-u", "-m", "launcher.distributed", "--worker",
-                "--config", str(Path(run_dir) / runfiles.CONFIG)]
+        return worker_command("--config", str(Path(run_dir) / runfiles.CONFIG))
 
     def _child_env(self, n_children: int) -> dict[str, str]:
         return {**child_env(n_children), ENV_PARENT: str(os.getpid())}  # the rank dies with this task
