@@ -51,8 +51,8 @@ def _finish(proc, timeout):
     return out
 
 
-def _iteration(run_dir):
-    return (runfiles.read_json(run_dir / runfiles.STATUS) or {}).get("iteration") or 0
+def _status(run_dir):
+    return runfiles.read_json(run_dir / runfiles.STATUS) or {}
 
 
 def test_corrupt_results_is_its_own_state_and_a_relaunch_finishes_from_the_checkpoint(launch, tmp_path):
@@ -95,7 +95,8 @@ def test_sigusr2_and_sigterm_under_local_checkpoint_and_end_interrupted(launch, 
     runs = _dirs(launch, argv)
     proc = _launch_proc(tmp_path, *argv, "--cluster", "local", "--max-parallel", "2")
     try:
-        assert _wait_for(lambda: all(_iteration(d) >= 1 for d in runs), 120), "the runs did not start"
+        # a trainer's pid in status.json: it runs, and the job process forwards signals to it
+        assert _wait_for(lambda: all(_status(d).get("pid") for d in runs), 120), "the runs did not start"
         trainer = runfiles.read_json(runs[0] / runfiles.STATUS)["pid"]
         job_process = int(Path(f"/proc/{trainer}/stat").read_text().rsplit(")", 1)[1].split()[1])
         os.kill(job_process, signal.SIGUSR2)  # what submitit's local timeout sends to the job's process
