@@ -70,9 +70,9 @@ def ranges(v: torch.Tensor, pergroup: bool) -> tuple[torch.Tensor, torch.Tensor]
     return v.min().expand(shape), v.max().expand(shape)
 
 
-def compress(x: torch.Tensor, bits: torch.Tensor, group_size: int, pergroup: bool,
-             store: torch.dtype = torch.bfloat16) -> Compressed:
-    """Stochastically round x (N, ...) to `bits[n]` bits per sample and pack the codes."""
+def quantize(x: torch.Tensor, bits: torch.Tensor, group_size: int,
+             pergroup: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes uint8 (N, groups, G), min, scale) of x (N, ...) stochastically rounded to bits[n] bits."""
     if bits.numel() != x.shape[0] or int(bits.min()) < MIN_BITS or int(bits.max()) > MAX_BITS:
         raise ValueError(f"need one bit width in {MIN_BITS}..{MAX_BITS} per sample ({x.shape[0]}), "
                          f"got {bits.tolist()}")
@@ -84,10 +84,23 @@ def compress(x: torch.Tensor, bits: torch.Tensor, group_size: int, pergroup: boo
         scale = levels / (mx + EPS - mn)
         noise = torch.rand_like(v).sub_(0.5)
         codes = v.sub(mn).mul_(scale).add_(noise).clamp_(min=0).clamp_(max=levels).round_().to(torch.uint8)
-        bits = bits.to(torch.uint8).cpu()
-        widths = tuple(sorted({int(b) for b in bits}))
-        streams = tuple(pack(codes[(bits == b).to(codes.device)].reshape(-1), b) for b in widths)
-        return Compressed(tuple(x.shape), group_size, widths, streams, bits, mn.to(store), scale.to(store))
+        return codes, mn, scale
+
+
+def pack_codes(codes: torch.Tensor, bits: torch.Tensor, mn: torch.Tensor, scale: torch.Tensor,
+               shape: tuple[int, ...], store: torch.dtype = torch.bfloat16) -> Compressed:
+    """Pack each sample's codes at its bit width: one stream per width present."""
+    bits = bits.to(torch.uint8).cpu()
+    widths = tuple(sorted({int(b) for b in bits}))
+    streams = tuple(pack(codes[(bits == b).to(codes.device)].reshape(-1), b) for b in widths)
+    return Compressed(tuple(shape), codes.shape[-1], widths, streams, bits, mn.to(store), scale.to(store))
+
+
+def compress(x: torch.Tensor, bits: torch.Tensor, group_size: int, pergroup: bool,
+             store: torch.dtype = torch.bfloat16) -> Compressed:
+    """Stochastically round x (N, ...) to `bits[n]` bits per sample and pack the codes."""
+    codes, mn, scale = quantize(x, bits, group_size, pergroup)
+    return pack_codes(codes, bits, mn, scale, tuple(x.shape), store)
 
 
 def decompress(c: Compressed, dtype: torch.dtype = torch.float32) -> torch.Tensor:
