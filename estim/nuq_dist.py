@@ -54,6 +54,17 @@ def plan_segments(sizes: list[int], bucket_size: int, network_wide: bool, skip_t
     return segments
 
 
+def agree_on_stop(device: torch.device) -> None:
+    """Stop every rank at the same step: a SIGTERM/SIGUSR2 seen by any rank (launcher.distributed)
+    is all-reduced here, and the trainer loop is asked to stop on all ranks together."""
+    from launcher.distributed import stop_pending
+    flag = torch.tensor([1.0 if stop_pending() else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() > 0:
+        from trainer.loop import request_stop
+        request_stop()
+
+
 @register_estimator("nuq_dist")
 class NuqDistEstimator(GradientEstimator):
     """One rank's quantized gradient, exchanged bit-packed with every other rank and averaged."""
@@ -92,20 +103,10 @@ class NuqDistEstimator(GradientEstimator):
             for b in self.model.buffers():
                 dist.broadcast(b, src=0)
 
-    def _agree_on_stop(self) -> None:
-        """Stop every rank at the same step: a SIGTERM/SIGUSR2 seen by any rank (launcher.distributed)
-        is all-reduced here, and the trainer loop is asked to stop on all ranks together."""
-        from launcher.distributed import stop_pending
-        flag = torch.tensor([1.0 if stop_pending() else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0:
-            from trainer.loop import request_stop
-            request_stop()
-
     # --- levels ------------------------------------------------------------------------------------------
 
     def on_step(self, step: int) -> None:
-        self._agree_on_stop()
+        agree_on_stop(self.device)
         if self.adapter is None:
             return
         ad = self.adapter

@@ -41,7 +41,7 @@ ENV_TIMEOUT = "NUQ_DIST_TIMEOUT"
 ENV_PARENT = "NUQ_DIST_PARENT_PID"
 ENV_BACKEND = "NUQ_DIST_BACKEND"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3  # as `python -m trainer`
-DIST_ESTIMATORS = ("nuq_dist",)  # estimators that exchange gradients between ranks
+DIST_ESTIMATORS = ("nuq_dist", "ddp_hook")  # estimators that exchange gradients between ranks
 
 
 class DistributedRunError(RuntimeError):

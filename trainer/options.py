@@ -27,7 +27,8 @@ class ConfigError(ValueError):
     """A config key or value the trainer cannot accept; the message names run, key and fix."""
 
 
-ESTIMATORS = ("sgd", "nuq", "nuq_dist")
+ESTIMATORS = ("sgd", "nuq", "nuq_dist", "ddp_hook")
+DDP_HOOKS = ("allreduce", "fp16", "bf16", "powersgd")  # estim/ddp_hook.py HOOKS
 NUQ_METHODS = ("none", "q", "qinf", "nuq", "trn", "alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb")
 DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
 
@@ -67,6 +68,8 @@ _OPTIONS = [
     Option("g_bsnap_iter", "int", 10000, "Paper flag: snapshot interval (kept for grid compatibility)."),
     Option("g_optim", "bool", False, "Adapt the quantization levels during training."),
     Option("g_optim_start", "int", 0, "Iteration from which the levels are adapted."),
+    Option("ddp_hook", "str", "allreduce", "g_estim=ddp_hook: PyTorch DDP communication hook.", DDP_HOOKS),
+    Option("ddp_powersgd_rank", "int", 1, "g_estim=ddp_hook, ddp_hook=powersgd: PowerSGD matrix approximation rank."),
     # quantization
     Option("nuq_method", "str", "q", "Quantization method.", NUQ_METHODS),
     Option("nuq_bits", "int", 4, "Bits per coordinate (2^bits levels)."),
