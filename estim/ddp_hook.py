@@ -47,6 +47,12 @@ def bf16_hook() -> Callable:
     return bf16_compress_hook_on_cpu
 
 
+# DDP's default cap, given explicitly so that it applies to the first bucket too (else 1 MB): models up to
+# 25 MB of gradients travel as one bucket. PowerSGD issues its 2nd and 3rd all-reduces from future
+# callbacks; with several buckets in flight their order can differ between ranks, which gloo cannot match
+# (seen on resnet32 with the default buckets: "Received data size doesn't match expected size").
+BUCKET_CAP_MB = 25
+
 HOOKS: dict[str, HookFactory] = {
     # DDP's default fp32 all-reduce, as its Python hook (the built-in C++ one bypasses the byte counter)
     "allreduce": lambda opt: (None, default_hooks.allreduce_hook),
@@ -110,7 +116,8 @@ class DDPHookEstimator(GradientEstimator):
                                "(local) or --nodes/--gpus-per-node (SLURM); for one process use g_estim=sgd")
         self.world = dist.get_world_size()
         state, hook = make_hook(opt)
-        self.ddp = DistributedDataParallel(model)  # broadcasts rank 0's parameters and buffers
+        # broadcasts rank 0's parameters and buffers
+        self.ddp = DistributedDataParallel(model, bucket_cap_mb=BUCKET_CAP_MB)
         self.ddp.register_comm_hook(state, hook)
         self.hook_state = state
         self.counter = AllreduceCounter()
