@@ -1,6 +1,7 @@
 // The CPU quantize kernel for AVX2 (8 float lanes): the generic kernel's per-bucket driver, norm and level
-// search (quant_cpu_kernel.h) compiled a second time for AVX2 + FMA + BMI2, with Philox vectorised by hand,
-// and a one-pass decode. The same arithmetic as nuq/reference.py, so results agree bitwise.
+// search (quant_cpu_kernel.h) compiled a second time for AVX2 + FMA + BMI2, with Philox and the search for
+// up to 8 levels vectorised by hand, and a one-pass decode. The same arithmetic as nuq/reference.py, so
+// results agree bitwise.
 //
 // Why Philox by hand: it costs 5 multiplies of 32x32 -> 64 bits per random word and dominates the kernel;
 // the compiler's vectorisation of chunk_words widens every word to 64 bits. Here each 64-bit lane holds one
@@ -88,8 +89,39 @@ inline void philox_group(uint64_t q, const RoundKeys& keys, uint32_t* __restrict
   }
 }
 
-// The random words of a chunk (quant_cpu_kernel.h's chunk_words, vectorised): words[e] is element g + e's.
-struct VectorPhilox {
+constexpr int kPermuteLevels = 8;  // level sets up to this: the search on one register of levels (1..3 bits)
+
+// u = clamp(x * inv) as the generic kernel computes it: max(l0, u) is `u < l0 ? l0 : u`, NaN kept.
+inline __m256 normalised(const float* x, __m256 inv, __m256 lmin, __m256 lmax) {
+  return _mm256_min_ps(lmax, _mm256_max_ps(lmin, _mm256_mul_ps(_mm256_loadu_ps(x), inv)));
+}
+
+// Snaps 8 values of a chunk for up to 8 levels: a branchless binary search of 3 steps on a permute table of
+// the inner levels (padded with +inf, so `probe <= u` is false past them: j = how many inner levels <= u, as
+// the generic kernel's count), the pair (l[j], l[j+1]) by two permutes, then the generic kernel's rounding.
+// Returns j + up; writes the values (kIndices false).
+template <bool kIndices>
+inline __m256i snap8(const float* xc, const uint32_t* words, __m256 inv, __m256 nf, __m256 lmin, __m256 lmax,
+                     __m256 probes, __m256 levels, float* oc) {
+  const __m256 u = normalised(xc, inv, lmin, lmax);
+  __m256i j = _mm256_setzero_si256();
+  for (int step = 4; step >= 1; step /= 2) {
+    const __m256 probe = _mm256_permutevar8x32_ps(probes, _mm256_add_epi32(j, _mm256_set1_epi32(step - 1)));
+    const __m256i below = _mm256_castps_si256(_mm256_cmp_ps(probe, u, _CMP_LE_OQ));
+    j = _mm256_add_epi32(j, _mm256_and_si256(below, _mm256_set1_epi32(step)));
+  }
+  const __m256 lo = _mm256_permutevar8x32_ps(levels, j);
+  const __m256 hi = _mm256_permutevar8x32_ps(levels, _mm256_add_epi32(j, _mm256_set1_epi32(1)));
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
+  const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w, 8)), _mm256_set1_ps(0x1p-24f));
+  const __m256 up = _mm256_cmp_ps(_mm256_mul_ps(r, _mm256_sub_ps(hi, lo)), _mm256_sub_ps(u, lo), _CMP_LT_OQ);
+  if (!kIndices) _mm256_storeu_ps(oc, _mm256_mul_ps(_mm256_blendv_ps(lo, hi, up), nf));
+  return _mm256_sub_epi32(j, _mm256_castps_si256(up));  // up is -1 where true
+}
+
+// A chunk's two steps (quant_cpu_kernel.h's GenericChunk interface), vectorised by hand: Philox always,
+// the search for up to kPermuteLevels levels (the generic search, compiled for AVX2, for more).
+struct Avx2Chunk {
   static void words(uint64_t g, uint32_t key0, uint32_t key1, uint32_t* __restrict words) {
     const RoundKeys keys = round_keys(key0, key1);
     const uint64_t first = g >> 2;
@@ -97,6 +129,32 @@ struct VectorPhilox {
     const int groups = g % 4 == 0 ? kChunk / (4 * kGroupBlocks) : kGroups;  // aligned: 64 blocks, else 65
     for (int i = 0; i < groups; ++i) philox_group(first + static_cast<uint64_t>(i * kGroupBlocks), keys, buf + 64 * i);
     std::memcpy(words, buf + (g - 4 * first), sizeof(uint32_t) * kChunk);
+  }
+
+  template <bool kIndices>
+  static void snap(const float* xc, int m, float inv, float nf, const cpu_avx2::Levels& lv, const uint32_t* words,
+                   float* oc, uint8_t* ic) {
+    if (lv.k > kPermuteLevels) return cpu_avx2::snap_chunk<kIndices>(xc, m, inv, nf, lv, words, oc, ic);
+    alignas(32) float probe[kPermuteLevels], level[kPermuteLevels];
+    for (int i = 0; i < kPermuteLevels; ++i) {
+      probe[i] = i < lv.k - 2 ? lv.v[i + 1] : std::numeric_limits<float>::infinity();
+      level[i] = lv.v[std::min(i, lv.k - 1)];
+    }
+    const __m256 probes = _mm256_load_ps(probe), levels = _mm256_load_ps(level);
+    const __m256 vinv = _mm256_set1_ps(inv), vnf = _mm256_set1_ps(nf);
+    const __m256 lmin = _mm256_set1_ps(lv.v[0]), lmax = _mm256_set1_ps(lv.v[lv.k - 1]);
+    const int full = m / 8 * 8;
+    for (int e = 0; e < full; e += 8) {
+      const __m256i j = snap8<kIndices>(xc + e, words + e, vinv, vnf, lmin, lmax, probes, levels, oc ? oc + e : nullptr);
+      if (kIndices) {  // 8 indices (< 256) to bytes
+        const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(j), _mm256_extracti128_si256(j, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(ic + e), _mm_packus_epi16(w16, w16));
+      }
+    }
+    if (full < m) {
+      cpu_avx2::snap_chunk<kIndices>(xc + full, m - full, inv, nf, lv, words + full, oc ? oc + full : nullptr,
+                                     ic ? ic + full : nullptr);
+    }
   }
 };
 
@@ -145,7 +203,7 @@ void decode_bits(const DecodeJob& job, int64_t first, int64_t last, uint32_t* ma
 }  // namespace
 
 void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
-  for (int64_t b = first; b < last; ++b) cpu_avx2::process_bucket<VectorPhilox>(job, b);
+  for (int64_t b = first; b < last; ++b) cpu_avx2::process_bucket<Avx2Chunk>(job, b);
 }
 
 void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
