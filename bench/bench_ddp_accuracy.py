@@ -1,6 +1,6 @@
 """Benchmark: bytes vs accuracy of data-parallel training with PyTorch's DDP hooks and with nuq_dist.
 
-Trains the digits MLP on 2 real gloo ranks through the trainer (launcher.distributed.run_local), once
+Trains the digits MLP on 2 real gloo ranks through the trainer (launcher.executors.distributed.run_local), once
 per row, with the same config, seed and iterations: fp32 (`nuq_dist`, `nuq_method none`: an fp32
 all-reduce), PyTorch's communication hooks (`g_estim=ddp_hook`: fp16, bf16, PowerSGD rank 1/2/4, through a
 real DistributedDataParallel) and our quantized exchange (`g_estim=nuq_dist`: qinf at 2/3/4 bits, amq at
@@ -54,7 +54,7 @@ def metrics(run_dir: Path) -> dict[str, list[float]]:
 
 
 def run_row(name: str, config: dict, tmp: Path) -> dict:
-    from launcher.distributed import run_local
+    from launcher.executors.distributed import run_local
     run_dir = tmp / name
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))

@@ -5,7 +5,7 @@ communication hooks (`torch.distributed.algorithms.ddp_comm_hooks`), the baselin
 `bf16` (`fp16_compress_hook` / `bf16_compress_hook`: the gradient bucket cast to 16 bits, all-reduced,
 cast back) and `powersgd` (`powerSGD_hook` with `ddp_powersgd_rank`, error feedback and warm start on,
 compressing from the 2nd step: torch's `start_powerSGD_iter` minimum). It runs in the same multi-process
-setup as `nuq_dist` (launcher.distributed; rank r's data stream is seeded seed + r), so the two compare
+setup as `nuq_dist` (launcher.executors.distributed; rank r's data stream is seeded seed + r), so the two compare
 on the same model, processes and data.
 
 Wire bytes are counted, not modelled: every `torch.distributed.all_reduce` the hook issues during the
@@ -124,9 +124,11 @@ class DDPHookEstimator(GradientEstimator):
         self.numel = sum(p.numel() for p in self.params())
         self.window_steps, self.window_s = 0, 0.0
 
-    def on_step(self, step: int) -> None:
-        from estim.nuq_dist import agree_on_stop
-        agree_on_stop(self.params()[0].device)
+    def agree_on_stop(self, pending: bool) -> bool:
+        """Any rank's stop flag stops every rank at this step (DDP's ranks must run the same steps)."""
+        flag = torch.tensor([1.0 if pending else 0.0], device=self.params()[0].device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item() > 0
 
     def grad(self, stream: BatchStream | None = None) -> tuple[list[torch.Tensor], float]:
         x, y = (stream or self.train_stream).next()

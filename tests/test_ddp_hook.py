@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.distributed import check_config, spawn_local
+from launcher.executors.distributed import check_config, spawn_local
 from trainer.options import ConfigError, validate_config
 
 WORKERS = Path(__file__).with_name("dist_workers.py")
@@ -54,3 +54,9 @@ def test_the_hook_options_are_validated_and_the_launcher_runs_it_on_several_proc
     check_config({"g_estim": "ddp_hook", "ddp_hook": "powersgd"}, 2)
     with pytest.raises(ConfigError, match="'ddp_hook'.*'int8' is not one of allreduce, fp16, bf16, powersgd"):
         validate_config({"ddp_hook": "int8"})
+
+
+def test_the_option_offers_exactly_the_registered_hooks():
+    from estim.ddp_hook import HOOKS
+    from estim.names import DDP_HOOKS
+    assert tuple(HOOKS) == DDP_HOOKS
