@@ -1,6 +1,6 @@
 // The CPU quantize kernel for AVX2 (8 float lanes): the generic kernel's per-bucket driver, norm and level
-// search (quant_cpu_kernel.h) compiled a second time for AVX2 + FMA + BMI2, with Philox and the search for
-// up to 8 levels vectorised by hand, and a one-pass decode. The same arithmetic as nuq/reference.py, so
+// search (quant_cpu_kernel.h) compiled a second time for AVX2 + FMA + BMI2, with Philox, the search for
+// up to 8 levels and the bit packing vectorised by hand, and a one-pass decode. The same arithmetic as nuq/reference.py, so
 // results agree bitwise.
 //
 // Why Philox by hand: it costs 5 multiplies of 32x32 -> 64 bits per random word and dominates the kernel;
@@ -119,8 +119,36 @@ inline __m256i snap8(const float* xc, const uint32_t* words, __m256 inv, __m256 
   return _mm256_sub_epi32(j, _mm256_castps_si256(up));  // up is -1 where true
 }
 
-// A chunk's two steps (quant_cpu_kernel.h's GenericChunk interface), vectorised by hand: Philox always,
-// the search for up to kPermuteLevels levels (the generic search, compiled for AVX2, for more).
+// 32 indices of kBits (1..6) bits each -> their 4 kBits bytes of bit stream (csrc/common/bitpack.h's
+// squeeze, in vector lanes): pairs of bytes, then pairs of 16-bit lanes joined by multiply-adds, pairs of
+// 32-bit lanes by a shift, then the kBits bytes of each 64-bit lane gathered by a byte shuffle. (No BMI2
+// pext: it is microcoded and far slower on Zen 2, an AVX2-only CPU this kernel is for.)
+template <int kBits>
+inline void squeeze32(const uint8_t* idx, uint8_t* dst) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
+  const __m256i s16 = _mm256_maddubs_epi16(v, _mm256_set1_epi16(static_cast<int16_t>((1 << kBits) << 8 | 1)));
+  const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi32((1 << (2 * kBits)) << 16 | 1));
+  const __m256i s64 = _mm256_or_si256(_mm256_and_si256(s32, _mm256_set1_epi64x(0xFFFFFFFF)),
+                                      _mm256_slli_epi64(_mm256_srli_epi64(s32, 32), 4 * kBits));
+  alignas(16) int8_t order[16];
+  for (int i = 0; i < 16; ++i) order[i] = static_cast<int8_t>(i < kBits ? i : i < 2 * kBits ? 8 + i - kBits : -1);
+  const __m256i shuffle = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(order)));
+  alignas(32) uint8_t halves[32];  // 2 kBits bytes at the start of each 128-bit half
+  _mm256_store_si256(reinterpret_cast<__m256i*>(halves), _mm256_shuffle_epi8(s64, shuffle));
+  std::memcpy(dst, halves, 2 * kBits);
+  std::memcpy(dst + 2 * kBits, halves + 16, 2 * kBits);
+}
+
+template <int kBits>
+inline void pack_bits(const uint8_t* idx, int64_t m, uint8_t* dst) {
+  const int64_t full = m / 32 * 32;
+  for (int64_t e = 0; e < full; e += 32) squeeze32<kBits>(idx + e, dst + e / 8 * kBits);
+  if (full < m) bitpack::pack<kBits>(idx + full, m - full, dst + full / 8 * kBits);
+}
+
+// A chunk's steps (quant_cpu_kernel.h's GenericChunk interface), vectorised by hand: Philox always, the
+// search for up to kPermuteLevels levels (the generic search, compiled for AVX2, for more), the packing
+// of 1..6-bit indices.
 struct Avx2Chunk {
   static void words(uint64_t g, uint32_t key0, uint32_t key1, uint32_t* __restrict words) {
     const RoundKeys keys = round_keys(key0, key1);
@@ -154,6 +182,18 @@ struct Avx2Chunk {
     if (full < m) {
       cpu_avx2::snap_chunk<kIndices>(xc + full, m - full, inv, nf, lv, words + full, oc ? oc + full : nullptr,
                                      ic ? ic + full : nullptr);
+    }
+  }
+
+  static void pack(const uint8_t* idx, int64_t m, int bits, uint8_t* dst) {
+    switch (bits) {
+      case 1: return pack_bits<1>(idx, m, dst);
+      case 2: return pack_bits<2>(idx, m, dst);
+      case 3: return pack_bits<3>(idx, m, dst);
+      case 4: return pack_bits<4>(idx, m, dst);
+      case 5: return pack_bits<5>(idx, m, dst);
+      case 6: return pack_bits<6>(idx, m, dst);
+      default: return cpu_avx2::pack_chunk(idx, m, bits, dst);  // 7 bits: 2^7 overflows maddubs' signed bytes
     }
   }
 };

@@ -239,8 +239,8 @@ NUQ_CPU_INLINE void pack_chunk(const uint8_t* idx, int64_t m, int bits, uint8_t*
   }
 }
 
-// The two steps of a chunk: its random words (chunk_words) and the snapping (snap_chunk). quant_cpu_avx2.cpp
-// passes its own, vectorised by hand.
+// The steps of a chunk: its random words (chunk_words), the snapping (snap_chunk) and the packing of its
+// indices (pack_chunk). quant_cpu_avx2.cpp passes its own, vectorised by hand.
 struct GenericChunk {
   static NUQ_CPU_INLINE void words(uint64_t g, uint32_t key0, uint32_t key1, uint32_t* __restrict out) {
     chunk_words(g, key0, key1, out);
@@ -250,6 +250,7 @@ struct GenericChunk {
                                   float* oc, uint8_t* ic) {
     snap_chunk<kIndices>(xc, m, inv, nf, lv, words, oc, ic);
   }
+  static NUQ_CPU_INLINE void pack(const uint8_t* idx, int64_t m, int bits, uint8_t* dst) { pack_chunk(idx, m, bits, dst); }
 };
 
 // Snap one bucket of normalisation `nf`: writes dequantized values (out), level indices (idx) or indices
@@ -271,7 +272,7 @@ NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf
       Chunk::template snap<true>(x + c, m, inv, nf, lv, words, nullptr, idx ? idx + c : packed + c);
     } else {
       Chunk::template snap<true>(x + c, m, inv, nf, lv, words, nullptr, chunk_idx);
-      pack_chunk(chunk_idx, m, bits, packed + c / 8 * bits);  // c is a multiple of kChunk: a whole byte
+      Chunk::pack(chunk_idx, m, bits, packed + c / 8 * bits);  // c is a multiple of kChunk: a whole byte
     }
   }
 }
