@@ -198,11 +198,26 @@ struct Avx2Chunk {
   }
 };
 
-// decode_buckets for kBits-bit indices: 8 values (kBits bytes) spread to one byte each, then levels[index] *
-// norm gathered from the bucket's levels * norm, padded to a table of 2^kBits entries.
+// levels * norm at 8 indices: permutes of the table up to 16 entries (1..4 bits), a gather beyond.
+template <int kBits>
+inline __m256 lookup(const float* scaled, __m256i index) {
+  if (kBits <= 3) return _mm256_permutevar8x32_ps(_mm256_load_ps(scaled), index);
+  if (kBits == 4) {
+    const __m256 low = _mm256_permutevar8x32_ps(_mm256_load_ps(scaled), index);
+    const __m256 high = _mm256_permutevar8x32_ps(_mm256_load_ps(scaled + 8), index);  // uses index bits 0-2
+    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(index, 28));  // bit 3 to the sign bit
+    return _mm256_blendv_ps(low, high, upper);
+  }
+  return _mm256_i32gather_ps(scaled, index, 4);
+}
+
+// decode_buckets for kBits-bit indices: 8 values (kBits bytes, one 8-byte load) spread to one byte each,
+// then levels[index] * norm looked up in the bucket's levels * norm, padded to a table of 2^kBits entries
+// (at least 8).
 template <int kBits>
 void decode_bits(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
-  constexpr int kTable = 1 << kBits;
+  constexpr int kTable = (1 << kBits) < 8 ? 8 : 1 << kBits;
+  constexpr uint64_t kStream = kBits == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * kBits)) - 1;
   alignas(32) float padded[kTable], scaled[kTable];  // scaled: levels * this bucket's norm
   for (int j = 0; j < kTable; ++j) padded[j] = job.levels[std::min(j, job.num_levels - 1)];
   __m256i seen = _mm256_setzero_si256();  // lane-wise maximum index: one out of range fails the call
@@ -218,12 +233,16 @@ void decode_bits(const DecodeJob& job, int64_t first, int64_t last, uint32_t* ma
       const int64_t count = std::min<int64_t>(8, len - e);
       const uint8_t* at = src + e / 8 * kBits;
       uint64_t w = 0;
-      std::memcpy(&w, at, static_cast<size_t>(std::min<int64_t>((count * kBits + 7) / 8, job.end - at)));
-      uint64_t bytes = bitpack::spread<kBits>(w);
+      if (at + 8 <= job.end) {
+        std::memcpy(&w, at, 8);
+      } else {  // the message's last bytes: only those that exist
+        std::memcpy(&w, at, static_cast<size_t>(job.end - at));
+      }
+      uint64_t bytes = bitpack::spread<kBits>(w & kStream);
       if (count < 8) bytes &= (uint64_t{1} << (8 * count)) - 1;  // padding bits of a corrupt message
       const __m256i index = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(bytes)));
       seen = _mm256_max_epu32(seen, index);
-      __m256 value = _mm256_i32gather_ps(scaled, index, 4);
+      __m256 value = lookup<kBits>(scaled, index);
       if (count == 8) {
         if (job.accumulate) value = _mm256_add_ps(_mm256_loadu_ps(out + e), value);
         _mm256_storeu_ps(out + e, value);
