@@ -1,6 +1,6 @@
 // The CPU quantize kernel for AVX2 (8 float lanes): the generic kernel's per-bucket driver, norm and level
 // search (quant_cpu_kernel.h) compiled a second time for AVX2 + FMA + BMI2, with Philox, the search for
-// up to 8 levels and the bit packing vectorised by hand, and a one-pass decode. The same arithmetic as nuq/reference.py, so
+// up to 16 levels and the bit packing vectorised by hand, and a one-pass decode. The same arithmetic as nuq/reference.py, so
 // results agree bitwise.
 //
 // Why Philox by hand: it costs 5 multiplies of 32x32 -> 64 bits per random word and dominates the kernel;
@@ -89,29 +89,37 @@ inline void philox_group(uint64_t q, const RoundKeys& keys, uint32_t* __restrict
   }
 }
 
-constexpr int kPermuteLevels = 8;  // level sets up to this: the search on one register of levels (1..3 bits)
+constexpr int kPermuteLevels = 16;  // level sets up to this: the search on permute tables of 8 or 16 (1..4 bits)
 
 // u = clamp(x * inv) as the generic kernel computes it: max(l0, u) is `u < l0 ? l0 : u`, NaN kept.
 inline __m256 normalised(const float* x, __m256 inv, __m256 lmin, __m256 lmax) {
   return _mm256_min_ps(lmax, _mm256_max_ps(lmin, _mm256_mul_ps(_mm256_loadu_ps(x), inv)));
 }
 
-// Snaps 8 values of a chunk for up to 8 levels: a branchless binary search of 3 steps on a permute table of
-// the inner levels (padded with +inf, so `probe <= u` is false past them: j = how many inner levels <= u, as
-// the generic kernel's count), the pair (l[j], l[j+1]) by two permutes, then the generic kernel's rounding.
-// Returns j + up; writes the values (kIndices false).
-template <bool kIndices>
+// Entry i (< 8 kRegs) of a table held in kRegs (1 or 2) registers: one permute, or two and a blend on bit 3.
+template <int kRegs>
+inline __m256 table_at(const __m256* t, __m256i i) {
+  const __m256 low = _mm256_permutevar8x32_ps(t[0], i);
+  if (kRegs == 1) return low;
+  return _mm256_blendv_ps(low, _mm256_permutevar8x32_ps(t[1], i), _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
+}
+
+// Snaps 8 values of a chunk for up to 8 kRegs levels: a branchless binary search (3 or 4 steps) on a permute
+// table of the inner levels (padded with +inf, so `probe <= u` is false past them: j = how many inner levels
+// <= u, as the generic kernel's count), the pair (l[j], l[j+1]) by two lookups, then the generic kernel's
+// rounding. Returns j + up; writes the values (kIndices false).
+template <bool kIndices, int kRegs>
 inline __m256i snap8(const float* xc, const uint32_t* words, __m256 inv, __m256 nf, __m256 lmin, __m256 lmax,
-                     __m256 probes, __m256 levels, float* oc) {
+                     const __m256* probes, const __m256* levels, float* oc) {
   const __m256 u = normalised(xc, inv, lmin, lmax);
   __m256i j = _mm256_setzero_si256();
-  for (int step = 4; step >= 1; step /= 2) {
-    const __m256 probe = _mm256_permutevar8x32_ps(probes, _mm256_add_epi32(j, _mm256_set1_epi32(step - 1)));
+  for (int step = 4 * kRegs; step >= 1; step /= 2) {
+    const __m256 probe = table_at<kRegs>(probes, _mm256_add_epi32(j, _mm256_set1_epi32(step - 1)));
     const __m256i below = _mm256_castps_si256(_mm256_cmp_ps(probe, u, _CMP_LE_OQ));
     j = _mm256_add_epi32(j, _mm256_and_si256(below, _mm256_set1_epi32(step)));
   }
-  const __m256 lo = _mm256_permutevar8x32_ps(levels, j);
-  const __m256 hi = _mm256_permutevar8x32_ps(levels, _mm256_add_epi32(j, _mm256_set1_epi32(1)));
+  const __m256 lo = table_at<kRegs>(levels, j);
+  const __m256 hi = table_at<kRegs>(levels, _mm256_add_epi32(j, _mm256_set1_epi32(1)));
   const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
   const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w, 8)), _mm256_set1_ps(0x1p-24f));
   const __m256 up = _mm256_cmp_ps(_mm256_mul_ps(r, _mm256_sub_ps(hi, lo)), _mm256_sub_ps(u, lo), _CMP_LT_OQ);
@@ -162,18 +170,30 @@ struct Avx2Chunk {
   template <bool kIndices>
   static void snap(const float* xc, int m, float inv, float nf, const cpu_avx2::Levels& lv, const uint32_t* words,
                    float* oc, uint8_t* ic) {
-    if (lv.k > kPermuteLevels) return cpu_avx2::snap_chunk<kIndices>(xc, m, inv, nf, lv, words, oc, ic);
-    alignas(32) float probe[kPermuteLevels], level[kPermuteLevels];
-    for (int i = 0; i < kPermuteLevels; ++i) {
+    if (lv.k <= 8) return snap_tables<kIndices, 1>(xc, m, inv, nf, lv, words, oc, ic);
+    if (lv.k <= kPermuteLevels) return snap_tables<kIndices, 2>(xc, m, inv, nf, lv, words, oc, ic);
+    cpu_avx2::snap_chunk<kIndices>(xc, m, inv, nf, lv, words, oc, ic);
+  }
+
+  template <bool kIndices, int kRegs>
+  static void snap_tables(const float* xc, int m, float inv, float nf, const cpu_avx2::Levels& lv,
+                          const uint32_t* words, float* oc, uint8_t* ic) {
+    alignas(32) float probe[8 * kRegs], level[8 * kRegs];
+    for (int i = 0; i < 8 * kRegs; ++i) {
       probe[i] = i < lv.k - 2 ? lv.v[i + 1] : std::numeric_limits<float>::infinity();
       level[i] = lv.v[std::min(i, lv.k - 1)];
     }
-    const __m256 probes = _mm256_load_ps(probe), levels = _mm256_load_ps(level);
+    __m256 probes[kRegs], levels[kRegs];
+    for (int r = 0; r < kRegs; ++r) {
+      probes[r] = _mm256_load_ps(probe + 8 * r);
+      levels[r] = _mm256_load_ps(level + 8 * r);
+    }
     const __m256 vinv = _mm256_set1_ps(inv), vnf = _mm256_set1_ps(nf);
     const __m256 lmin = _mm256_set1_ps(lv.v[0]), lmax = _mm256_set1_ps(lv.v[lv.k - 1]);
     const int full = m / 8 * 8;
     for (int e = 0; e < full; e += 8) {
-      const __m256i j = snap8<kIndices>(xc + e, words + e, vinv, vnf, lmin, lmax, probes, levels, oc ? oc + e : nullptr);
+      const __m256i j = snap8<kIndices, kRegs>(xc + e, words + e, vinv, vnf, lmin, lmax, probes, levels,
+                                               oc ? oc + e : nullptr);
       if (kIndices) {  // 8 indices (< 256) to bytes
         const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(j), _mm256_extracti128_si256(j, 1));
         _mm_storel_epi64(reinterpret_cast<__m128i*>(ic + e), _mm_packus_epi16(w16, w16));
