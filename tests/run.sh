@@ -5,7 +5,10 @@ cd "$(dirname "$0")/.."
 python3 -m pip install -q -r requirements.txt
 python3 -m pip install -q --no-build-isolation -e .
 # The SLURM integration tests need a real cluster: start the single-node one as root, stop it on exit.
+# As root on Debian, also the aarch64 cross compiler for tests/test_cross_compile.py (no aarch64 CI runner).
 if [ "$(id -u)" = 0 ]; then
+    command -v aarch64-linux-gnu-g++ >/dev/null || { command -v apt-get >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++-aarch64-linux-gnu >/dev/null; } || true
     bash scripts/slurm_cluster.sh start
     trap 'bash scripts/slurm_cluster.sh stop' EXIT
 fi
