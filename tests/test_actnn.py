@@ -162,3 +162,39 @@ def test_the_variance_ordering_of_the_study_holds_on_a_small_model():
         assert per_tensor > 3 * per_group and per_tensor > 3 * four, table
     for cfg in configs:
         assert table[("quantize", cfg)] > table[("qlinear", cfg)], table
+
+
+@pytest.mark.parametrize("opt, message", [
+    ({"actnn_cabits": 4, "actnn_ibits": 2}, r"1 <= actnn_cabits \(4.0\) <= actnn_ibits \(2\) <= 8"),
+    ({"actnn_cabits": 0.5, "actnn_ibits": 2}, r"1 <= actnn_cabits \(0.5\)"),
+    ({"actnn_group_size": 0}, "actnn_group_size must be >= 1, got 0"),
+])
+def test_bad_settings_are_refused_with_one_line_naming_them(opt, message):
+    with pytest.raises(ValueError, match=message):
+        _plugin(_net(), **opt)
+
+
+def test_an_unknown_mode_is_refused_by_the_option_schema():
+    with pytest.raises(ValueError, match="'fp8' is not one of off, qlinear, quantize"):
+        full_config({"plugins": "actnn", "actnn_mode": "fp8"})
+
+
+def test_the_compressed_step_saves_packed_bytes_not_float_activations():
+    """What autograd holds in quantize mode (2 bits, 1-bit ReLU masks) is under a tenth of fp32's."""
+    def held(model):
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in params:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.randn(8, 1, 8, 8)).sum().backward()
+        return sum(seen.values())
+
+    net = nn.Sequential(*list(_small_bn_net())[:6], nn.Flatten(), nn.Linear(8 * 8 * 8, 10))  # no pooling:
+    fp32 = held(copy.deepcopy(net))  # (adaptive pooling keeps its float input, which the plugin leaves alone)
+    two, _ = _plugin(net, actnn_mode="quantize", actnn_cabits=2, actnn_ibits=2, actnn_relu_mask=True,
+                     actnn_store="bfloat16")
+    assert held(two) * 8 < fp32, (held(two), fp32)
