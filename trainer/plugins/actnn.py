@@ -54,11 +54,21 @@ class ActNN(Plugin):
             m.compressor = Compressor(self.opt["actnn_group_size"], self.opt["actnn_pergroup"],
                                       STORE_DTYPES[self.opt["actnn_store"]], self.ibits, self.cabits, area,
                                       greedy_bits)
+        self._follow_previous_conv()
         if self.opt["actnn_relu_mask"] and self.mode != "off":
             self.layers += convert(model, (nn.ReLU,))
         if self.var_at:
             model.register_forward_pre_hook(self._capture)
         return model
+
+    def _follow_previous_conv(self) -> None:
+        """Under actnn_perlayer a batch norm takes the bits of the conv before it (as the study's QBNScheme):
+        the conv cost underrates BN, whose noise reaches every layer below."""
+        previous = None
+        for m in self.layers:
+            m.compressor.follow = previous if isinstance(m, nn.BatchNorm2d) else None
+            if isinstance(m, nn.Conv2d):
+                previous = m.compressor
 
     @property
     def compressors(self) -> list[Compressor]:
@@ -92,7 +102,7 @@ class ActNN(Plugin):
     def allocate_perlayer(self) -> None:
         """Pool every layer's per-sample predicted variances, weighted by its features per sample, and give
         each layer the mean bits of its share of the greedy allocation of the total budget."""
-        comps = [c for c in self.compressors if c.last_cost is not None and c.grad_scale > 0]
+        comps = [c for c in self.compressors if c.last_cost is not None and c.grad_scale > 0 and c.follow is None]
         if len(comps) < 2:
             return
         costs = torch.cat([c.last_cost for c in comps])
@@ -101,6 +111,9 @@ class ActNN(Plugin):
         for c, share in zip(comps, torch.split(bits, [len(c.last_cost) for c in comps])):
             c.avg_bits = float(share.double().mean())
             c.ibits = max(self.ibits, min(8, int(-(-c.avg_bits // 1))))
+        for c in self.compressors:
+            if c.follow is not None:
+                c.avg_bits, c.ibits = c.follow.avg_bits, c.follow.ibits
 
     def scalars(self) -> dict[str, float]:
         out = dict(self.result)

@@ -37,6 +37,7 @@ class Compressor:
         self.last_cost: torch.Tensor | None = None  # s_n C_n of the last forward (for the per-layer allocation)
         self.last_bits: float | None = None  # mean bits of the last allocation
         self.features = 0  # features per sample of the last input
+        self.follow: Compressor | None = None  # per-layer allocation: take this one's bits instead
 
     def bits_for(self, x: torch.Tensor) -> torch.Tensor:
         cost = variance_cost(x, self.group_size, self.pergroup, self.kernel_area).cpu()
