@@ -198,3 +198,12 @@ def test_the_compressed_step_saves_packed_bytes_not_float_activations():
     two, _ = _plugin(net, actnn_mode="quantize", actnn_cabits=2, actnn_ibits=2, actnn_relu_mask=True,
                      actnn_store="bfloat16")
     assert held(two) * 8 < fp32, (held(two), fp32)
+
+
+def test_relu_with_a_one_bit_mask_gives_the_exact_gradient():
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    relu = nn.ReLU()
+    convert(relu, (nn.ReLU,))
+    g = torch.randn(4, 3, 5, 5)
+    got = torch.autograd.grad(relu(x), x, g)[0]
+    assert type(relu).__name__ == "ActReLU" and torch.equal(got, g * (x > 0))

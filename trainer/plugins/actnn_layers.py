@@ -139,13 +139,13 @@ class _ReLUFn(torch.autograd.Function):
         out = x.clamp(min=0)
         mask = (out > 0).reshape(-1).to(torch.uint8)
         ctx.shape = x.shape
-        ctx.save_for_backward(pack(mask.cpu(), 1).to(x.device))
+        ctx.save_for_backward(pack(mask, 1))  # the C++ op on the CPU, torch ops elsewhere
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> torch.Tensor:
         (packed,) = ctx.saved_tensors
-        mask = unpack(packed.cpu(), 1, grad_out.numel()).to(grad_out.device).view(ctx.shape)
+        mask = unpack(packed, 1, grad_out.numel()).view(ctx.shape)
         return grad_out * mask
 
 
