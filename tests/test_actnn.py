@@ -150,7 +150,7 @@ def _variance(mode, cabits, ibits, pergroup, perlayer):
                 torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
     nn.functional.cross_entropy(model(batches[0][0]), batches[0][1]).backward()  # gradient scales
     plugin.after_step(0)
-    return measure(model, batches, [m.weight for m in plugin.weights], plugin.set_compression, 3)["var"]
+    return measure(model, batches, [m.weight for m in plugin.weight_layers], plugin.set_compression, 3)["var"]
 
 
 def test_the_variance_ordering_of_the_study_holds_on_a_small_model():

@@ -40,14 +40,14 @@ class ActNN(Plugin):
         self.var_at = set(parse_int_list(opt["actnn_var_at"])) if opt["actnn_var_at"] else set()
         self.batches: deque = deque(maxlen=opt["actnn_var_batches"])
         self.layers: list[nn.Module] = []
-        self.weights: list[nn.Module] = []
+        self.weight_layers: list[nn.Module] = []  # the conv/linear layers whose weight gradients the protocol measures
         self.result: dict[str, float] = {}
         self._input: torch.Tensor | None = None
         self.model: nn.Module | None = None
 
     def configure_model(self, model: nn.Module) -> nn.Module:
         self.model = model
-        self.weights = [m for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear)]
+        self.weight_layers = [m for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear)]
         self.layers = convert(model, KINDS[self.mode])
         for m in self.layers:
             area = m.kernel_size[0] * m.kernel_size[1] // m.groups if isinstance(m, nn.Conv2d) else 1
@@ -96,7 +96,7 @@ class ActNN(Plugin):
             self.allocate_perlayer()
         if step + 1 in self.var_at:
             self._input = None
-            self.result = measure(self.model, list(self.batches), [m.weight for m in self.weights],
+            self.result = measure(self.model, list(self.batches), [m.weight for m in self.weight_layers],
                                   self.set_compression, self.opt["actnn_var_draws"])
 
     def allocate_perlayer(self) -> None:
