@@ -10,16 +10,19 @@ from torch import nn
 
 
 class BatchStream(Protocol):
-    """An endless, seeded, resumable stream of (inputs, targets) minibatches already on the run's device."""
+    """An endless, seeded, resumable stream of (inputs, targets) minibatches already on the run's device;
+    (inputs, targets, dataset indices) when a trainer plugin asked for the indices."""
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def next(self) -> tuple[torch.Tensor, ...]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (output, target) -> loss; given the indices too, (output, target, index), when the stream carries them.
+# The trainer passes its objective: task loss + trainer plugins' extra terms (trainer/plugins/enabled.py).
+LossFn = Callable[..., torch.Tensor]
 
 
 class GradientEstimator:
@@ -38,9 +41,10 @@ class GradientEstimator:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def minibatch_grad(self, stream: BatchStream) -> tuple[list[torch.Tensor], float]:
-        """Gradient and loss of one minibatch drawn from `stream`."""
-        x, y = stream.next()
-        loss = self.loss_fn(self.model(x), y)
+        """Gradient and loss of one minibatch drawn from `stream`: the one place every estimator
+        evaluates the loss, so each differentiates the same objective."""
+        x, y, *index = stream.next()
+        loss = self.loss_fn(self.model(x), y, *index)
         grads = torch.autograd.grad(loss, self.params())
         return [g.detach() for g in grads], float(loss.detach())
 

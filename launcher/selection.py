@@ -17,7 +17,7 @@ from launcher.errors import UsageError
 from launcher.grid import GridError, expand
 from launcher.naming import run_name, safe_token
 from launcher.registry import get_run
-from trainer.options import ConfigError, closest_keys, OPTIONS, validate_config
+from trainer.options import ConfigError, closest_keys, OPTIONS, validate_config, validate_value
 
 DEFAULT_ROOT = "./runs"
 
@@ -106,7 +106,7 @@ def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
         raise UsageError(f"{flag} {text!r}: unknown config key {key!r}; {hint}")
     value = parse_scalar(raw, f"{flag} {key}")
     try:
-        value = validate_config({key: value}, run=flag)[key]
+        value = validate_value(key, value, run=flag)
     except ConfigError as err:
         raise UsageError(f"{flag} {text!r}: {str(err).removeprefix(f'run {flag}: ')}") from None
     return key, value
