@@ -1,0 +1,37 @@
+"""Options of the `wq` plugin (weight/activation quantization; torch-free: they join the option schema).
+
+`check(opt)` holds the range rules the schema's kinds cannot say (bits 1..32, bits only with dorefa); the
+plugin applies it to the full config when it is built and `grids/wq.py` to each of its configs.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+METHODS = ("none", "xnor", "ternary", "dorefa")
+VARIANTS = ("repo", "paper")
+MIN_BITS, MAX_BITS = 1, 32
+
+OPTIONS = {
+    "wq_method": ("str", "none", "Quantize weights and conv inputs: none, xnor (a1w1, XNOR-Net), ternary (a32w2, "
+                  "TWN) or dorefa (wq_a_bits, wq_w_bits); simulated, the latent weights stay full precision.",
+                  METHODS),
+    "wq_w_bits": ("int", 32, "DoReFa weight bits, 1..32 (32: full precision)."),
+    "wq_a_bits": ("int", 32, "DoReFa activation (conv input) bits, 1..32 (32: full precision)."),
+    "wq_twn_alpha": ("str", "repo", "Ternary scale: repo (the study's code: kept |w| sum over the count of the "
+                     "zeroed weights) or paper (TWN: over the count of the kept ones).", VARIANTS),
+    "wq_dorefa_variant": ("str", "repo", "DoReFa: repo (the study's code: activations tanh-normalised by the "
+                          "batch max) or paper (activations clipped to [0, 1]; 1-bit weights sign x mean|W|).",
+                          VARIANTS),
+    "wq_first_last": ("bool", False, "Also quantize the first conv (the stem) and the last layer (the classifier)."),
+}
+
+
+def check(opt: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the bad value and what is accepted (bits out of 1..32, bits without dorefa)."""
+    for key in ("wq_w_bits", "wq_a_bits"):
+        bits = opt.get(key, OPTIONS[key][1])
+        if not MIN_BITS <= bits <= MAX_BITS:
+            raise ValueError(f"{key}={bits} is out of range: use {MIN_BITS}..{MAX_BITS} (32: full precision)")
+        if bits != MAX_BITS and opt.get("wq_method", "none") != "dorefa":
+            raise ValueError(f"{key}={bits} applies to wq_method=dorefa only (wq_method="
+                             f"{opt.get('wq_method', 'none')!r} has fixed bits); leave it at 32")
