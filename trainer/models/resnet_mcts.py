@@ -3,7 +3,8 @@
 
 Stage widths 16 -> 64, 128, 256, three blocks each; a block is conv3x3(in->mid) BN ReLU conv3x3(mid->out)
 with mid = out/4, a bias-free 1x1 conv shortcut whenever the shape changes, and its second BN applied
-after the residual add: out = ReLU(BN(conv2 + shortcut)). 1,110,522 parameters for 10 classes. The
+after the residual add: out = ReLU(BN(conv2 + shortcut)). 1,110,522 parameters for 10 classes.
+`resnet20_mcts_small` divides every width by 4 (the spec's small CPU experiment; 71 k parameters). The
 `wq` plugin (trainer/plugins/wq.py) quantizes every conv inside the blocks, 1x1 shortcuts included.
 """
 from __future__ import annotations
@@ -40,14 +41,16 @@ class MctsBlock(nn.Module):
 
 
 class MctsResNet(nn.Module):
-    """Stem conv3x3(c->16) BN ReLU, three stages of blocks, global average pool, Linear(256 -> classes)."""
+    """Stem conv3x3(c->16) BN ReLU, three stages of blocks, global average pool, Linear(256 -> classes);
+    every width divided by `width_divisor`."""
 
-    def __init__(self, num_classes: int, in_channels: int) -> None:
+    def __init__(self, num_classes: int, in_channels: int, width_divisor: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, STEM, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(STEM)
-        blocks, cin = [], STEM
-        for cout, stride in STAGES:
+        stem = STEM // width_divisor
+        self.conv = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(stem)
+        blocks, cin = [], stem
+        for cout, stride in ((c // width_divisor, s) for c, s in STAGES):
             for i in range(BLOCKS_PER_STAGE):
                 blocks.append(MctsBlock(cin, cout, stride if i == 0 else 1))
                 cin = cout
@@ -62,3 +65,8 @@ class MctsResNet(nn.Module):
 @register_model("resnet20_mcts")
 def resnet20_mcts(num_classes: int, in_shape: Sequence[int]) -> nn.Module:
     return MctsResNet(num_classes, in_shape[0])
+
+
+@register_model("resnet20_mcts_small")
+def resnet20_mcts_small(num_classes: int, in_shape: Sequence[int]) -> nn.Module:
+    return MctsResNet(num_classes, in_shape[0], width_divisor=4)
