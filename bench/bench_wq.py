@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -35,7 +37,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1", help="comma list of seeds; accuracies are averaged over them")
     parser.add_argument("--epochs", type=int, default=None, help="override the grid's epochs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: a loaded 2-core machine spins badly with more)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

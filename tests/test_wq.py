@@ -19,6 +19,15 @@ from trainer.plugins.wq_ops import (QuantConv2d, dorefa_input, dorefa_weight, ma
 from trainer.plugins.wq_options import check
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread avoids OpenMP spinning on a loaded machine (the 2-core CI)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _weight(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -169,7 +178,7 @@ def test_every_block_conv_incl_1x1_shortcuts_is_replaced_stem_and_classifier_sta
 
 def test_the_forward_uses_the_quantized_weights_and_the_latent_weights_train():
     torch.manual_seed(0)
-    plugin, model = _plugin(create_model("resnet20_mcts", 10, (3, 8, 8)), wq_method="ternary")
+    plugin, model = _plugin(create_model("resnet20_mcts_small", 10, (3, 8, 8)), wq_method="ternary")
     conv = model.layers[4].conv1
     x = torch.randn(2, conv.in_channels, 4, 4)
     assert torch.equal(conv(x), F.conv2d(x, twn_weight(conv.weight), None, conv.stride, conv.padding))
@@ -195,7 +204,7 @@ def test_macs_count_every_conv_including_replaced_ones_against_a_hand_count():
     assert len(convs) == 22
     conv_macs = [cin * cout * k * k * side * side for cin, cout, k, side in convs]
     fc = 256 * 10
-    for method in ("none", "xnor", "dorefa"):
+    for method in ("none", "xnor"):
         plugin, model = _plugin(create_model("resnet20_mcts", 10, (3, 32, 32)), wq_method=method)
         assert "macs" not in plugin.scalars()  # known after the first forward
         with torch.no_grad():
@@ -256,8 +265,8 @@ def test_cifar10_grid_is_the_studys_8_configs_and_recipe():
 # ---- exact resume --------------------------------------------------------------------------------------------------
 
 RUN = {"arch": "digits_cnn", "plugins": "wq", "wq_method": "dorefa", "wq_w_bits": 2, "wq_a_bits": 2,
-       "niters": 30, "batch_size": 32, "chkpt_iter": 10, "tblog_interval": 5, "log_interval": 10, "lr": 0.05,
-       "gvar_log_iter": 0}
+       "niters": 16, "batch_size": 32, "chkpt_iter": 8, "tblog_interval": 4, "log_interval": 8, "lr": 0.05,
+       "gvar_log_iter": 0, "test_batch_size": 400}
 
 
 def _metrics(run_dir):
@@ -269,11 +278,11 @@ def test_a_wq_run_resumes_exactly_after_an_interruption(tmp_path):
     assert whole["final"]["wq/bits_w/conv2"] == 2 and whole["final"]["wq/macs"] > 0
     assert math.isfinite(whole["final"]["Vacc"])
 
-    def stop_at_13(it):
-        if it == 13:
+    def stop_at_6(it):
+        if it == 6:
             loop.request_stop()
     with pytest.raises(loop.Interrupted):
-        loop.run(RUN, tmp_path / "cut", on_iteration=stop_at_13)
+        loop.run(RUN, tmp_path / "cut", on_iteration=stop_at_6)
     resumed = loop.run(RUN, tmp_path / "cut")
     assert resumed["final"] == whole["final"] and resumed["best"] == whole["best"]
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "whole")

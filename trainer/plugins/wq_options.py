@@ -12,15 +12,14 @@ VARIANTS = ("repo", "paper")
 MIN_BITS, MAX_BITS = 1, 32
 
 OPTIONS = {
-    "wq_method": ("str", "none", "Quantize weights and conv inputs: none, xnor (a1w1, XNOR-Net), ternary (a32w2, "
-                  "TWN) or dorefa (wq_a_bits, wq_w_bits); simulated, the latent weights stay full precision.",
-                  METHODS),
+    "wq_method": ("str", "none", "Quantize weights and conv inputs (simulated; latent weights stay full precision): "
+                  "xnor is a1w1 (XNOR-Net), ternary a32w2 (TWN), dorefa takes wq_a_bits and wq_w_bits.", METHODS),
     "wq_w_bits": ("int", 32, "DoReFa weight bits, 1..32 (32: full precision)."),
     "wq_a_bits": ("int", 32, "DoReFa activation (conv input) bits, 1..32 (32: full precision)."),
-    "wq_twn_alpha": ("str", "repo", "Ternary scale: repo (the study's code: kept |w| sum over the count of the "
-                     "zeroed weights) or paper (TWN: over the count of the kept ones).", VARIANTS),
+    "wq_twn_alpha": ("str", "repo", "Ternary scale: repo (the study's code: the sum of the kept absolute weights "
+                     "over the count of the zeroed ones) or paper (TWN: over the count of the kept ones).", VARIANTS),
     "wq_dorefa_variant": ("str", "repo", "DoReFa: repo (the study's code: activations tanh-normalised by the "
-                          "batch max) or paper (activations clipped to [0, 1]; 1-bit weights sign x mean|W|).",
+                          "batch max) or paper (activations clipped to [0, 1]; 1-bit weights sign x mean absolute weight).",
                           VARIANTS),
     "wq_first_last": ("bool", False, "Also quantize the first conv (the stem) and the last layer (the classifier)."),
 }
