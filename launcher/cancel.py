@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from launcher import slurm_query
+from launcher.slurm import query as slurm_query
 from launcher.errors import UsageError
 from launcher.selection import add_selection_arguments, select_runs
 from launcher.state import PENDING, RUNNING

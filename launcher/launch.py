@@ -10,7 +10,7 @@ import json
 import sys
 
 from launcher.display import format_table
-from launcher.executors import get_executor, load_executors
+from launcher.executors.base import get_executor, load_executors
 from launcher.rundirs import check_runs, prepare_runs
 from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs
 from launcher.state import DONE, RUNNING, run_state

@@ -18,7 +18,8 @@ def _default(opt: Option) -> str:
 
 
 def _help(opt: Option) -> str:
-    return opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+    which = "Any" if opt.kind == "names" else "One"  # a comma list takes several
+    return opt.help + (f" {which} of: {', '.join(opt.choices)}." if opt.choices else "")
 
 
 def markdown_table() -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import slurm_query
+from launcher.slurm import query as slurm_query
 from launcher.selection import RunSpec, add_selection_arguments, positive_int, select_runs
 from launcher.state import DONE, FAILED, INTERRUPTED, NOT_SUBMITTED, PENDING, RUNNING, STALE, run_state
 from trainer import runfiles

@@ -2,9 +2,10 @@
 
 `sqnorm` adds c ||w||^2 (all parameters) to the loss: every g_estim must differentiate task loss + that.
 
-`widen` changes parameter shapes mid-run and keeps per-sample state. At each epoch boundary it widens the hidden layer of `digits_mlp` by `widen_units` units (new rows of the
-first layer drawn from torch's seeded global generator, new columns of the classifier zero, so the function
-is unchanged, as in Net2Net) and returns True; the trainer must rebuild the optimizer and the estimator.
+`widen` changes parameter shapes mid-run and keeps per-sample state. At each epoch boundary it widens
+the hidden layer of `digits_mlp` by `widen_units` units (new rows of the first layer drawn from torch's
+seeded global generator, new columns of the classifier zero, so the function is unchanged, as in
+Net2Net) and returns True; the trainer must rebuild the optimizer and the estimator.
 It asks for the batches' sample indices and counts how often each training sample was drawn (its state),
 and adds nothing to the loss.
 """
@@ -51,7 +52,8 @@ class Widen(Plugin):
         with torch.no_grad():
             first.weight = nn.Parameter(torch.cat([first.weight, new_rows]))
             first.bias = nn.Parameter(torch.cat([first.bias, first.bias.new_zeros(len(new_rows))]))
-            last.weight = nn.Parameter(torch.cat([last.weight, last.weight.new_zeros(last.out_features, len(new_rows))], 1))
+            zero_columns = last.weight.new_zeros(last.out_features, len(new_rows))
+            last.weight = nn.Parameter(torch.cat([last.weight, zero_columns], 1))
         first.out_features = last.in_features = width
 
     def on_epoch_end(self, epoch: int) -> bool:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import cli, executors
-from launcher.executors import Executor, load_executors, register_executor
+from launcher import cli
+from launcher.executors import base as executors
+from launcher.executors.base import Executor, load_executors, register_executor
 from trainer import runfiles
 from trainer.options import OPTIONS
 
@@ -124,7 +125,7 @@ def test_options_prints_the_schema(launch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--grid", "nope", "--run", "x"], "unknown grid 'nope'; available grids: nuq"),
+    (["--grid", "nope", "--run", "x"], "unknown grid 'nope'; available grids: examples, nuq"),
     (["--grid", "../etc", "--run", "x"], "no such file"),
     (["--grid", "nuq", "--run", "nope"], "unknown run 'nope' in grid 'nuq'; its runs: cifar10_resnet32, "),
     (["--grid", "nuq", "--run", "digits", "--set", "niters"], "--set 'niters': expected KEY=VALUE"),
@@ -192,14 +193,14 @@ def test_unavailable_subcommand_says_so(launch, monkeypatch):
 
 
 def test_missing_executor_plugin_says_so(launch, monkeypatch):
-    monkeypatch.setattr(executors, "PLUGINS", executors.PLUGINS + ("launcher.no_such_cluster",))
+    monkeypatch.setattr(executors, "PLUGINS", {**executors.PLUGINS, "no_such_cluster": "launcher.no_such_cluster"})
     code, _, err = launch("--grid", "nuq", "--run", "digits", "--cluster", "no_such_cluster")
     assert code == 2 and "--cluster no_such_cluster is not available in this installation" in err
 
 
 def test_every_subcommand_of_others_is_mapped():
     assert {"list", "show", "status", "cancel", "aggregate", "plot"} <= set(cli.SUBCOMMANDS)
-    assert cli.SUBCOMMANDS["status"] == "launcher.status" and cli.SUBCOMMANDS["plot"] == "launcher.plot"
+    assert cli.SUBCOMMANDS["status"] == "launcher.status" and cli.SUBCOMMANDS["plot"] == "launcher.results.plot"
 
 
 class Recorder(Executor):

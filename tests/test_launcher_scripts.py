@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from launcher import cli
-from launcher.scripts import array_spec
+from launcher.executors.scripts import array_spec
 
 NASTY = "it's a \"dir\" $(touch PWNED1) `touch PWNED2` ../../escape; touch PWNED3 \\ $HOME"
 REPO = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from launcher import cli
-from launcher.plot import band, file_stem, plot_bars, plot_lines, save_figure, smooth
+from launcher.results.plot import band, file_stem, plot_bars, plot_lines, save_figure, smooth
 from launcher.selection import select_runs
 from launcher.state import run_state
-from launcher.table_points import load_records, parse_at
+from launcher.results.table_points import load_records, parse_at
 from trainer import runfiles
 from trainer.logger import RunLogger
 from trainer.runinfo import StatusWriter
@@ -150,7 +150,7 @@ def test_cli_unknown_metric_is_a_usage_error(runs, capsys):
 
 
 def test_group_labels_skip_implied_and_unset_keys():
-    from launcher.plot import group_labels
+    from launcher.results.plot import group_labels
     by = ["g_estim", "nuq_bits", "nuq_method"]
     keys = [("sgd", None, None), ("nuq", 3, "q"), ("nuq", 3, "alq")]
     assert group_labels(by, keys) == ["g_estim=sgd", "g_estim=nuq, nuq_method=q", "g_estim=nuq, nuq_method=alq"]

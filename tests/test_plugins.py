@@ -1,6 +1,5 @@
 """Trainer plugins (trainer/plugins/, docs/plugins.md): registry, the objective every estimator
 differentiates, the hooks in the real loop, sample indices, and exact resume through a shape change."""
-import json
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from trainer import loop, runfiles  # noqa: E402
 from trainer.options import declare_plugin, full_config  # noqa: E402
 from trainer.plugins.base import Plugin, get_plugin_class, register_plugin  # noqa: E402
 from trainer.plugins.enabled import EnabledPlugins  # noqa: E402
+from test_trainer_loop import _metrics, _stop_at  # noqa: E402  (the loop tests' helpers)
 
 C = 0.05  # sqnorm's coefficient in the gradient tests
 
@@ -24,13 +24,19 @@ C = 0.05  # sqnorm's coefficient in the gradient tests
 def test_registry_refuses_duplicate_and_undeclared_names_and_finds_shipped_plugins():
     with pytest.raises(ValueError, match="'sqnorm' is already registered"):
         register_plugin("sqnorm")(type("Again", (Plugin,), {}))
-    with pytest.raises(ValueError, match="'nodecl' has no options declaration.*nodecl_options.py"):
+    with pytest.raises(ValueError, match="'nodecl' is not in a torch-free trainer/plugins/<name>_options.py"):
         register_plugin("nodecl")(type("NoDecl", (Plugin,), {}))
     with pytest.raises(ValueError, match="declared twice"):
         declare_plugin("widen", {})
     with pytest.raises(ValueError, match="must start with 'p2_'"):
         declare_plugin("p2", {"lr2": ("float", 0.1, "x")})
-    assert get_plugin_class("l1clip").name == "l1clip"  # imported from trainer/plugins/l1clip.py on demand
+    with pytest.raises(ValueError, match="option p3_x has kind 'double'; one of int, float"):
+        declare_plugin("p3", {"p3_x": ("double", 0.1, "x")})
+    with pytest.raises(ValueError, match="default of p4_x: expected an int, got str 'a'"):
+        declare_plugin("p4", {"p4_x": ("int", "a", "x")})
+    from trainer.plugins import shipped_options
+    for name in shipped_options():  # every shipped options module has its class, imported on demand
+        assert get_plugin_class(name).name == name
     with pytest.raises(ValueError, match="unknown plugin 'nope'"):
         get_plugin_class("nope")
 
@@ -111,17 +117,6 @@ WIDEN = {**BASE, "plugins": "widen,l1clip", "widen_units": 3, "l1clip_l1": 1e-4,
          "lr_decay_epoch": 25}
 
 
-def _metrics(run_dir):
-    return [(r["tag"], r["step"], r["value"]) for r in map(json.loads, (run_dir / runfiles.METRICS).read_text().splitlines())]
-
-
-def _stop_at(k):
-    def hook(it):
-        if it == k:
-            loop.request_stop()
-    return hook
-
-
 @pytest.fixture(scope="module")
 def widened(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("widen")
@@ -134,6 +129,9 @@ def test_shape_change_rebuilds_the_optimizer_and_is_logged(widened):
     assert state["model"]["1.weight"].shape == (128 + 3 * 4, 64)  # 4 epoch boundaries, 3 units each
     assert state["model"]["3.weight"].shape == (10, 140)
     assert state["plugins"]["widen"]["width"] == 140 and state["plugin_carry"] == {"widen": {"width": 140}}
+    # saved right after the rebuild at the last boundary: only the classifier's bias, unchanged by the
+    # widening, kept its momentum; the three widened parameters start afresh
+    assert list(state["optimizer"]["state"]) == [3] and state["optimizer"]["state"][3]["momentum_buffer"].shape == (10,)
     log = (run_dir / runfiles.LOG).read_text()
     assert "epoch 3: plugin widen changed the parameters" in log and "optimizer rebuilt at lr 0.005" in log
     assert results["final"]["widen/width"] == 140.0 and results["final"]["Vacc"] > 80
@@ -162,6 +160,18 @@ def test_sample_indices_reach_the_plugin(widened):
     # 40 steps of 32 from 1437 training samples (44 batches per epoch): no sample drawn twice yet
     seen = torch.load(widened[0] / runfiles.CHECKPOINT, weights_only=True)["plugins"]["widen"]["seen"]
     assert int(seen.sum()) == 40 * 32 and int(seen.max()) == 1
+
+
+def test_a_stream_with_indices_yields_the_same_batches_plus_each_samples_dataset_index():
+    from trainer.data import BatchStream, load_dataset
+    data, cpu = load_dataset("digits", ""), torch.device("cpu")
+    plain = BatchStream(data, data.train, 100, seed=4, device=cpu)
+    indexed = BatchStream(data, data.train, 100, seed=4, device=cpu, with_index=True)
+    for _ in range(20):  # crosses an epoch boundary (14 batches per epoch)
+        (x, y), (xi, yi, index) = plain.next(), indexed.next()
+        assert torch.equal(x, xi) and torch.equal(y, yi) and index.dtype == torch.int64
+        raw_x, raw_y = data.train.get(index)
+        assert torch.equal(yi, raw_y) and torch.equal(xi, data.prepare(raw_x))  # digits: no augmentation
 
 
 def test_a_plugin_that_changes_parameters_without_saying_so_fails_the_run(tmp_path, monkeypatch):

@@ -24,10 +24,11 @@ from torch import nn
 
 from trainer import checkpoint, rng, runfiles
 from trainer.data import BatchStream, TensorSplit, load_dataset
-from trainer.dist import is_main, rank
+from trainer.dist import is_main, rank, stop_signalled
 from trainer.evaluate import evaluate
 from trainer.logger import RunLogger
 from trainer.models import create_model
+from trainer.optim import make_optimizer
 from trainer.options import full_config
 from trainer.plugins.enabled import EnabledPlugins, parameter_layout
 from trainer.runinfo import StatusWriter, write_repro
@@ -48,14 +49,6 @@ def request_stop() -> None:
     """Ask the running loop to checkpoint at the next step boundary and raise Interrupted (signal-safe)."""
     global _stop_requested
     _stop_requested = True
-
-
-def _make_optimizer(opt: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt["optim"] == "sgd":
-        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], nesterov=opt["nesterov"],
-                               weight_decay=opt["weight_decay"])
-    return torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
 
 
 def _carry_optimizer_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
@@ -131,7 +124,7 @@ class Training:
 
     def build_optimizer_and_estimator(self) -> None:
         """Both over the model's current parameters (again after a plugin changed them)."""
-        self.optimizer = _make_optimizer(self.opt, self.model)
+        self.optimizer = make_optimizer(self.opt, self.model)
         import estim
         self.estimator = estim.get_estimator_class(self.opt["g_estim"])(
             self.opt, self.model, self.objective, self.train_stream, self.aux_stream)
@@ -183,6 +176,8 @@ class Training:
         lr = lr_at(it, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.estimator.agree_on_stop(stop_signalled()):  # a rank got SIGTERM/SIGUSR2
+            request_stop()
         self.estimator.on_step(it)
         grads, loss = self.estimator.grad()
         for p, g in zip(self.params, grads):
@@ -192,11 +187,16 @@ class Training:
         return loss
 
     def end_epoch(self, epoch: int) -> None:
-        """The plugins' epoch hook; when one changed the parameters, a new optimizer (at the current lr,
-        keeping the state of unchanged parameters) and estimator (keeping its state)."""
+        """The plugins' epoch hook; a new optimizer and estimator when one of them changed the parameters."""
         changed = self.plugins.on_epoch_end(epoch, self.model)
-        if not changed:
-            return
+        if changed:
+            lr = self.rebuild_for_new_parameters()
+            self.log.info(f"epoch {epoch}: plugin {', '.join(changed)} changed the parameters "
+                          f"({sum(p.numel() for p in self.params)} values now); optimizer rebuilt at lr {lr:g}")
+
+    def rebuild_for_new_parameters(self) -> float:
+        """New optimizer and estimator over the current parameters, keeping the lr, the optimizer state of
+        the parameters left as they were, and the estimator's state; returns the lr."""
         old_optimizer, estimator_state = self.optimizer, self.estimator.state_dict()
         lr = old_optimizer.param_groups[0]["lr"]
         self.build_optimizer_and_estimator()
@@ -204,8 +204,7 @@ class Training:
             group["lr"] = lr
         _carry_optimizer_state(old_optimizer, self.optimizer)
         self.estimator.load_state_dict(estimator_state)
-        self.log.info(f"epoch {epoch}: plugin {', '.join(changed)} changed the parameters "
-                      f"({sum(p.numel() for p in self.params)} values now); optimizer rebuilt at lr {lr:g}")
+        return lr
 
     def log_scalars(self, logger: RunLogger, it: int) -> None:
         p = self.progress
@@ -327,9 +326,8 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     `on_iteration(it)` is called after each completed iteration (tests use it to stop at a given step).
     """
     run_dir = Path(run_dir)
-    done = runfiles.read_json(run_dir / runfiles.RESULTS)
-    if done is not None and done.get("status") == runfiles.DONE:
-        return done
+    if runfiles.is_done(run_dir):
+        return runfiles.read_json(run_dir / runfiles.RESULTS) or {}
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir, tty=sys.stderr.isatty())
     status = StatusWriter(run_dir, niters=0)  # the real niters is known once the data is loaded

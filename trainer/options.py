@@ -9,6 +9,11 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+from estim.names import ESTIMATORS
+from nuq.names import METHODS as NUQ_METHODS
+from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
+from trainer.names import DATASETS, OPTIMIZERS
+
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int; "names" is a comma list of names
 # from the option's choices ("l1clip,widen"), '' for none.
@@ -28,9 +33,7 @@ class ConfigError(ValueError):
     """A config key or value the trainer cannot accept; the message names run, key and fix."""
 
 
-ESTIMATORS = ("sgd", "nuq", "nuq_dist")
-NUQ_METHODS = ("none", "q", "qinf", "nuq", "trn", "alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb")
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
+# choices of registries come from their torch-free name tables (estim/names.py, nuq/names.py, trainer/names.py)
 
 _OPTIONS = [
     # data and model
@@ -41,7 +44,7 @@ _OPTIONS = [
     Option("batch_size", "int", 128, "Minibatch size per (simulated) worker."),
     Option("test_batch_size", "int", 1000, "Batch size for evaluation."),
     # optimisation
-    Option("optim", "str", "sgd", "Optimizer.", ("sgd", "adam")),
+    Option("optim", "str", "sgd", "Optimizer.", OPTIMIZERS),
     Option("lr", "float", 0.1, "Learning rate."),
     Option("momentum", "float", 0.9, "SGD momentum."),
     Option("nesterov", "bool", False, "Nesterov momentum."),
@@ -90,6 +93,7 @@ _OPTIONS = [
 ]
 
 OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}
+PLUGINS: list[str] = []  # declared plugin names: the table the plugin registry accepts
 PLUGIN_OF: dict[str, str] = {}  # option key -> the plugin that declared it
 
 
@@ -99,16 +103,25 @@ def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
     `options`: key -> (kind, default, help[, choices]); every key is `<name>_...`. Shipped plugins are
     declared from their torch-free `trainer/plugins/<name>_options.py`; tests declare their own here.
     """
-    plugins = OPTIONS["plugins"]
-    if not name.isidentifier() or name in (plugins.choices or ()):
+    if not name.isidentifier() or name in PLUGINS:
         raise ValueError(f"plugin name {name!r} is not an identifier or is declared twice")
     bad = [key for key in options if not key.startswith(name + "_") or key in OPTIONS]
     if bad:
         raise ValueError(f"plugin {name!r}: option keys {', '.join(bad)} must start with '{name}_' and be new")
-    for key, spec in options.items():
-        OPTIONS[key] = Option(key, spec[0], spec[1], f"Plugin {name}: {spec[2]}", *spec[3:])
-        PLUGIN_OF[key] = name
-    OPTIONS["plugins"] = replace(plugins, choices=(*(plugins.choices or ()), name))
+    declared = {key: Option(key, spec[0], spec[1], f"Plugin {name}: {spec[2]}", *spec[3:])
+                for key, spec in options.items()}
+    for option in declared.values():
+        if option.kind not in KINDS:
+            raise ValueError(f"plugin {name!r}: option {option.name} has kind {option.kind!r}; "
+                             f"one of {', '.join(KINDS)}")
+        try:
+            _coerce(option, option.default)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"plugin {name!r}: default of {option.name}: {err}") from None
+    OPTIONS.update(declared)
+    PLUGIN_OF.update(dict.fromkeys(declared, name))
+    PLUGINS.append(name)
+    OPTIONS["plugins"] = replace(OPTIONS["plugins"], choices=tuple(PLUGINS))
 
 
 def _declare_shipped_plugins() -> None:
@@ -117,16 +130,9 @@ def _declare_shipped_plugins() -> None:
         declare_plugin(name, options)
 
 
-_declare_shipped_plugins()
-
-
 def defaults() -> dict[str, Any]:
     """Every option at its default value."""
     return {name: opt.default for name, opt in OPTIONS.items()}
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def _coerce(opt: Option, value: Any) -> Any:
@@ -159,7 +165,7 @@ def _coerce(opt: Option, value: Any) -> Any:
             return str(value)
         if isinstance(value, str):
             try:
-                _int_list(value)
+                parse_int_list(value)
             except ValueError:
                 raise ValueError(f"expected an int or a comma list of ints, got {value!r}") from None
             return value
@@ -231,11 +237,10 @@ def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
     """'40000,60000' -> (None, [40000, 60000]); '30' or 30 -> (30, []); '' -> (None, [])."""
     if isinstance(value, int):
         return value, []
-    items = _int_list(value)
+    items = parse_int_list(value)
     if len(items) == 1 and "," not in value:
         return items[0], []
     return None, items
 
 
-def parse_int_list(value: str | int) -> list[int]:
-    return [value] if isinstance(value, int) else _int_list(value)
+_declare_shipped_plugins()  # last: declaring checks each default with _coerce

@@ -11,7 +11,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from trainer.options import OPTIONS
+from nuq.registry import Registry
+from trainer.options import PLUGINS
 
 
 class Plugin:
@@ -58,21 +59,15 @@ class Plugin:
         return None
 
 
-_REGISTRY: dict[str, type[Plugin]] = {}
+_REGISTRY = Registry("plugin", PLUGINS, "a torch-free trainer/plugins/<name>_options.py (OPTIONS, may be empty)")
 
 
 def register_plugin(name: str) -> Callable[[type[Plugin]], type[Plugin]]:
     """Register a Plugin class as `name`; the name must be declared in the option schema first (its
     torch-free `<name>_options.py`, or `trainer.options.declare_plugin`), and only once."""
     def wrap(cls: type[Plugin]) -> type[Plugin]:
-        if name in _REGISTRY:
-            raise ValueError(f"plugin {name!r} is already registered (by {_REGISTRY[name].__qualname__}); "
-                             "pick another name")
-        if name not in (OPTIONS["plugins"].choices or ()):
-            raise ValueError(f"plugin {name!r} has no options declaration: add trainer/plugins/{name}_options.py "
-                             "with an OPTIONS dict (it may be empty)")
+        _REGISTRY.add(name, cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
     return wrap
 

@@ -4,9 +4,9 @@ Submission returns at once: it prints the job id, the number of runs and the log
 into every run folder; from then on `launch status` / `launch cancel` and a relaunch work from those files.
 Which runs are submitted depends on --mode (missing: not done and not queued/running; failed; force).
 Resources come from flags, else the grid's defaults (a `slurm` dict in its GridRun, when it has one),
-else DEFAULTS. Preemption and timeouts requeue through submitit's checkpointing (launcher/slurm_task.py).
+else DEFAULTS. Preemption and timeouts requeue through submitit's checkpointing (launcher/slurm/task.py).
 With --nodes N / --gpus-per-node G every run trains on N*G torch.distributed ranks (one task per GPU, one
-per node without GPUs): each array task is then a multi-node job that trains one run (launcher.distributed).
+per node without GPUs): each array task is then a multi-node job that trains one run (trainer.distributed).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from launcher.errors import UsageError
-from launcher.executors import Executor, register_executor
+from launcher.executors.base import Executor, register_executor
 from launcher.naming import safe_token
 from launcher.rundirs import prepare_runs
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
@@ -110,7 +110,7 @@ class SlurmOptions:
         """submitit parameters of the multi-task job of one distributed run ({} otherwise)."""
         if not self.distributed:
             return {}
-        from launcher.distributed import slurm_parameters
+        from launcher.executors.distributed import slurm_parameters
         return slurm_parameters(self.nodes or 1, self.gpus_per_node or 0)
 
 
@@ -212,7 +212,7 @@ def sbatch_text(opts: SlurmOptions, job_name: str, folder: str, n_tasks: int, co
 
 
 def sbatch_directives(args: argparse.Namespace) -> tuple[str, ...]:
-    """The #SBATCH options of the resources for `launch --dry-run` job scripts (launcher/scripts.py)."""
+    """The #SBATCH options of the resources for `launch --dry-run` job scripts (launcher/executors/scripts.py)."""
     opts = options_from_args(args)
     flags = [f"--{RESOURCES[n].sbatch}={RESOURCES[n].to_sbatch(v)}" for n, v in opts.resources.items()]
     flags += [f"--{k.replace('_', '-')}={v}" for k, v in opts.task_parameters().items()]
@@ -264,7 +264,7 @@ def select_for_mode(mode: str, states: dict[int, str], runs: list[RunSpec], yes:
 
 def check_distributed(runs: list[RunSpec], ranks: int) -> None:
     """Refuse, before anything is written, runs whose estimator would train `ranks` independent replicas."""
-    from launcher.distributed import check_config
+    from launcher.executors.distributed import check_config
     for run in runs:
         try:
             check_config(run.config, ranks)
@@ -292,7 +292,7 @@ def pack(runs: list[RunSpec], k: int) -> list[list[RunSpec]]:
 def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions) -> str:
     """Submit the runs as one array (config.yaml already written); write job.json; return the array job id."""
     import submitit
-    from launcher.slurm_task import DistributedRank, PackedRuns
+    from launcher.slurm.task import DistributedRank, PackedRuns
 
     log_root = selection.meta.results_dir.absolute() / LOG_DIR
     executor = submitit.SlurmExecutor(folder=log_root / "%j")
@@ -305,18 +305,14 @@ def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions) -> str
     now = time.time()
     for task, (job, group) in enumerate(zip(jobs, groups)):
         for run in group:
-            runfiles.atomic_write_json(run.dir / runfiles.JOB, {
-                "cluster": "slurm", "job_id": str(job.job_id), "array_index": task, "submitted": now,
-                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
+            runfiles.write_job(run.dir, "slurm", str(job.job_id), str(job.paths.stdout), str(job.paths.stderr),
+                               array_index=task, submitted=now)
     return str(jobs[0].job_id).split("_")[0]
 
 
 def _put_checkout_on_pythonpath() -> None:
     """sbatch exports this environment to the job, whose interpreter must import this checkout."""
-    from launcher.slurm_task import REPO_ROOT
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(REPO_ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + paths)
+    os.environ["PYTHONPATH"] = runfiles.pythonpath_with_repo(os.environ.get("PYTHONPATH"))
 
 
 @register_executor("slurm")

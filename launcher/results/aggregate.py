@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from launcher.errors import UsageError
-from launcher.table import Table, build_table, parse_by, title_of
-from launcher.table_points import (DEFAULT_METRICS, TableError, available_metrics, default_metrics,
+from launcher.results.table import Table, build_table, parse_by, title_of
+from launcher.results.table_points import (DEFAULT_METRICS, TableError, available_metrics, default_metrics,
                                    load_records, parse_at)
-from launcher.table_format import FORMATS, format_for_path, render
+from launcher.results.table_format import FORMATS, format_for_path, render
 from trainer import runfiles
 
 

@@ -3,7 +3,7 @@
 Each task script is self-contained so a user can submit it by hand: it writes the run's config.yaml
 (refusing a folder that holds a different one, as the launcher does) and runs
 `python -m trainer --config <run_dir>/config.yaml`, or for runs on several ranks (--nodes/--gpus-per-node)
-`srun python -m launcher.distributed --slurm --config ...` (one rank per SLURM task). With one run per
+`srun python -m trainer.distributed --slurm --config ...` (one rank per SLURM task). With one run per
 task (the default) the task index is the run index. With --runs-per-task K, task t holds K consecutive
 runs (as `--cluster slurm` packs them): it prepares every folder first, then starts the K trainers at once,
 one line ending in `&` each, and waits for them, like the job files of the paper's grid_run.py (its
@@ -12,7 +12,6 @@ goes through shlex.quote, so spaces, quotes, `$()` or `../` in a config or a pat
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
@@ -28,12 +27,6 @@ from trainer import runfiles
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
 PYTHON_ENV = "NUQLAB_PYTHON"  # set it to run the scripts with another interpreter (e.g. on cluster nodes)
 DEFAULT_DIRECTIVES = ("--gres=gpu:1", "--cpus-per-task=4", "--signal=USR2@120", "--open-mode=append")
-
-
-@functools.lru_cache(maxsize=1)
-def repo_root() -> Path:
-    """The checkout holding the launcher package (put on PYTHONPATH so scripts work uninstalled)."""
-    return Path(__file__).resolve().parents[1]
 
 
 def script_path(jobs_dir: Path, prefix: str, index: int) -> Path:
@@ -81,12 +74,12 @@ def _python_lines(python: str | None) -> list[str]:
 
 def _header(comment: str) -> list[str]:
     return ["#!/usr/bin/env bash", comment, "set -euo pipefail",
-            f"export PYTHONPATH={shlex.quote(str(repo_root()))}\"${{PYTHONPATH:+:$PYTHONPATH}}\""]
+            f"export PYTHONPATH={shlex.quote(str(runfiles.REPO_ROOT))}\"${{PYTHONPATH:+:$PYTHONPATH}}\""]
 
 
 def task_script(run: RunSpec, python: str | None = None, distributed: bool = False) -> str:
     """The bash script that prepares and runs one run (every inserted value is one quoted word)."""
-    train = ('exec srun "$python" -u -m launcher.distributed --slurm' if distributed
+    train = ('exec srun "$python" -u -m trainer.distributed --slurm' if distributed
              else 'exec "$python" -m trainer')
     return "\n".join([
         *_header(f"# nuqlab run {run.index}: {run.name}"),
