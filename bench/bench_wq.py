@@ -65,8 +65,8 @@ def main() -> int:
     print(f"\n{'config':>16}  {'lr':>5}  {'best Vacc':>9}  {'final Vacc':>10}  {'size kbit':>9}  {'x smaller':>9}  "
           f"{'MMAC/sample':>11}  {'wall s':>6}")
     for r in rows:
-        print(f"{r['config']:>16}  {r['lr']:>5}  {r['best_Vacc']:9.2f}  {r['final_Vacc']:10.2f}  {r['size_kbit']:9.1f}  "
-              f"{r['compression']:9.2f}  {r['mmacs']:11.3f}  {r['wall_s']:6.1f}")
+        print(f"{r['config']:>16}  {r['lr']:>5}  {r['best_Vacc']:9.2f}  {r['final_Vacc']:10.2f}  "
+              f"{r['size_kbit']:9.1f}  {r['compression']:9.2f}  {r['mmacs']:11.3f}  {r['wall_s']:6.1f}")
     print(f"\nfull precision >= dorefa a8w8 > xnor and dorefa a1w1 (best Vacc): {ordering}")
     out = ROOT / "bench" / "results" / "wq.json"
     out.write_text(json.dumps({"rows": rows, "ordering_holds": ordering}, indent=1) + "\n")

@@ -121,6 +121,15 @@ def test_dorefa_paper_binary_weights_are_sign_times_the_layer_mean():
     assert torch.allclose(dorefa_weight(w, 1, "paper"), torch.sign(w) * w.abs().mean())
 
 
+def test_all_zero_tensors_quantize_to_finite_values_not_nan():
+    zeros = torch.zeros(2, 3, 3, 3)
+    for variant in ("repo", "paper"):
+        for quantized_zeros in (dorefa_weight(zeros, 1, variant), dorefa_weight(zeros, 2, variant),
+                                dorefa_input(zeros, 2, variant)):
+            assert torch.isfinite(quantized_zeros).all()
+    assert torch.equal(twn_weight(zeros), zeros) and torch.equal(xnor_weight(zeros), zeros)
+
+
 def test_32_bits_bypass_is_the_identity():
     w, x = _weight(4, 3, 3, 3), torch.randn(2, 3, 6, 6)
     assert dorefa_weight(w, 32) is w and dorefa_input(x, 32) is x
@@ -232,7 +241,7 @@ def test_bits_and_size_scalars_count_codes_and_scales_not_the_latent_weights():
 
 
 def test_options_are_checked_with_one_line_errors():
-    with pytest.raises(ConfigError, match="bad value for 'wq_method': 'binary' is not one of none, xnor, ternary, dorefa"):
+    with pytest.raises(ConfigError, match="'wq_method': 'binary' is not one of none, xnor, ternary, dorefa"):
         validate_config({"plugins": "wq", "wq_method": "binary"})
     with pytest.raises(ConfigError, match="'wq_w_bits' is an option of plugin 'wq', which is not enabled"):
         validate_config({"wq_w_bits": 4})
@@ -270,7 +279,8 @@ RUN = {"arch": "digits_cnn", "plugins": "wq", "wq_method": "dorefa", "wq_w_bits"
 
 
 def _metrics(run_dir):
-    return [(r["tag"], r["step"], r["value"]) for r in map(json.loads, (run_dir / runfiles.METRICS).read_text().splitlines())]
+    lines = (run_dir / runfiles.METRICS).read_text().splitlines()
+    return [(r["tag"], r["step"], r["value"]) for r in map(json.loads, lines)]
 
 
 def test_a_wq_run_resumes_exactly_after_an_interruption(tmp_path):

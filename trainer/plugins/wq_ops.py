@@ -43,6 +43,11 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
     return _StraightThrough.apply(x, torch.round)
 
 
+def _positive(x: torch.Tensor) -> torch.Tensor:
+    """x, but at least the smallest normal float: an all-zero tensor then quantizes to zeros, not NaN."""
+    return x.clamp(min=torch.finfo(x.dtype).tiny)
+
+
 def _per_filter_abs_mean(w: torch.Tensor) -> torch.Tensor:
     return w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
 
@@ -91,10 +96,10 @@ def dorefa_weight(w: torch.Tensor, bits: int, variant: str = "repo") -> torch.Te
     if bits >= FULL_BITS:
         return w
     if variant == "paper" and bits == 1:
-        scale = w.abs().mean().detach()
+        scale = _positive(w.abs().mean().detach())
         return ste_sign(w / scale) * scale
     t = torch.tanh(w)
-    return 2 * quantize_k(t / (2 * t.abs().max()) + 0.5, bits) - 1
+    return 2 * quantize_k(t / (2 * _positive(t.abs().max())) + 0.5, bits) - 1
 
 
 def dorefa_input(x: torch.Tensor, bits: int, variant: str = "repo") -> torch.Tensor:
@@ -106,7 +111,7 @@ def dorefa_input(x: torch.Tensor, bits: int, variant: str = "repo") -> torch.Ten
     if variant == "paper":
         return quantize_k(x.clamp(0, 1), bits)
     t = torch.tanh(x)
-    return quantize_k(t / (2 * t.abs().max()) + 0.5, bits)
+    return quantize_k(t / (2 * _positive(t.abs().max())) + 0.5, bits)
 
 
 # ---- one method's quantizer, and the layers that use it ------------------------------------------------

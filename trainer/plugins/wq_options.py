@@ -19,7 +19,8 @@ OPTIONS = {
     "wq_twn_alpha": ("str", "repo", "Ternary scale: repo (the study's code: the sum of the kept absolute weights "
                      "over the count of the zeroed ones) or paper (TWN: over the count of the kept ones).", VARIANTS),
     "wq_dorefa_variant": ("str", "repo", "DoReFa: repo (the study's code: activations tanh-normalised by the "
-                          "batch max) or paper (activations clipped to [0, 1]; 1-bit weights sign x mean absolute weight).",
+                          "batch max) or paper (activations clipped to [0, 1]; 1-bit weights sign x mean absolute "
+                          "weight).",
                           VARIANTS),
     "wq_first_last": ("bool", False, "Also quantize the first conv (the stem) and the last layer (the classifier)."),
 }
