@@ -36,7 +36,9 @@ class MacCounter:
     def _hook(self, name: str):
         def record(layer: nn.Module, inputs: tuple, output) -> None:
             self.per_layer[name] = layer_macs(layer, tuple(output.shape))
-            self._handles.pop(name).remove()
+            handle = self._handles.pop(name, None)  # None: a copy of the model ran the copied hook
+            if handle is not None:
+                handle.remove()
         return record
 
     @property
