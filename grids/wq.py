@@ -4,9 +4,10 @@ the same methods on the embedded digits.
 `cifar10_resnet20` is the study's 8 runs (onion-rain/MCTS, READMEs/quantize_README.md at 9868b20) with its
 recipe: its resnet20 (`resnet20_mcts`, 1.11 M parameters), SGD momentum 0.9, weight decay 1e-4, batch 100,
 lr 0.1 (0.01 for DoReFa a2w2), 100 epochs with the lr x0.1 at epochs 50 and 75, crop+flip augmentation (the
-CIFAR loader's), evaluated every epoch: `launch aggregate --grid wq --run cifar10_resnet20 --at best:Vacc`
-gives its table's metric, the best test top-1 over the epochs. `digits` runs the same methods in minutes
-on a CPU.
+CIFAR loader's), evaluated every epoch in batches of the training batch size (the study's loaders share one
+batch_size, and its DoReFa activations are normalised by the batch's max, so the test batch matters).
+`launch aggregate --grid wq --run cifar10_resnet20 --at best:Vacc` gives its table's metric, the best test
+top-1 over the epochs. `digits` runs the same methods in minutes on a CPU.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ CIFAR10 = {
     "weight_decay": 1e-4, "batch_size": 100, "lr": 0.1, "epochs": 100,
     "lr_decay_epoch": f"{50 * CIFAR10_EPOCH_ITERS},{75 * CIFAR10_EPOCH_ITERS}", "lr_decay_rate": 0.1,
     "chkpt_iter": CIFAR10_EPOCH_ITERS, "tblog_interval": 100, "log_interval": 100, "gvar_log_iter": 0,
-    "test_batch_size": 1000, "seed": 1,
+    "test_batch_size": 100, "seed": 1,
 }
 
 DIGITS_EPOCH_ITERS = 44  # 1,438 training digits // batch 32
@@ -39,7 +40,7 @@ DIGITS = {
     "dataset": "digits", "arch": "resnet20_mcts_small", "plugins": "wq", "optim": "sgd", "momentum": 0.9,
     "weight_decay": 1e-4, "batch_size": 32, "lr": 0.1, "epochs": 6, "lr_decay_epoch": 4 * DIGITS_EPOCH_ITERS,
     "chkpt_iter": DIGITS_EPOCH_ITERS, "tblog_interval": DIGITS_EPOCH_ITERS, "log_interval": DIGITS_EPOCH_ITERS,
-    "gvar_log_iter": 0, "seed": 1,
+    "test_batch_size": 32, "gvar_log_iter": 0, "seed": 1,
 }
 
 

@@ -269,6 +269,7 @@ def test_cifar10_grid_is_the_studys_8_configs_and_recipe():
         assert (c["arch"], c["batch_size"], c["momentum"], c["weight_decay"], c["epochs"]) == \
             ("resnet20_mcts", 100, 0.9, 1e-4, 100)
         assert c["lr_decay_epoch"] == "25000,37500" and c["chkpt_iter"] == 500  # epochs 50, 75; eval every epoch
+        assert c["test_batch_size"] == 100  # DoReFa's activations depend on the batch: evaluate as trained
 
 
 # ---- exact resume --------------------------------------------------------------------------------------------------
