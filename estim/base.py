@@ -82,10 +82,7 @@ _REGISTRY = Registry("estimator", ESTIMATORS, "estim/names.py ESTIMATORS")
 def register_estimator(name: str) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
     """Register an estimator class as `g_estim: name` (a name is taken once; it must be in estim/names.py
     ESTIMATORS, the names the option schema offers)."""
-    def wrap(cls: type[GradientEstimator]) -> type[GradientEstimator]:
-        _REGISTRY.add(name, cls)
-        return cls
-    return wrap
+    return _REGISTRY.register(name)
 
 
 def get_estimator_class(name: str) -> type[GradientEstimator]:

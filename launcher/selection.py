@@ -17,6 +17,7 @@ from launcher.errors import UsageError
 from launcher.grid import GridError, expand
 from launcher.naming import run_name, safe_token
 from launcher.registry import get_run
+from launcher.stages import INIT_RUN, STAGE, has_stages, resolve
 from trainer.options import ConfigError, closest_keys, OPTIONS, validate_config, validate_value
 
 DEFAULT_ROOT = "./runs"
@@ -75,6 +76,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser, required: bool = Tr
                        help="keep configs whose KEY equals VALUE (repeatable; same key: any of, different keys: all of)")
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set",
                        help="override KEY in every config (repeatable; part of run identity; 'KEY=' sets a flag)")
+    group.add_argument("--stage", default=None, metavar="S1,S2",
+                       help="keep the runs of these stages of a multi-stage grid (comma list)")
     group.add_argument("--limit", type=positive_int, default=None, metavar="N", help="keep the first N selected runs")
     group.add_argument("--root", default=DEFAULT_ROOT, metavar="DIR", help=f"results root (default {DEFAULT_ROOT})")
 
@@ -149,17 +152,21 @@ def select_runs(args: argparse.Namespace) -> Selection:
 
     folder = _results_folder(spec.folder, where)
     results_dir = Path(getattr(args, "root", DEFAULT_ROOT) or DEFAULT_ROOT) / folder
-    exclude = tuple(spec.exclude)
-    runs: list[RunSpec] = []
-    first_index: dict[str, int] = {}
+    exclude = tuple(spec.exclude) + (INIT_RUN,)  # the upstream shows in the hash, not the readable name
+    validated = []
     for index, raw in enumerate(configs):
         raw.update(overrides)
-        label = f"{where}[{index}]"
         try:
-            config = validate_config(raw, run=label)
+            validated.append(validate_config(raw, run=f"{where}[{index}]"))
         except ConfigError as err:
             raise UsageError(str(err)) from None
-        if only and not _matches(config, only):
+    if has_stages(validated):  # upstream names first: they are part of the downstream identity
+        resolve(validated, lambda cfg: run_name(cfg, exclude), where)
+    stages = _stage_filter(getattr(args, "stage", None), validated, where)
+    runs: list[RunSpec] = []
+    first_index: dict[str, int] = {}
+    for index, config in enumerate(validated):
+        if only and not _matches(config, only) or stages and config.get(STAGE) not in stages:
             continue
         name = run_name(config, exclude)
         if first_index.setdefault(name, index) != index:
@@ -170,8 +177,21 @@ def select_runs(args: argparse.Namespace) -> Selection:
         runs = runs[:limit]  # after validating every config: a bad one is an error even beyond the limit
     if not runs:
         raise UsageError(_nothing_selected(where, configs, only))
-    meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs), spec.slurm)
-    return Selection(meta, runs, varying_keys([r.config for r in runs]))
+    meta = GridMeta(args.grid, args.run, folder, results_dir, tuple(spec.exclude), len(configs), spec.slurm)
+    varying = [k for k in varying_keys([r.config for r in runs]) if k != INIT_RUN]  # one per upstream: no column
+    return Selection(meta, runs, varying)
+
+
+def _stage_filter(text: str | None, configs: list[dict[str, Any]], where: str) -> set[str]:
+    """--stage A,B -> {A, B} (empty: every stage); an unknown stage lists the grid's stages."""
+    if not text:
+        return set()
+    known = list(dict.fromkeys(c[STAGE] for c in configs if c.get(STAGE)))
+    wanted = {s.strip() for s in text.split(",") if s.strip()}
+    bad = sorted(wanted - set(known))
+    if bad:
+        raise UsageError(f"--stage {bad[0]!r}: grid {where} has the stages {', '.join(known) or '(none)'}")
+    return wanted
 
 
 def _nothing_selected(where: str, configs: list[dict[str, Any]], only: dict[str, list[Any]]) -> str:

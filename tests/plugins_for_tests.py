@@ -77,7 +77,8 @@ class Widen(Plugin):
         grow = state["width"] - self.width
         if grow:  # the checkpoint's shapes; the values come from the model's state, loaded next
             self._resize(state["width"], self.first.weight.new_zeros(grow, self.first.in_features))
-        self.seen = state["seen"].clone()
+        if "seen" in state:  # a stage started from this run gets carry_state() alone: the width
+            self.seen = state["seen"].clone()
 
     def carry_state(self) -> dict[str, Any] | None:
         return {"width": self.width}

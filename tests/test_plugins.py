@@ -123,12 +123,28 @@ def widened(tmp_path_factory):
     return run_dir, loop.run(WIDEN, run_dir)
 
 
+def test_a_stage_started_from_a_widened_run_gets_its_carried_width_before_the_weights(widened, tmp_path):
+    """init_checkpoint (a stage's start): the plugin's carry_state() resizes the fresh model first, so the
+    upstream's 140-unit weights fit; without the carry they would be refused as the wrong shape."""
+    run_dir, upstream = widened
+    start = {**WIDEN, "niters": 5, "epoch_iters": 100, "chkpt_iter": 5, "init_checkpoint": str(run_dir / runfiles.CHECKPOINT)}
+    down = tmp_path / "down"
+    results = loop.run(start, down)
+    state = torch.load(down / runfiles.CHECKPOINT, weights_only=True)
+    assert state["model"]["1.weight"].shape == (140, 64) and state["iteration"] == 5
+    assert results["final"]["widen/width"] == 140.0
+    assert int(state["plugins"]["widen"]["seen"].sum()) == 5 * WIDEN["batch_size"]  # its own count, not carried
+    plain = {k: v for k, v in start.items() if not k.startswith(("widen", "l1clip"))} | {"plugins": ""}
+    with pytest.raises(ValueError, match="parameter '1.weight'.*shape"):
+        loop.run(plain, tmp_path / "plain")
+
+
 def test_shape_change_rebuilds_the_optimizer_and_is_logged(widened):
     run_dir, results = widened
     state = torch.load(run_dir / runfiles.CHECKPOINT, weights_only=True)
     assert state["model"]["1.weight"].shape == (128 + 3 * 4, 64)  # 4 epoch boundaries, 3 units each
     assert state["model"]["3.weight"].shape == (10, 140)
-    assert state["plugins"]["widen"]["width"] == 140 and state["plugin_carry"] == {"widen": {"width": 140}}
+    assert state["plugins"]["widen"]["width"] == 140 and state["carry"] == {"widen": {"width": 140}}
     # saved right after the rebuild at the last boundary: only the classifier's bias, unchanged by the
     # widening, kept its momentum; the three widened parameters start afresh
     assert list(state["optimizer"]["state"]) == [3] and state["optimizer"]["state"][3]["momentum_buffer"].shape == (10,)

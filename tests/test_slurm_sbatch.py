@@ -223,3 +223,12 @@ def test_rank_mode_outside_slurm_is_a_clear_usage_error(monkeypatch, capsys):
     assert distributed.slurm_parameters(2, 4) == {"nodes": 2, "ntasks_per_node": 4, "gpus_per_node": 4}
     with pytest.raises(ValueError, match="nodes must be an int >= 1, got 0"):
         distributed.slurm_parameters(0, 1)
+
+
+def test_stage_dependencies_are_afterok_lines_that_keep_a_given_dependency():
+    from submitit.slurm.slurm import _make_sbatch_string
+    from launcher.slurm.executor import dependency_parameters
+    assert dependency_parameters([]) == {}
+    extra = dependency_parameters(["12_0", "12_1"], given="after:7")
+    text = _make_sbatch_string(command=COMMAND, folder=FOLDER, map_count=2, additional_parameters=extra)
+    assert "#SBATCH --dependency=after:7,afterok:12_0:12_1\n" in text and "#SBATCH --kill-on-invalid-dep=yes\n" in text

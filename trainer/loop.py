@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer import checkpoint, rng, runfiles
+from trainer.init_from import CARRY, evaluate_only, start_from
 from trainer.data import BatchStream, TensorSplit, load_dataset
 from trainer.dist import is_main, rank, stop_signalled
 from trainer.evaluate import evaluate
@@ -120,6 +121,7 @@ class Training:
         self.objective = self.plugins.objective(F.cross_entropy, self.model)
         self.build_optimizer_and_estimator()
         self.progress = Progress()
+        self.carry: dict[str, Any] = {}  # state carried over from the upstream run (trainer/init_from.py)
         self.gvar = _gvar_available()
 
     def build_optimizer_and_estimator(self) -> None:
@@ -140,7 +142,7 @@ class Training:
             "streams": {"train": self.train_stream.state_dict(), "aux": self.aux_stream.state_dict()},
             "estimator": self.estimator.state_dict(), "best": dict(p.best), "loss_acc": [p.loss_sum, p.loss_n],
             "train_s": p.train_s, "wall_s": p.wall_s, "last": dict(p.last), "config": dict(self.opt),
-            "plugins": self.plugins.state_dict(), "plugin_carry": self.plugins.carry_state(),
+            "plugins": self.plugins.state_dict(), CARRY: {**self.carry, **self.plugins.carry_state()},
         }
 
     def load_plugins(self, states: dict[str, Any]) -> None:
@@ -159,6 +161,7 @@ class Training:
         self.aux_stream.load_state_dict(state["streams"]["aux"])
         self.estimator.load_state_dict(state["estimator"])
         rng.set_state(state["rng"])
+        self.carry = dict(state.get(CARRY) or {})
         loss_sum, loss_n = state["loss_acc"]
         self.progress = Progress(int(state["iteration"]), dict(state["best"]), float(loss_sum), int(loss_n),
                                  float(state["train_s"]), float(state["wall_s"]), dict(state["last"]))
@@ -340,8 +343,10 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
         state = checkpoint.load(run_dir, warn=log.warning)
         if state is not None:
             training.load_state_dict(state)
+        else:
+            start_from(training, run_dir)  # a stage's upstream weights, or init_checkpoint; else from scratch
         status.iteration = training.progress.iteration
-        results = training.fit(resumed=state is not None)
+        results = evaluate_only(training) if opt["eval_only"] else training.fit(resumed=state is not None)
         if is_main():
             runfiles.atomic_write_json(run_dir / runfiles.RESULTS, results)
         status.write(runfiles.DONE)

@@ -88,6 +88,15 @@ _OPTIONS = [
     Option("nuq_sym", "bool", False, "Keep adapted levels symmetric about 0."),
     Option("nuq_inv", "bool", False, "ALQ: closed-form inverse update instead of the numerical step."),
     Option("nuq_clip", "bool", False, "TernGrad clipping of normalised values at 2.5 standard deviations."),
+    # stages: runs that start from other runs (docs/grids.md, "Stages")
+    Option("stage", "str", "", "Stage of a multi-stage grid this run belongs to (e.g. 'pretrain'); '' for none."),
+    Option("init_from", "str", "", "Stage whose matching run's final weights this run starts from (set by the grid)."),
+    Option("init_run", "str", "", "Upstream run folder (a sibling) whose checkpoint.pt is loaded; set by the launcher "
+           "from init_from, part of the run's identity."),
+    Option("init_checkpoint", "str", "", "A checkpoint file to start from (model weights and carried plugin state; "
+           "not the optimizer or the iteration)."),
+    Option("eval_only", "bool", False, "Load the weights (init_from/init_checkpoint), evaluate, write results.json; "
+           "no training."),
     # plugins (trainer/plugins/, docs/plugins.md); their own options follow, each named <plugin>_...
     Option("plugins", "names", "", "Trainer plugins to enable, a comma list, hooks called in this order."),
 ]

@@ -77,11 +77,15 @@ def is_done(run_dir: str | os.PathLike) -> bool:
 
 
 def write_job(run_dir: str | os.PathLike, cluster: str, job_id: str, stdout: str | None, stderr: str | None,
-              array_index: int | None = None, submitted: float | None = None) -> None:
-    """job.json: where the launcher sent the run (a run folder with it but no status.json is pending)."""
-    atomic_write_json(Path(run_dir) / JOB, {
-        "cluster": cluster, "job_id": job_id, "array_index": array_index,
-        "submitted": time.time() if submitted is None else submitted, "stdout": stdout, "stderr": stderr})
+              array_index: int | None = None, submitted: float | None = None, after: list[str] | None = None,
+              after_runs: list[str] | None = None) -> None:
+    """job.json: where the launcher sent the run (a run folder with it but no status.json is pending);
+    `after`/`after_runs`: the SLURM jobs (of those upstream runs) it waits on, for a chained stage."""
+    job = {"cluster": cluster, "job_id": job_id, "array_index": array_index,
+           "submitted": time.time() if submitted is None else submitted, "stdout": stdout, "stderr": stderr}
+    if after is not None:
+        job.update(after=after, after_runs=after_runs or [])
+    atomic_write_json(Path(run_dir) / JOB, job)
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -109,3 +113,11 @@ def pythonpath_with_repo(pythonpath: str | None) -> str:
     """$PYTHONPATH with REPO_ROOT first: fresh interpreters (submitit, SLURM tasks) import this checkout."""
     root = str(REPO_ROOT)
     return os.pathsep.join([root] + [p for p in (pythonpath or "").split(os.pathsep) if p and p != root])
+
+
+def upstream_dir(run_dir: str | os.PathLike, init_run: str) -> Path:
+    """The folder of the run named by a config's `init_run`: a sibling of run_dir (stages share one results
+    folder). The launcher checks the upstream's state there, the trainer loads its checkpoint.pt."""
+    if not init_run or "/" in init_run or init_run in (".", ".."):
+        raise ValueError(f"init_run {init_run!r} must be the name of a run folder next to this one")
+    return Path(run_dir).parent / init_run

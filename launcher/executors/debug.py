@@ -7,6 +7,8 @@ import sys
 
 from launcher.executors.base import Executor, register_executor, summary
 from launcher.selection import RunSpec, Selection
+from launcher.stages import require_upstreams
+from launcher.state import run_state
 from trainer import runfiles
 
 
@@ -20,7 +22,8 @@ class DebugExecutor(Executor):
 
     def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
         from launcher.executors.entry import run_one
-        for run in runs:
+        require_upstreams(runs, run_state)
+        for run in runs:  # grid order: every upstream runs before the runs that start from it
             runfiles.write_job(run.dir, "debug", str(os.getpid()), None, None)
             print(f"[{run.index}] running in-process: {run.dir}", flush=True)
             try:

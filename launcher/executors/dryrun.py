@@ -8,6 +8,7 @@ from launcher.executors.base import EXECUTORS, Executor, register_executor
 from launcher.executors.scripts import DEFAULT_DIRECTIVES, write_job_scripts
 from launcher.naming import safe_token
 from launcher.selection import RunSpec, Selection
+from launcher.stages import stage_groups, stage_of
 
 
 def job_prefix(selection: Selection, args: argparse.Namespace) -> str:
@@ -35,4 +36,9 @@ class DryRunExecutor(Executor):
         packing = f" ({per_task} runs each, started together)" if per_task > 1 else ""
         print(f"dry run: wrote {len(tasks)} task scripts{packing} {tasks[0].parent}/{prefix}_<i>.sh and {sbatch}")
         print(f"submit by hand with: sbatch {sbatch}   (or run one: bash {tasks[0]})")
+        groups = stage_groups(runs)
+        if len(groups) > 1:
+            order = " -> ".join(stage_of(g[0].config) or "(no stage)" for g in groups)
+            print(f"stages {order}: each run needs its upstream done first; --cluster slurm chains them "
+                  "with afterok dependencies, the sbatch above does not")
         return 0

@@ -11,6 +11,8 @@ from typing import Any, Callable
 from launcher.errors import UsageError
 from launcher.executors.base import Executor, register_executor, summary
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
+from launcher.stages import require_upstreams, take_ready
+from launcher.state import run_state
 from trainer import runfiles
 
 POLL_S = 0.5
@@ -66,16 +68,24 @@ class LocalExecutor(Executor):
         if gpus and len(gpus) < procs:
             raise UsageError(f"--procs-per-run {procs}: only {len(gpus)} GPUs are visible")
         cap = args.max_parallel or max(1, len(gpus) // procs)
+        require_upstreams(runs, run_state)
         _put_repo_on_pythonpath()
         queue = list(runs)
         running: dict[Any, tuple[RunSpec, tuple[int, ...]]] = {}
         free = list(gpus)
         failed = 0
+        blocked_by: dict[str, str] = {}  # run name -> the failed run it cannot start without
         print(f"running {len(runs)} runs locally, {cap} at a time", flush=True)
         try:
             while queue or running:
                 while queue and len(running) < cap and (not gpus or len(free) >= procs):
-                    run = queue.pop(0)
+                    unfinished = {r.name for r in queue} | {r.name for r, _ in running.values()}
+                    run, blocked = take_ready(queue, unfinished, blocked_by)
+                    for skipped, by in blocked:
+                        print(f"[{skipped.index}] BLOCKED by {by} (failed): not started", flush=True)
+                    failed += len(blocked)
+                    if run is None:  # the rest wait on upstream runs still running
+                        break
                     mine = tuple(free[:procs]) if gpus else ()
                     del free[:len(mine)]
                     running[self._submit(submitit, target, run, mine, args)] = (run, mine)
@@ -83,12 +93,14 @@ class LocalExecutor(Executor):
                 for job in [j for j in running if j.done()]:
                     run, mine = running.pop(job)
                     free.extend(mine)
-                    failed += not self._report(job, run)
+                    if not self._report(job, run):
+                        failed += 1
+                        blocked_by[run.name] = run.name
         except KeyboardInterrupt:
             for job in running:
                 job.cancel(check=False)
             raise
-        print(f"local: {len(runs) - failed} finished, {failed} failed", flush=True)
+        print(f"local: {len(runs) - failed} finished, {failed} failed or blocked", flush=True)
         return 1 if failed else 0
 
     @staticmethod
