@@ -19,7 +19,8 @@ def _default(opt: Option) -> str:
 
 def _help(opt: Option) -> str:
     which = "Any" if opt.kind == "names" else "One"  # a comma list takes several
-    return opt.help + (f" {which} of: {', '.join(opt.choices)}." if opt.choices else "")
+    return (opt.help + (f" {which} of: {', '.join(opt.choices)}." if opt.choices else "")
+            + (f" Range: {opt.bounds[0]}..{opt.bounds[1]}." if opt.bounds else ""))
 
 
 def markdown_table() -> str:

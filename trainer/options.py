@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from estim.names import ESTIMATORS
+from nuq.limits import MAX_BUCKET_SIZE
 from nuq.names import METHODS as NUQ_METHODS
 from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
 from trainer.names import DATASETS, OPTIMIZERS
@@ -27,6 +28,7 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    bounds: tuple[int, int] | None = None  # an int option's accepted range, both ends included
 
 
 class ConfigError(ValueError):
@@ -74,7 +76,8 @@ _OPTIONS = [
     # quantization
     Option("nuq_method", "str", "q", "Quantization method.", NUQ_METHODS),
     Option("nuq_bits", "int", 4, "Bits per coordinate (2^bits levels)."),
-    Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm."),
+    Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm.",
+           bounds=(1, MAX_BUCKET_SIZE)),
     Option("nuq_ngpu", "int", 1, "Simulated workers: minibatches quantized independently and averaged."),
     Option("nuq_mul", "float", 0.5, "Multiplier of the exponential (NUQSGD) levels."),
     Option("nuq_amq_lr", "float", 0.7, "AMQ: learning rate of the multiplier."),
@@ -156,6 +159,8 @@ def _coerce(opt: Option, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"expected an int, got {type(value).__name__} {value!r}")
+        if opt.bounds and not opt.bounds[0] <= value <= opt.bounds[1]:
+            raise ValueError(f"{value} is outside the accepted range {opt.bounds[0]}..{opt.bounds[1]}")
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):

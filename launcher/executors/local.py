@@ -4,18 +4,24 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
 
 from launcher.errors import UsageError
 from launcher.executors.base import Executor, register_executor, summary
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
 from launcher.stages import require_upstreams, take_ready
-from launcher.state import run_state
-from trainer import runfiles
+from launcher.state import DONE, INTERRUPTED, RUNNING, run_state
+from trainer import runfiles, runlock
+from trainer.runlock import RunLock
 
 POLL_S = 0.5
+SUBMIT_WAIT_S = 60.0  # another launch holds a run's submit lock only while it checks and starts that run
+RESULT_WAIT_S = 2.0   # a finished job's result file may lag its process on a slow file system
 DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
 
 
@@ -73,7 +79,7 @@ class LocalExecutor(Executor):
         queue = list(runs)
         running: dict[Any, tuple[RunSpec, tuple[int, ...]]] = {}
         free = list(gpus)
-        failed = 0
+        counts: Counter[str] = Counter()
         blocked_by: dict[str, str] = {}  # run name -> the failed run it cannot start without
         print(f"running {len(runs)} runs locally, {cap} at a time", flush=True)
         try:
@@ -83,25 +89,33 @@ class LocalExecutor(Executor):
                     run, blocked = take_ready(queue, unfinished, blocked_by)
                     for skipped, by in blocked:
                         print(f"[{skipped.index}] BLOCKED by {by} (failed): not started", flush=True)
-                    failed += len(blocked)
+                    counts["failed"] += len(blocked)
                     if run is None:  # the rest wait on upstream runs still running
                         break
                     mine = tuple(free[:procs]) if gpus else ()
-                    del free[:len(mine)]
-                    running[self._submit(submitit, target, run, mine, args)] = (run, mine)
+                    with RunLock(run.dir, runfiles.SUBMIT_LOCK).acquire(wait_s=SUBMIT_WAIT_S):
+                        taken = taken_by_other(run)  # by another launch since this one listed the runs
+                        if taken:
+                            print(f"[{run.index}] skipped: {taken}", flush=True)
+                            counts["skipped"] += 1
+                            continue
+                        del free[:len(mine)]
+                        running[self._submit(submitit, target, run, mine, args)] = (run, mine)
                 time.sleep(POLL_S)
                 for job in [j for j in running if j.done()]:
                     run, mine = running.pop(job)
                     free.extend(mine)
-                    if not self._report(job, run):
-                        failed += 1
+                    outcome = self._report(job, run)
+                    counts[outcome] += 1
+                    if outcome != "finished":  # its downstream stages cannot start from it in this launch
                         blocked_by[run.name] = run.name
         except KeyboardInterrupt:
             for job in running:
                 job.cancel(check=False)
             raise
-        print(f"local: {len(runs) - failed} finished, {failed} failed or blocked", flush=True)
-        return 1 if failed else 0
+        extra = "".join(f", {counts[k]} {k}" for k in ("interrupted", "skipped") if counts[k])
+        print(f"local: {counts['finished']} finished, {counts['failed']} failed or blocked{extra}", flush=True)
+        return 1 if counts["failed"] or counts["interrupted"] else 0
 
     @staticmethod
     def _submit(submitit: Any, target: tuple, run: RunSpec, gpus: tuple[int, ...], args: argparse.Namespace) -> Any:
@@ -118,21 +132,58 @@ class LocalExecutor(Executor):
         return job
 
     @staticmethod
-    def _report(job: Any, run: RunSpec) -> bool:
+    def _report(job: Any, run: RunSpec) -> str:
+        """Print how the run ended; 'finished', 'failed', 'interrupted' or 'skipped'."""
+        if not _wait_for_file(job.paths.result_pickle, RESULT_WAIT_S):  # the job process itself was killed
+            print(f"[{run.index}] FAILED: its job process ended without a result (killed?); "
+                  f"log: {job.paths.stderr}", flush=True)
+            return "failed"
         try:
             results = job.result()
         except Exception as err:  # submitit wraps the run's exception; show its last line, not the traceback
+            state = run_state(run.dir)
+            if state == INTERRUPTED:
+                iteration = (runfiles.read_json(run.dir / runfiles.STATUS) or {}).get("iteration")
+                print(f"[{run.index}] interrupted: checkpoint saved at iteration {iteration}; "
+                      "launch again to resume", flush=True)
+                return "interrupted"
+            if state == RUNNING:
+                print(f"[{run.index}] skipped: another trainer holds {run.dir}", flush=True)
+                return "skipped"
             print(f"[{run.index}] FAILED: {_error_line(run, err)} (log: {job.paths.stderr})", flush=True)
-            return False
+            return "failed"
         print(f"[{run.index}] done: {summary(results)}", flush=True)
-        return True
+        return "finished"
+
+
+def taken_by_other(run: RunSpec) -> str | None:
+    """Why another launch owns the run now (done, a trainer holds it, its local job is starting), or None."""
+    state = run_state(run.dir)
+    if state in (DONE, RUNNING):
+        return f"{state} (another launch took it)"
+    job = runfiles.read_json(run.dir / runfiles.JOB) or {}
+    controller = job.get("job_id")
+    if job.get("cluster") == "local" and job.get("host") == socket.gethostname() and str(controller).isdigit() \
+            and not runlock.pid_gone(job.get("host"), int(controller)):
+        return f"local job {controller} of another launch is starting it"
+    return None
+
+
+def _wait_for_file(path: Path, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _run_target(procs: int) -> tuple[Callable[..., Any], tuple]:
-    """What each local job runs: launcher.executors.entry.run_one, or run_one_distributed for N processes per run."""
+    """What each local job runs: launcher.executors.entry.run_trainer_child, or run_one_distributed for N
+    processes per run."""
     if procs == 1:
-        from launcher.executors.entry import run_one
-        return run_one, ()
+        from launcher.executors.entry import run_trainer_child
+        return run_trainer_child, ()
     try:
         from launcher.executors.distributed import run_one_distributed
     except ModuleNotFoundError as err:
