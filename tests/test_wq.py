@@ -270,6 +270,11 @@ def test_cifar10_grid_is_the_studys_8_configs_and_recipe():
             ("resnet20_mcts", 100, 0.9, 1e-4, 100)
         assert c["lr_decay_epoch"] == "25000,37500" and c["chkpt_iter"] == 500  # epochs 50, 75; eval every epoch
         assert c["test_batch_size"] == 100  # DoReFa's activations depend on the batch: evaluate as trained
+    from grids.wq import digits
+    digits_configs = [validate_config(c) for c in expand(digits().grid)]
+    assert [c["wq_method"] for c in digits_configs] == [c["wq_method"] for c in configs]
+    for c in digits_configs:
+        check(c)
 
 
 # ---- exact resume --------------------------------------------------------------------------------------------------
