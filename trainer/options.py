@@ -114,7 +114,7 @@ PLUGIN_OF: dict[str, str] = {}  # option key -> the plugin that declared it
 def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
     """Add plugin `name` to the `plugins` choices and its options to the schema.
 
-    `options`: key -> (kind, default, help[, choices]); every key is `<name>_...`. Shipped plugins are
+    `options`: key -> (kind, default, help[, choices[, bounds]]); every key is `<name>_...`. Shipped plugins are
     declared from their torch-free `trainer/plugins/<name>_options.py`; tests declare their own here.
     """
     if not name.isidentifier() or name in PLUGINS:
