@@ -62,10 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from launcher.elsewhere import require_results_dir, unmatched_note
     from launcher.selection import select_runs
     from launcher.state import run_state
 
     selection = select_runs(args)
+    require_results_dir(selection)
     metrics = None if args.metric is None else [m.strip() for m in args.metric.split(",") if m.strip()]
     title = title_of(selection.meta.grid, selection.meta.run)
     try:
@@ -76,6 +78,9 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    note = unmatched_note(selection)
+    if note:
+        print(note, file=sys.stderr)
     fmt = args.format or (format_for_path(args.out) if args.out else "term")
     text = render(table, fmt, args.digits)
     if not FORMATS[fmt].holds_caption:

@@ -55,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
     states = {r.index: run_state(r.dir) for r in selection.runs}
     meta = selection.meta
     print(f"grid {meta.grid}.{meta.run}: {len(selection.runs)} of {meta.total} runs -> {meta.results_dir}")
+    for warning in selection.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(runs_table(selection, states))
     skip = {DONE, RUNNING}
     todo = [r for r in selection.runs if states[r.index] not in skip]

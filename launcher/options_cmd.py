@@ -18,7 +18,8 @@ def _default(opt: Option) -> str:
 
 
 def _help(opt: Option) -> str:
-    return opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+    rng = opt.range_text()
+    return opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "") + (f" Range: {rng}." if rng else "")
 
 
 def markdown_table() -> str:

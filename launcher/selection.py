@@ -17,7 +17,7 @@ from launcher.errors import UsageError
 from launcher.grid import GridError, expand
 from launcher.naming import run_name, safe_token
 from launcher.registry import get_run
-from trainer.options import ConfigError, closest_keys, OPTIONS, validate_config
+from trainer.options import ConfigError, check_combination, closest_keys, ineffective_keys, OPTIONS, validate_config
 
 DEFAULT_ROOT = "./runs"
 
@@ -48,6 +48,8 @@ class Selection:
     meta: GridMeta
     runs: list[RunSpec]
     varying_keys: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown by launch (dry-run included); never fatal
+    grid_configs: list[dict[str, Any]] = field(default_factory=list)  # every config, before --only/--limit
 
 
 def positive_int(text: str) -> int:
@@ -148,17 +150,26 @@ def select_runs(args: argparse.Namespace) -> Selection:
     limit = getattr(args, "limit", None)
 
     folder = _results_folder(spec.folder, where)
-    results_dir = Path(getattr(args, "root", DEFAULT_ROOT) or DEFAULT_ROOT) / folder
+    root = Path(getattr(args, "root", DEFAULT_ROOT) or DEFAULT_ROOT)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--root {root}: {root.absolute()} is a file, not a folder of results")
+    results_dir = root / folder
     exclude = tuple(spec.exclude)
     runs: list[RunSpec] = []
     first_index: dict[str, int] = {}
+    no_effect: dict[str, dict[str, list[Any]]] = {}  # key -> {what to set, values seen where it does nothing}
+    validated: list[dict[str, Any]] = []
     for index, raw in enumerate(configs):
         raw.update(overrides)
         label = f"{where}[{index}]"
         try:
             config = validate_config(raw, run=label)
+            check_combination(config, run=label)
         except ConfigError as err:
             raise UsageError(str(err)) from None
+        for key, needs in ineffective_keys(config).items():
+            no_effect.setdefault(key, {"needs": needs, "values": []})["values"].append(config[key])
+        validated.append(config)
         if only and not _matches(config, only):
             continue
         name = run_name(config, exclude)
@@ -171,7 +182,22 @@ def select_runs(args: argparse.Namespace) -> Selection:
     if not runs:
         raise UsageError(_nothing_selected(where, configs, only))
     meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs), spec.slurm)
-    return Selection(meta, runs, varying_keys([r.config for r in runs]))
+    return Selection(meta, runs, varying_keys([r.config for r in runs]), _no_effect_warnings(where, no_effect),
+                     validated)
+
+
+def _no_effect_warnings(where: str, no_effect: dict[str, dict[str, Any]]) -> list[str]:
+    """A sweep of a key that cannot change its runs is an error (the runs would be duplicates in all but
+    name); a fixed value that does nothing is a warning naming the key to set."""
+    warnings = []
+    for key, info in no_effect.items():
+        values = sorted({repr(v) for v in info["values"]})
+        n = len(info["values"])
+        if len(values) > 1:
+            raise UsageError(f"grid {where}: {key} is swept ({', '.join(values)}) in {n} runs where it has "
+                             f"no effect; set {info['needs']} for it to matter, or stop sweeping it")
+        warnings.append(f"{key}={values[0]} has no effect in {n} runs of {where}; it needs {info['needs']}")
+    return warnings
 
 
 def _nothing_selected(where: str, configs: list[dict[str, Any]], only: dict[str, list[Any]]) -> str:

@@ -1,0 +1,133 @@
+"""A new user's first hour (issue 22): bad values fail at dry-run, results found from any folder, runs made
+with other --set values are pointed at. Each test runs the real `launch` (python -m launcher) in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer import runfiles
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch(cwd, *argv, timeout=120):
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="100")
+    proc = subprocess.run([sys.executable, "-m", "launcher", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def write_grid(tmp_path, body: str, name: str = "g") -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text("from launcher.grid import Cond\nfrom launcher.registry import GridRun, register\n" + body)
+    return str(path)
+
+
+# ---- 2: ranges and combinations are checked at expansion ------------------------------------------------
+
+@pytest.mark.parametrize("assignment, expected", [
+    ("nuq_bits=99", "bad value for 'nuq_bits': 99 is out of range; expected 1..8"),
+    ("nuq_bits=0", "expected 1..8"),
+    ("batch_size=0", "bad value for 'batch_size': 0 is out of range; expected >= 1"),
+    ("nuq_mul=1.5", "expected (0, 1)"),
+    ("lr=-0.1", "expected >= 0"),
+])
+def test_out_of_range_values_fail_the_dry_run_in_one_line(tmp_path, assignment, expected):
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--dry-run", "--set", assignment)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_an_adaptive_method_without_g_optim_is_refused(tmp_path):
+    grid = write_grid(tmp_path, """
+@register
+def r():
+    return GridRun({"g_estim": "nuq", "nuq_method": ["qinf", "amq"]}, "r")
+""")
+    code, _, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run")
+    assert code == 2 and "nuq_method 'amq' adapts its levels only with g_optim" in err and "--set g_optim=" in err
+
+
+def test_a_sweep_that_cannot_have_an_effect_is_an_error_naming_the_key_to_set(tmp_path):
+    grid = write_grid(tmp_path, """
+@register
+def r():
+    return GridRun({"g_estim": "nuq", "nuq_method": "q", "nuq_amq_epochs": [40, 50]}, "r")
+""")
+    code, _, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run")
+    assert code == 2 and "nuq_amq_epochs is swept (40, 50) in 2 runs where it has no effect" in err
+    assert "set g_optim (and nuq_method amq or amq_nb)" in err
+
+
+def test_a_fixed_key_without_effect_is_a_warning_at_dry_run(tmp_path):
+    grid = write_grid(tmp_path, """
+@register
+def r():
+    return GridRun({"g_estim": "nuq", "nuq_method": ["q", "qinf"], "nuq_cd_epochs": 10}, "r")
+""")
+    code, out, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run")
+    assert code == 0, err
+    assert "warning: nuq_cd_epochs=10 has no effect in 2 runs" in err and "needs g_optim" in err
+
+
+def test_the_readme_grid_example_expands_without_warnings(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("# grids/mystudy.py")
+    body = readme[start:readme.index("```", start)]
+    path = tmp_path / "mystudy.py"
+    path.write_text(body)
+    code, out, err = launch(tmp_path, "--grid", str(path), "--run", "lr_sweep", "--dry-run")
+    assert code == 0 and "warning" not in err, err
+    assert "12 of 12 runs" in out
+
+
+# ---- 4: results looked up from another folder ------------------------------------------------------------
+
+def test_status_from_a_folder_without_results_names_the_absolute_path(tmp_path):
+    code, out, err = launch(tmp_path, "status", "--grid", "nuq", "--run", "digits")
+    assert code == 2 and "not submitted" not in out
+    assert f"no results folder {tmp_path / 'runs' / 'digits'}" in err and "--root" in err
+    code, out, err = launch(tmp_path, "aggregate", "--grid", "nuq", "--run", "digits")
+    assert code == 2 and f"no results folder {tmp_path / 'runs' / 'digits'}" in err
+
+
+def test_root_pointing_at_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for cmd in (["status"], ["aggregate"], []):
+        code, out, err = launch(tmp_path, *cmd, "--grid", "nuq", "--run", "digits", "--root", "afile",
+                                *(["--dry-run"] if not cmd else []))
+        assert code == 2 and err.strip() == f"launch: error: --root afile: {tmp_path / 'afile'} is a file, " \
+                                             "not a folder of results", err
+
+
+# ---- 5: runs made with another --set are pointed at ------------------------------------------------------
+
+def _finish(cwd: Path, run: dict) -> None:
+    """A run folder as a finished trainer leaves it (config, results) without training."""
+    from launcher.rundirs import dump_config
+    path = cwd / run["dir"]
+    runfiles.atomic_write_text(path / runfiles.CONFIG, dump_config(run["config"]))
+    runfiles.atomic_write_json(path / runfiles.RESULTS, {"status": "done", "final": {"Vacc": 90.0}})
+
+
+def test_runs_made_with_another_set_are_counted_with_the_keys_that_select_them(tmp_path):
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--set", "niters=100", "--json")
+    assert code == 0, err
+    runs = json.loads(out)
+    for run in runs[:5]:
+        _finish(tmp_path, run)
+    for cmd in ("aggregate", "status"):
+        code, out, err = launch(tmp_path, cmd, "--grid", "nuq", "--run", "digits")
+        assert code == 0, err
+        assert f"{tmp_path / 'runs' / 'digits'} also holds 5 runs this selection does not match; " \
+               "add --set niters=100 (5) to select them" in out + err
+    # the matching selection sees them and says nothing more
+    code, out, err = launch(tmp_path, "status", "--grid", "nuq", "--run", "digits", "--set", "niters=100")
+    assert code == 0 and "5 done" in out and "does not match" not in out + err
+    # --only narrows the selection but the grid's other runs are not "unmatched"
+    code, out, err = launch(tmp_path, "status", "--grid", "nuq", "--run", "digits", "--set", "niters=100",
+                            "--only", "seed=2")
+    assert code == 0 and "does not match" not in out + err
