@@ -12,6 +12,7 @@ import sys
 from launcher.display import format_table
 from launcher.executors import get_executor, load_executors
 from launcher.rundirs import check_runs, prepare_runs
+from launcher.naming import grid_title
 from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs
 from launcher.state import DONE, RUNNING, run_state
 
@@ -54,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     check_runs(selection.runs)
     states = {r.index: run_state(r.dir) for r in selection.runs}
     meta = selection.meta
-    print(f"grid {meta.grid}.{meta.run}: {len(selection.runs)} of {meta.total} runs -> {meta.results_dir}")
+    print(f"grid {grid_title(meta.grid, meta.run)}: {len(selection.runs)} of {meta.total} runs -> {meta.results_dir}")
     for warning in selection.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(runs_table(selection, states))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from launcher.errors import UsageError
 from launcher.executors import EXECUTORS, Executor, register_executor
-from launcher.naming import safe_token
+from launcher.naming import grid_title, safe_token
 from launcher.scripts import DEFAULT_DIRECTIVES, repo_root, write_job_scripts
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
 from trainer import runfiles
@@ -25,7 +25,7 @@ def job_prefix(selection: Selection, args: argparse.Namespace) -> str:
     """--prefix, else '<grid>_<run>' (a grid given as a path contributes its file stem)."""
     if getattr(args, "prefix", None):
         return safe_token(args.prefix)
-    return safe_token(f"{Path(selection.meta.grid).stem}_{selection.meta.run}")
+    return safe_token(grid_title(selection.meta.grid, selection.meta.run).replace(".", "_", 1))
 
 
 def write_job_json(run: RunSpec, cluster: str, job_id: str, stdout: str | None, stderr: str | None,

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any, Iterable
 
 HASH_LEN = 8
@@ -48,3 +49,10 @@ def run_name(config: dict[str, Any], exclude: Iterable[str] = ()) -> str:
     readable = ",".join(parts)[:MAX_READABLE].rstrip(",")
     digest = config_hash(config)
     return f"{readable},{digest}" if readable else f"h{digest}"
+
+
+def grid_title(grid: str, run: str) -> str:
+    """'family.run' wherever a grid is named ('nuq.digits'); a grid given as a file path shows its stem, so
+    `--grid ./mystudy.py` and `--grid /abs/mystudy.py` are named alike in every command and file."""
+    family = Path(grid).stem if grid.endswith(".py") or "/" in grid else grid
+    return f"{family}.{run}"

@@ -5,6 +5,7 @@ import argparse
 
 from launcher.launch import runs_json
 from launcher.naming import format_value
+from launcher.naming import grid_title
 from launcher.selection import add_selection_arguments, select_runs
 from launcher.state import run_state
 
@@ -20,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
         print(runs_json(selection.runs))
         return 0
     meta = selection.meta
-    print(f"grid {meta.grid}.{meta.run}: {len(selection.runs)} of {meta.total} configs; "
+    print(f"grid {grid_title(meta.grid, meta.run)}: {len(selection.runs)} of {meta.total} configs; "
           f"varying: {', '.join(selection.varying_keys) or '(none)'}")
     for run in selection.runs:
         print(f"\n[{run.index}] {run.name}  ({run_state(run.dir)})\n  dir: {run.dir}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import slurm_query
+from launcher.naming import grid_title
 from launcher.selection import RunSpec, add_selection_arguments, positive_int, select_runs
 from launcher.state import DONE, FAILED, INTERRUPTED, NOT_SUBMITTED, PENDING, RUNNING, STALE, run_state
 from trainer import runfiles
@@ -138,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
     require_results_dir(selection)
     rows, answered = collect(selection.runs)
     meta = selection.meta
-    print(f"grid {meta.grid}.{meta.run}: {len(rows)} runs in {meta.results_dir.absolute()}")
+    print(f"grid {grid_title(meta.grid, meta.run)}: {len(rows)} runs in {meta.results_dir.absolute()}")
     for row in rows:
         print(format_line(row))
     counts = Counter(r.state for r in rows)

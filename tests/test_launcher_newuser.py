@@ -105,12 +105,12 @@ def test_root_pointing_at_a_file_is_a_one_line_error(tmp_path):
 
 # ---- 5: runs made with another --set are pointed at ------------------------------------------------------
 
-def _finish(cwd: Path, run: dict) -> None:
+def _finish(cwd: Path, run: dict, final: dict | None = None) -> None:
     """A run folder as a finished trainer leaves it (config, results) without training."""
     from launcher.rundirs import dump_config
     path = cwd / run["dir"]
     runfiles.atomic_write_text(path / runfiles.CONFIG, dump_config(run["config"]))
-    runfiles.atomic_write_json(path / runfiles.RESULTS, {"status": "done", "final": {"Vacc": 90.0}})
+    runfiles.atomic_write_json(path / runfiles.RESULTS, {"status": "done", "final": final or {"Vacc": 90.0}})
 
 
 def test_runs_made_with_another_set_are_counted_with_the_keys_that_select_them(tmp_path):
@@ -131,3 +131,58 @@ def test_runs_made_with_another_set_are_counted_with_the_keys_that_select_them(t
     code, out, err = launch(tmp_path, "status", "--grid", "nuq", "--run", "digits", "--set", "niters=100",
                             "--only", "seed=2")
     assert code == 0 and "does not match" not in out + err
+
+
+# ---- 10: small ones ----------------------------------------------------------------------------------------
+
+def test_a_smaller_dry_run_removes_the_prefix_s_old_task_scripts(tmp_path):
+    assert launch(tmp_path, "--grid", "nuq", "--run", "digits", "--dry-run")[0] == 0
+    other = tmp_path / "jobs" / "nuq_digits_x_3.sh"
+    other.write_text("# another prefix's script\n")
+    assert len(list((tmp_path / "jobs").glob("nuq_digits_*.sh"))) == 21
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--dry-run", "--only", "seed=1")
+    assert code == 0, err
+    kept = sorted(p.name for p in (tmp_path / "jobs").glob("nuq_digits_*.sh"))
+    assert kept == sorted([f"nuq_digits_{i}.sh" for i in [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]] + [other.name])
+
+
+AMQ_GRID = """
+@register
+def r():
+    return GridRun({"g_estim": "nuq", "g_optim": "",
+                    "nuq_method": ["qinf", Cond("amq", {"nuq_amq_epochs": 40})], "seed": [1, 2]}, "r")
+"""
+
+
+def _fake_done_runs(tmp_path, grid, vacc=lambda i: 97.0):
+    code, out, err = launch(tmp_path, "--grid", grid, "--run", "r", "--json")
+    assert code == 0, err
+    for i, run in enumerate(json.loads(out)):
+        _finish(tmp_path, run, {"Vacc": vacc(i), "est_var": 0.5 + 0.01 * i})
+
+
+def test_int_keys_stay_ints_and_equal_seeds_get_no_plus_minus(tmp_path):
+    grid = write_grid(tmp_path, AMQ_GRID)
+    _fake_done_runs(tmp_path, grid, vacc=lambda i: 97.0 + (1e-12 if i % 2 else 0.0))  # equal up to rounding
+    code, out, err = launch(tmp_path, "aggregate", "--grid", grid, "--run", "r", "--pivot", "nuq_amq_epochs")
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("nuq_method"))
+    assert "Vacc 40" in header and "40.0" not in header and "nan" not in header
+    code, out, err = launch(tmp_path, "aggregate", "--grid", grid, "--run", "r", "--by", "nuq_amq_epochs")
+    rows = out.splitlines()[-2:]
+    assert rows[1].split()[:3] == ["40", "2", "97"] and "±" not in rows[1].split("0.5")[0], out
+
+
+def test_a_grid_given_as_a_path_is_named_alike_everywhere(tmp_path):
+    grid = write_grid(tmp_path, AMQ_GRID, name="mystudy")
+    spellings = ("mystudy.py", "./mystudy.py", grid)
+    for spelling in spellings:
+        code, out, err = launch(tmp_path, "--grid", spelling, "--run", "r", "--dry-run")
+        assert code == 0 and out.startswith("grid mystudy.r: 4 of 4 runs"), out
+        assert sorted(p.name for p in (tmp_path / "jobs").glob("*.sbatch")) == ["mystudy_r_slurm.sbatch"]
+    _fake_done_runs(tmp_path, grid)
+    for spelling in spellings:
+        code, out, err = launch(tmp_path, "aggregate", "--grid", spelling, "--run", "r")
+        assert out.startswith("mystudy.r: 4 runs"), out
+        code, out, err = launch(tmp_path, "status", "--grid", spelling, "--run", "r")
+        assert out.startswith("grid mystudy.r: 4 runs"), out
