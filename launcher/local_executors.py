@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from launcher.errors import UsageError
 from launcher.executors import EXECUTORS, Executor, register_executor
 from launcher.naming import grid_title, safe_token
 from launcher.scripts import DEFAULT_DIRECTIVES, repo_root, write_job_scripts
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
+from launcher.state import is_done
 from trainer import runfiles
 
 POLL_S = 0.5
@@ -140,50 +143,123 @@ class LocalExecutor(Executor):
         queue = list(runs)
         running: dict[Any, tuple[RunSpec, tuple[int, ...]]] = {}
         free = list(gpus)
-        failed = 0
+        failed = done = 0
         print(f"running {len(runs)} runs locally, {cap} at a time", flush=True)
+        progress = Progress(len(runs))
         try:
             while queue or running:
                 while queue and len(running) < cap and (not gpus or len(free) >= procs):
                     run = queue.pop(0)
                     mine = tuple(free[:procs]) if gpus else ()
                     del free[:len(mine)]
-                    running[self._submit(submitit, target, run, mine, args)] = (run, mine)
+                    running[self._submit(submitit, target, run, mine, args, progress)] = (run, mine)
+                progress.show(done + failed, len(running))
                 time.sleep(POLL_S)
                 for job in [j for j in running if j.done()]:
                     run, mine = running.pop(job)
                     free.extend(mine)
-                    failed += not self._report(job, run)
+                    ok = self._report(job, run, progress)
+                    done, failed = done + ok, failed + (not ok)
         except KeyboardInterrupt:
-            for job in running:
-                job.cancel(check=False)
-            raise
+            progress.close()
+            return _interrupted(running, queue)
+        progress.show(done + failed, 0)
+        progress.close()
         print(f"local: {len(runs) - failed} finished, {failed} failed", flush=True)
         return 1 if failed else 0
 
     @staticmethod
-    def _submit(submitit: Any, target: tuple, run: RunSpec, gpus: tuple[int, ...], args: argparse.Namespace) -> Any:
+    def _submit(submitit: Any, target: tuple, run: RunSpec, gpus: tuple[int, ...], args: argparse.Namespace,
+                progress: "Progress") -> Any:
         fn, extra = target
         executor = submitit.LocalExecutor(folder=run.dir / "submitit")
         params: dict[str, Any] = {"timeout_min": args.timeout_min}
         if gpus:
             params.update(gpus_per_node=len(gpus), visible_gpus=gpus)
         executor.update_parameters(**params)
-        job = executor.submit(fn, str(run.dir.absolute()), *extra)
+        with _stderr_to(run.dir / "submitit" / CONTROLLER_LOG):  # submitit's controller inherits stderr
+            job = executor.submit(fn, str(run.dir.absolute()), *extra)
         write_job_json(run, "local", str(job.job_id), str(job.paths.stdout), str(job.paths.stderr))
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
-        print(f"[{run.index}] started{where}: {run.dir}", flush=True)
+        progress.write(f"[{run.index}] started{where}: {run.dir}")
         return job
 
     @staticmethod
-    def _report(job: Any, run: RunSpec) -> bool:
+    def _report(job: Any, run: RunSpec, progress: "Progress") -> bool:
         try:
             results = job.result()
         except Exception as err:  # submitit wraps the run's exception; show its last line, not the traceback
-            print(f"[{run.index}] FAILED: {_error_line(run, err)} (log: {job.paths.stderr})", flush=True)
+            progress.write(f"[{run.index}] FAILED: {_error_line(run, err)} (log: {job.paths.stderr})")
             return False
-        print(f"[{run.index}] done: {summary(results)}", flush=True)
+        progress.write(f"[{run.index}] done: {summary(results)}")
         return True
+
+
+CONTROLLER_LOG = "controller.log"
+CANCEL_WAIT_S = 10.0
+
+
+class Progress:
+    """'7/20 done, 2 running, ~3 min left' on stderr through tqdm (as the trainer's bar); run lines above it."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+                        bar_format="{n}/{total} done{postfix}, ~{remaining} left", postfix="0 running")
+        self.shown = (0, 0)
+
+    def show(self, finished: int, running: int) -> None:
+        """Redraw when a count changed (not every poll: a log file would fill with identical lines)."""
+        if (finished, running) == self.shown:
+            return
+        self.shown = (finished, running)
+        self.bar.set_postfix_str(f"{running} running", refresh=False)
+        self.bar.update(finished - self.bar.n)
+        self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        self.bar.write(line, file=sys.stdout)
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 2 at `path` while child processes are started, so their tracebacks on Ctrl-C
+    land in the run's submitit folder instead of the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _interrupted(running: dict[Any, tuple[RunSpec, tuple[int, ...]]], queue: list[RunSpec]) -> int:
+    """Ctrl-C: stop the running jobs, mark their runs interrupted (a relaunch resumes them from their last
+    checkpoint), say so in one line; exit code 130 as for any interrupted command."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+    for job in running:
+        job.cancel(check=False)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while any(not job.done() for job in running) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    marked = 0
+    for run, _ in running.values():
+        if not is_done(run.dir):
+            status = runfiles.read_json(run.dir / runfiles.STATUS) or {}
+            runfiles.atomic_write_json(run.dir / runfiles.STATUS, {**status, "state": runfiles.INTERRUPTED})
+            marked += 1
+    print(f"launch: interrupted: {marked} running runs marked interrupted, {len(queue)} not started; "
+          "run the same command again to resume them", file=sys.stderr, flush=True)
+    return 130
 
 
 def _run_target(procs: int) -> tuple[Callable[..., Any], tuple]:

@@ -186,3 +186,49 @@ def test_a_grid_given_as_a_path_is_named_alike_everywhere(tmp_path):
         assert out.startswith("mystudy.r: 4 runs"), out
         code, out, err = launch(tmp_path, "status", "--grid", spelling, "--run", "r")
         assert out.startswith("grid mystudy.r: 4 runs"), out
+
+
+# ---- 7, 8: progress of a local grid, Ctrl-C --------------------------------------------------------------
+
+def _digits_grid(tmp_path, niters: int, seeds: int) -> str:
+    return write_grid(tmp_path, f"""
+@register
+def r():
+    return GridRun({{"dataset": "digits", "arch": "digits_mlp", "batch_size": 32, "niters": {niters},
+                    "chkpt_iter": 20, "gvar_log_iter": 1000, "seed": list(range(1, {seeds} + 1))}}, "r")
+""")
+
+
+def test_a_local_grid_shows_done_running_and_time_left(tmp_path):
+    grid = _digits_grid(tmp_path, niters=10, seeds=3)
+    code, out, err = launch(tmp_path, "--grid", grid, "--run", "r", "--cluster", "local", "--max-parallel", "2",
+                            timeout=600)
+    assert code == 0, err
+    progress = err.replace("\r", "\n")
+    assert "0/3 done, 2 running, ~? left" in progress and "3/3 done, 0 running" in progress, progress
+    assert out.count("] done: Vacc") == 3
+
+
+def test_ctrl_c_is_one_line_marks_runs_interrupted_and_a_relaunch_takes_them_again(tmp_path):
+    import signal
+    import time
+
+    grid = _digits_grid(tmp_path, niters=100000, seeds=3)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "--grid", grid, "--run", "r", "--cluster", "local",
+                             "--max-parallel", "2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    statuses = lambda: list((tmp_path / "runs" / "r").glob(f"*/{runfiles.STATUS}"))  # noqa: E731
+    deadline = time.monotonic() + 300
+    while len(statuses()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert len(statuses()) == 2, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and " done, " not in line]
+    assert proc.returncode == 130 and lines == ["launch: interrupted: 2 running runs marked interrupted, "
+                                                "1 not started; run the same command again to resume them"], err
+    code, out, err = launch(tmp_path, "status", "--grid", grid, "--run", "r")
+    assert "summary: 2 interrupted, 1 not submitted" in out, out
+    code, out, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run")
+    assert code == 0 and out.count("interrupted") == 2 and "skipping" not in out, out
