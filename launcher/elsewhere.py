@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from launcher.errors import UsageError
-from launcher.naming import format_value, run_name
+from launcher.naming import config_hash, format_value, name_hash
 from launcher.selection import Selection
 from trainer import runfiles
 
@@ -29,11 +29,12 @@ def require_results_dir(selection: Selection) -> None:
 
 
 def _stored_configs(results_dir: Path, known: set[str]) -> list[dict[str, Any]]:
+    """The configs of run folders whose config hash is not in `known`."""
     from launcher.rundirs import load_config
 
     out = []
     for path in sorted(results_dir.glob(f"*/{runfiles.CONFIG}")):
-        if path.parent.name in known:
+        if name_hash(path.parent.name) in known:
             continue
         try:
             out.append(load_config(path))
@@ -59,7 +60,7 @@ def unmatched_note(selection: Selection) -> str | None:
     if not results_dir.is_dir():
         return None
     grid = selection.grid_configs or [r.config for r in selection.runs]
-    others = _stored_configs(results_dir, {run_name(c, selection.meta.exclude) for c in grid})
+    others = _stored_configs(results_dir, {config_hash(c) for c in grid})
     if not others:
         return None
     selected = grid

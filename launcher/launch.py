@@ -9,10 +9,10 @@ import argparse
 import json
 import sys
 
-from launcher.display import format_table
+from launcher.display import fit_last_column, format_table, terminal_width
 from launcher.executors import get_executor, load_executors
 from launcher.rundirs import check_runs, prepare_runs
-from launcher.naming import grid_title
+from launcher.naming import grid_title, swept_keys
 from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs
 from launcher.state import DONE, RUNNING, run_state
 
@@ -40,10 +40,16 @@ def runs_json(runs: list[RunSpec]) -> str:
     return json.dumps([{"name": r.name, "dir": str(r.dir), "config": r.config} for r in runs], indent=1)
 
 
-def runs_table(selection: Selection, states: dict[int, str]) -> str:
-    keys = selection.varying_keys
+def runs_table(selection: Selection, states: dict[int, str], width: int | None = None) -> str:
+    """The runs with their state and the keys that take several values, fitted to the terminal: run
+    names are cut from the left (their hash, the identity, stays); --json has everything."""
+    swept = swept_keys(r.config for r in selection.runs)
+    keys = [k for k in selection.varying_keys if k in swept]
+    header = ["idx", "state"] + keys + ["name"]
     rows = [[r.index, states[r.index]] + [r.config.get(k) for k in keys] + [r.name] for r in selection.runs]
-    return format_table(["idx", "state"] + keys + ["name"], rows)
+    rows, cut = fit_last_column(header, rows, width or terminal_width())
+    note = "\n(names shortened to fit the terminal; full names and configs: --json or launch show --full)" if cut else ""
+    return format_table(header, rows) + note
 
 
 def main(args: argparse.Namespace) -> int:

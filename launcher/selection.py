@@ -7,6 +7,7 @@ expansion, so it stays the same whatever --only/--limit select.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import yaml
 
 from launcher.errors import UsageError
 from launcher.grid import GridError, expand
-from launcher.naming import run_name, safe_token
+from launcher.naming import config_hash, name_hash, run_name, safe_token, swept_keys
 from launcher.registry import get_run
 from trainer.options import ConfigError, check_combination, closest_keys, ineffective_keys, OPTIONS, validate_config
 
@@ -170,12 +171,17 @@ def select_runs(args: argparse.Namespace) -> Selection:
         for key, needs in ineffective_keys(config).items():
             no_effect.setdefault(key, {"needs": needs, "values": []})["values"].append(config[key])
         validated.append(config)
+    names = swept_keys(validated)  # from the whole grid, so --only/--limit never rename a run
+    existing = _folders_by_hash(results_dir)
+    for index, config in enumerate(validated):
         if only and not _matches(config, only):
             continue
-        name = run_name(config, exclude)
+        name = run_name(config, exclude, names)
         if first_index.setdefault(name, index) != index:
             raise UsageError(f"grid {where}: configs {first_index[name]} and {index} are identical "
                              f"({name}); remove the duplicate")
+        # a folder named before the grid changed (or by an older naming rule) holds the same config hash
+        name = existing.get(config_hash(config), name)
         runs.append(RunSpec(index, name, results_dir / name, config))
     if limit is not None:
         runs = runs[:limit]  # after validating every config: a bad one is an error even beyond the limit
@@ -184,6 +190,15 @@ def select_runs(args: argparse.Namespace) -> Selection:
     meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs), spec.slurm)
     return Selection(meta, runs, varying_keys([r.config for r in runs]), _no_effect_warnings(where, no_effect),
                      validated)
+
+
+def _folders_by_hash(results_dir: Path) -> dict[str, str]:
+    """{config hash: folder name} of the run folders already in results_dir (one listdir)."""
+    try:
+        entries = os.listdir(results_dir)
+    except OSError:
+        return {}
+    return {h: name for name in sorted(entries) if (h := name_hash(name))}
 
 
 def _no_effect_warnings(where: str, no_effect: dict[str, dict[str, Any]]) -> list[str]:

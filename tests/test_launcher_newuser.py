@@ -232,3 +232,41 @@ def test_ctrl_c_is_one_line_marks_runs_interrupted_and_a_relaunch_takes_them_aga
     assert "summary: 2 interrupted, 1 not submitted" in out, out
     code, out, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run")
     assert code == 0 and out.count("interrupted") == 2 and "skipping" not in out, out
+
+
+# ---- 9: names and tables sized to what varies ----------------------------------------------------------
+
+def test_names_show_only_swept_keys_and_old_named_finished_runs_are_still_found(tmp_path):
+    from launcher.naming import run_name
+    from launcher.registry import get_run
+
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--json")
+    runs = json.loads(out)
+    assert runs[19]["name"].rsplit(",", 1)[0] == "g_estim_nuq,nuq_method_amq_nb,seed_2"  # nuq_amq_epochs: fixed
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--json", "--only", "nuq_method=amq_nb")
+    assert [r["name"] for r in json.loads(out)] == [runs[18]["name"], runs[19]["name"]]  # --only renames nothing
+    # a run finished under the old naming rule (every non-excluded key) keeps being found by its hash
+    old = dict(runs[19], dir=str(Path(runs[19]["dir"]).parent / run_name(runs[19]["config"], get_run("nuq", "digits").exclude)))
+    assert old["dir"] != runs[19]["dir"] and "nuq_amq_epochs_20" in old["dir"]
+    _finish(tmp_path, old)
+    code, out, err = launch(tmp_path, "status", "--grid", "nuq", "--run", "digits")
+    line = next(row for row in out.splitlines() if row.split()[0] == "19")
+    assert "done" in line and line.endswith(Path(old["dir"]).name) and "does not match" not in out
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--dry-run")
+    assert "skipping 1 runs that are done" in out
+
+
+def test_the_dry_run_table_fits_the_terminal_and_the_full_config_is_one_flag_away(tmp_path):
+    env_cols = {"COLUMNS": "60"}
+    proc = subprocess.run([sys.executable, "-m", "launcher", "--grid", "nuq", "--run", "cifar10_resnet32",
+                           "--dry-run"], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), **env_cols))
+    table = proc.stdout.splitlines()[1:11]
+    assert proc.returncode == 0 and table[0].split() == ["idx", "state", "g_estim", "nuq_method", "name"]
+    assert all(len(line) <= 60 for line in table), table
+    assert "names shortened to fit the terminal; full names and configs: --json or launch show --full" in proc.stdout
+    assert all(line.split()[-1].startswith("…") or "," in line for line in table[1:])
+    code, out, err = launch(tmp_path, "show", "--grid", "nuq", "--run", "cifar10_resnet32", "--limit", "1")
+    assert "data:" not in out and "arch: resnet32" in out
+    code, out, err = launch(tmp_path, "show", "--grid", "nuq", "--run", "cifar10_resnet32", "--limit", "1", "--full")
+    assert "data: ./data" in out and "nuq_clip: False" in out and "arch: resnet32" in out
