@@ -10,11 +10,13 @@ import json
 import sys
 
 from launcher.display import fit_last_column, format_table, terminal_width
+from launcher.errors import UsageError
 from launcher.executors import get_executor, load_executors
 from launcher.rundirs import check_runs, prepare_runs
 from launcher.naming import grid_title, swept_keys
 from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs
 from launcher.state import DONE, RUNNING, run_state
+from trainer.data_files import missing_data
 
 DEFAULT_JOBS_DIR = "./jobs"
 
@@ -52,6 +54,25 @@ def runs_table(selection: Selection, states: dict[int, str], width: int | None =
     return format_table(header, rows) + note
 
 
+SHARED_FS_NOTE = ("checked from this host: on SLURM the folder must also be on a filesystem the compute "
+                  "nodes share")
+
+
+def check_data(runs: list[RunSpec], cluster: str) -> None:
+    """UsageError, before anything is submitted, when a run's dataset files are missing (each folder once)."""
+    problems = {}
+    for run in runs:
+        key = (run.config.get("dataset", "digits"), run.config.get("data", "./data"))
+        if key not in problems:
+            problems[key] = missing_data(run.config)
+    missing = [(key, why) for key, why in problems.items() if why]
+    if missing:
+        n = sum(1 for r in runs if problems[(r.config.get("dataset", "digits"), r.config.get("data", "./data"))])
+        note = f" ({SHARED_FS_NOTE})" if cluster == "slurm" else ""
+        raise UsageError(f"{n} runs need data that is not there, nothing was launched{note}: "
+                         + " | ".join(why for _, why in missing))
+
+
 def main(args: argparse.Namespace) -> int:
     selection = select_runs(args)
     if args.json:
@@ -73,6 +94,8 @@ def main(args: argparse.Namespace) -> int:
     if not todo and not executor.selects_runs:
         print("nothing to launch")
         return 0
+    if executor.checks_data:
+        check_data(todo, executor.name)
     if executor.writes_run_folders:
         todo, _ = prepare_runs(todo)
     sys.stdout.flush()

@@ -53,6 +53,7 @@ class DryRunExecutor(Executor):
     """Writes jobs/<prefix>_<i>.sh and jobs/<prefix>_slurm.sbatch; runs and submits nothing."""
     help = "write the job scripts only (same as --dry-run)"
     writes_run_folders = False
+    checks_data = False
 
     def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
         slurm = EXECUTORS.get("slurm")

@@ -270,3 +270,32 @@ def test_the_dry_run_table_fits_the_terminal_and_the_full_config_is_one_flag_awa
     assert "data:" not in out and "arch: resnet32" in out
     code, out, err = launch(tmp_path, "show", "--grid", "nuq", "--run", "cifar10_resnet32", "--limit", "1", "--full")
     assert "data: ./data" in out and "nuq_clip: False" in out and "arch: resnet32" in out
+
+
+# ---- 3: missing data is found before anything is submitted --------------------------------------------------
+
+@pytest.mark.parametrize("cluster", ["local", "slurm"])
+def test_missing_cifar_is_one_error_before_submitting(tmp_path, cluster):
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "cifar10_resnet32", "--cluster", cluster)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"9 runs need data that is not there, nothing was launched" in err
+    assert f"no data in {tmp_path / 'data'} and {tmp_path / 'data' / 'cifar-10-batches-py'}; expected " \
+           "data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch." in err
+    assert err.count("data_batch_1") == 1 and "https://www.cs.toronto.edu/~kriz/cifar.html" in err
+    assert "--set data=DIR" in err
+    assert ("filesystem the compute nodes share" in err) == (cluster == "slurm")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_data_check_accepts_the_folder_or_the_archive_s_own_folder(tmp_path):
+    from trainer.data_files import DATA_FILES, missing_data
+
+    config = {"dataset": "cifar10", "data": str(tmp_path)}
+    assert "no data in" in missing_data(config)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    for name in DATA_FILES["cifar10"].files:
+        (tmp_path / "cifar-10-batches-py" / name).write_bytes(b"")
+    assert missing_data(config) is None
+    assert missing_data({"dataset": "digits"}) is None and missing_data({"dataset": "10class"}) is None
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
+    assert "t10k-images-idx3-ubyte" in missing_data({"dataset": "mnist", "data": str(tmp_path)})
