@@ -48,6 +48,25 @@ ESTIMATORS = ("sgd", "nuq", "nuq_dist")
 NUQ_METHODS = ("none", "q", "qinf", "nuq", "trn", "alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb")
 DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
 
+# How a researcher names the choices (plots and tables): the paper's names; "-N" is the norm-based variant.
+CHOICE_LABELS: dict[str, dict[str, str]] = {
+    "g_estim": {"sgd": "SGD", "nuq": "quantized SGD", "nuq_dist": "quantized SGD (distributed)"},
+    "nuq_method": {"none": "SuperSGD", "q": "QSGD", "qinf": "QSGD-inf", "nuq": "NUQSGD", "trn": "TernGrad",
+                   "alq": "ALQ", "alq_nb": "ALQ-N", "alqg": "ALQG", "alqg_nb": "ALQG-N", "amq": "AMQ",
+                   "amq_nb": "AMQ-N"},
+}
+
+
+def method_label(config: Mapping[str, Any]) -> str:
+    """'SGD', 'QSGD', 'AMQ-N', 'SuperSGD'...: the method a run trains with, as the paper names it."""
+    estim = config.get("g_estim", OPTIONS["g_estim"].default)
+    if estim not in QUANTIZED_ESTIMATORS:
+        return CHOICE_LABELS["g_estim"].get(estim, str(estim))
+    method = config.get("nuq_method", OPTIONS["nuq_method"].default)
+    label = CHOICE_LABELS["nuq_method"].get(method, str(method))
+    return label + (" (distributed)" if estim == "nuq_dist" else "")
+
+
 _OPTIONS = [
     # data and model
     Option("dataset", "str", "digits", "Dataset name.", DATASETS),
