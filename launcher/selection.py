@@ -16,7 +16,7 @@ import yaml
 
 from launcher.errors import UsageError
 from launcher.grid import GridError, expand
-from launcher.naming import config_hash, name_hash, run_name, safe_token, swept_keys
+from launcher.naming import name_hash, run_name, safe_token, swept_keys
 from launcher.registry import get_run
 from trainer.options import ConfigError, check_combination, closest_keys, ineffective_keys, OPTIONS, validate_config
 
@@ -181,7 +181,8 @@ def select_runs(args: argparse.Namespace) -> Selection:
             raise UsageError(f"grid {where}: configs {first_index[name]} and {index} are identical "
                              f"({name}); remove the duplicate")
         # a folder named before the grid changed (or by an older naming rule) holds the same config hash
-        name = existing.get(config_hash(config), name)
+        if existing:
+            name = existing.get(name_hash(name), name)
         runs.append(RunSpec(index, name, results_dir / name, config))
     if limit is not None:
         runs = runs[:limit]  # after validating every config: a bad one is an error even beyond the limit
