@@ -1,7 +1,7 @@
 """Benchmark: one data-parallel gradient exchange, fp32 all-reduce vs quantized bit-packed messages.
 
 Spawns real torch.distributed ranks (2 by default: gloo on CPU, NCCL when every rank has a GPU) with
-launcher.distributed, averages a resnet32-sized gradient (464,154 values) and measures per exchange:
+launcher.executors.distributed, averages a resnet32-sized gradient (464,154 values) and measures per exchange:
 bytes each rank's message has, the step time (encode + exchange + decode/average, slowest rank), and
 encode / decode of one message alone beside the quantize kernel (and bare pack/unpack) on the same
 vector. Times are the best of --reps (the machine may be shared; the best is the intrinsic cost); the
@@ -63,7 +63,7 @@ def rank_main(args_json: str, out_path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from launcher.distributed import init_process_group_from_env
+    from trainer.distributed import init_process_group_from_env
     from nuq import codec, exchange, kernel, packing
     from nuq.levels import METHODS
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda", action="store_true", help="NCCL on GPUs (one per rank) instead of gloo on CPU")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ddp.json"))
     args = parser.parse_args(argv)
-    from launcher.distributed import spawn_local
+    from launcher.executors.distributed import spawn_local
     from trainer import runfiles
     conf = {"n": args.n, "bucket": args.bucket, "bits": [int(b) for b in args.bits.split(",")],
             "reps": args.reps, "cuda": args.cuda}

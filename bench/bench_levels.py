@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from estim.dists import TruncNorm
-from estim.stats import bucket_stats
+from nuq.dists import TruncNorm
+from nuq.stats import bucket_stats
 from nuq.adaptive import METHODS, fit_levels, model_distribution
 from nuq.fit_base import FITTERS
 from nuq.levels import exponential_levels, uniform_levels

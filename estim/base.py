@@ -8,6 +8,9 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from estim.names import ESTIMATORS
+from nuq.registry import Registry
+
 
 class BatchStream(Protocol):
     """An endless, seeded, resumable stream of (inputs, targets) minibatches already on the run's device."""
@@ -48,6 +51,12 @@ class GradientEstimator:
         """The gradient the optimizer steps with (one tensor per parameter) and the training loss."""
         raise NotImplementedError
 
+    def agree_on_stop(self, pending: bool) -> bool:
+        """Called by the loop at each step start with this process's stop flag (a rank's SIGTERM/SIGUSR2):
+        whether the run stops at this step. An estimator whose ranks exchange gradients must return the
+        same answer on every rank (any rank's flag), so that all ranks stop at the same step."""
+        return pending
+
     def on_step(self, step: int) -> None:
         """Called by the loop before step `step`'s gradient: schedule hooks (level re-fits)."""
 
@@ -63,18 +72,21 @@ class GradientEstimator:
         pass
 
 
-_REGISTRY: dict[str, type[GradientEstimator]] = {}
+_REGISTRY = Registry("estimator", ESTIMATORS, "estim/names.py ESTIMATORS")
 
 
 def register_estimator(name: str) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
+    """Register an estimator class as `g_estim: name` (a name is taken once; it must be in estim/names.py
+    ESTIMATORS, the names the option schema offers)."""
     def wrap(cls: type[GradientEstimator]) -> type[GradientEstimator]:
-        _REGISTRY[name] = cls
+        _REGISTRY.add(name, cls)
         return cls
     return wrap
 
 
 def get_estimator_class(name: str) -> type[GradientEstimator]:
-    import estim  # noqa: F401  (importing the package registers every estimator)
+    import estim
+    estim.load_all()  # importing every module registers every estimator
     try:
         return _REGISTRY[name]
     except KeyError:

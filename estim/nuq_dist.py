@@ -22,11 +22,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from estim.base import BatchStream, GradientEstimator, LossFn, register_estimator
-from estim.nuq_estimator import SEED_RANGE
+from estim.base import BatchStream, LossFn, register_estimator
+from estim.nuq_base import SEED_RANGE, QuantizedEstimator
 from nuq import exchange
-from nuq.levels import get_method
-from nuq.quantizer import QuantConfig, bits_per_coordinate
 
 
 def worker_stream(seed: int, call: int, worker: int, world: int, numel: int) -> exchange.Stream:
@@ -34,28 +32,8 @@ def worker_stream(seed: int, call: int, worker: int, world: int, numel: int) -> 
     return exchange.Stream(seed=seed % SEED_RANGE, offset=(call * world + worker) * numel)
 
 
-def plan_segments(sizes: list[int], bucket_size: int, network_wide: bool, skip_tail: bool) -> list[exchange.Segment]:
-    """How the flattened gradient (parameters of `sizes` values, concatenated) is bucketed.
-
-    network_wide (`nuq_layer`): one vector; otherwise each parameter on its own (buckets restart).
-    skip_tail (`nuq_ig_sm_bkts`): the final partial bucket of each vector travels unquantized.
-    """
-    pieces, start = [], 0
-    for size in ([sum(sizes)] if network_wide else sizes):
-        pieces.append((start, start + size))
-        start += size
-    segments = []
-    for s, e in pieces:
-        cut = e - (e - s) % bucket_size if skip_tail else e
-        if cut > s:
-            segments.append(exchange.Segment(s, cut))
-        if e > cut:
-            segments.append(exchange.Segment(cut, e, raw=True))
-    return segments
-
-
 @register_estimator("nuq_dist")
-class NuqDistEstimator(GradientEstimator):
+class NuqDistEstimator(QuantizedEstimator):
     """One rank's quantized gradient, exchanged bit-packed with every other rank and averaged."""
 
     exchange_name = "allgather"  # see nuq.exchange.EXCHANGES; bench/bench_ddp.py compares them
@@ -67,19 +45,12 @@ class NuqDistEstimator(GradientEstimator):
             raise RuntimeError("g_estim=nuq_dist needs torch.distributed: launch the run with --procs-per-run N "
                                "(local) or --nodes/--gpus-per-node (SLURM); for one process use g_estim=nuq")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.cfg = QuantConfig.from_opt(opt)
-        self.method = get_method(self.cfg.method)
         self.device = self.params()[0].device
-        levels = self.cfg.init_levels()
-        self.adapter = None
-        if self.method.adaptive and opt.get("g_optim"):
-            from nuq.adaptive import LevelAdapter  # heavy (scipy); only adaptive runs need it
-            self.adapter = LevelAdapter(opt, levels)
-        self.quant = exchange.Quant(levels.to(self.device), self.cfg.bucket_size, self.cfg.norm, clip=self.cfg.clip)
-        self.sizes = [p.numel() for p in self.params()]
+        self.quant = exchange.Quant(self.levels.to(self.device), self.cfg.bucket_size, self.cfg.norm,
+                                    clip=self.cfg.clip)
         self.numel = sum(self.sizes)
-        self.segments = plan_segments(self.sizes, self.cfg.bucket_size, self.cfg.network_wide, self.cfg.ig_sm_bkts)
-        self.calls = 0
+        self.segments = exchange.plan_segments(self.sizes, self.cfg.bucket_size, self.cfg.network_wide,
+                                               self.cfg.ig_sm_bkts)
         self.window = exchange.ExchangeStats()
         self.window_steps = 0
         self._broadcast_parameters()
@@ -92,20 +63,16 @@ class NuqDistEstimator(GradientEstimator):
             for b in self.model.buffers():
                 dist.broadcast(b, src=0)
 
-    def _agree_on_stop(self) -> None:
-        """Stop every rank at the same step: a SIGTERM/SIGUSR2 seen by any rank (launcher.distributed)
-        is all-reduced here, and the trainer loop is asked to stop on all ranks together."""
-        from launcher.distributed import stop_pending
-        flag = torch.tensor([1.0 if stop_pending() else 0.0], device=self.device)
+    def agree_on_stop(self, pending: bool) -> bool:
+        """Stop every rank at the same step: a SIGTERM/SIGUSR2 seen by any rank is all-reduced here, so the
+        trainer loop stops on all ranks together."""
+        flag = torch.tensor([1.0 if pending else 0.0], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0:
-            from trainer.loop import request_stop
-            request_stop()
+        return flag.item() > 0
 
     # --- levels ------------------------------------------------------------------------------------------
 
     def on_step(self, step: int) -> None:
-        self._agree_on_stop()
         if self.adapter is None:
             return
         ad = self.adapter
@@ -136,7 +103,7 @@ class NuqDistEstimator(GradientEstimator):
         if not self.method.quantizes:
             mean, stats = self._allreduce_fp32(flat)
         else:
-            stream = worker_stream(int(self.opt.get("seed", 1)), self.calls, self.rank, self.world, self.numel)
+            stream = worker_stream(self.key, self.calls, self.rank, self.world, self.numel)
             mean, stats = exchange.get_exchange(self.exchange_name)(flat, self.quant, stream, self.segments)
         self.calls += 1
         self.window.add(stats)
@@ -156,12 +123,9 @@ class NuqDistEstimator(GradientEstimator):
     # --- metrics and checkpoints -------------------------------------------------------------------------
 
     def scalars(self) -> dict[str, float]:
-        """Per step and rank, averaged since the last call: wire bytes, bits per coordinate, timings."""
-        levels = self.quant.levels.cpu()
-        out = {"bits": bits_per_coordinate(self.sizes, levels, self.cfg)}
-        out.update({f"levels/{i}": float(v) for i, v in enumerate(levels.tolist())})
-        if self.adapter is not None:
-            out.update(self.adapter.scalars())
+        """The shared ones (bits, levels) and, per step and rank averaged since the last call: wire bytes,
+        bits per coordinate, timings."""
+        out = super().scalars()
         steps = max(self.window_steps, 1)
         w = self.window
         if self.window_steps:
@@ -177,16 +141,11 @@ class NuqDistEstimator(GradientEstimator):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"calls": self.calls, "world": self.world}
-        if self.adapter is not None:
-            state["adapter"] = self.adapter.state_dict()
-        return state
+        return {**super().state_dict(), "world": self.world}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state.get("world", self.world)) != self.world:
             raise ValueError(f"the checkpoint was written by {state['world']} ranks, this run has {self.world}; "
                              f"resume with --procs-per-run {state['world']}")
-        self.calls = int(state["calls"])
-        if self.adapter is not None and "adapter" in state:
-            self.adapter.load_state_dict(state["adapter"])
-            self.quant.levels = self.adapter.levels.to(self.device)
+        super().load_state_dict(state)
+        self.quant.levels = self.levels.to(self.device)

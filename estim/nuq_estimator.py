@@ -19,37 +19,21 @@ from typing import Any
 
 import torch
 
-from estim.base import BatchStream, GradientEstimator, LossFn, register_estimator
-from nuq.levels import get_method
-from nuq.quantizer import QuantConfig, bits_per_coordinate, positions_used, quantize_grads
-
-SEED_RANGE = 2 ** 63
+from estim.base import BatchStream, LossFn, register_estimator
+from estim.nuq_base import QuantizedEstimator
+from nuq.quantizer import positions_used, quantize_grads
 
 
 @register_estimator("nuq")
-class NUQEstimator(GradientEstimator):
+class NUQEstimator(QuantizedEstimator):
     """Average of `nuq_ngpu` independently quantized minibatch gradients."""
 
     def __init__(self, opt: dict[str, Any], model: torch.nn.Module, loss_fn: LossFn,
                  train_stream: BatchStream, aux_stream: BatchStream) -> None:
         super().__init__(opt, model, loss_fn, train_stream, aux_stream)
-        self.cfg = QuantConfig.from_opt(opt)
         self.workers = opt.get("nuq_ngpu", 1)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"nuq_ngpu (simulated workers) must be an int >= 1, got {self.workers!r}")
-        self.key = int(opt.get("seed", 1)) % SEED_RANGE
-        self.calls = 0  # quantizations done so far: the next one's stream positions start at calls * N
-        self.sizes = [p.numel() for p in self.params()]
-        self.init_levels = self.cfg.init_levels()
-        self.adapter = None
-        if get_method(self.cfg.method).adaptive and opt.get("g_optim"):
-            from nuq.adaptive import LevelAdapter  # heavy (scipy); only adaptive runs need it
-            self.adapter = LevelAdapter(opt, self.init_levels)
-
-    @property
-    def levels(self) -> torch.Tensor:
-        """The levels the next quantization uses (the adapter's, once it fitted)."""
-        return self.adapter.levels if self.adapter is not None else self.init_levels
 
     def quantize(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """One worker's quantized gradient, on fresh stream positions."""
@@ -72,18 +56,3 @@ class NUQEstimator(GradientEstimator):
     def on_step(self, step: int) -> None:
         if self.adapter is not None:
             self.adapter.maybe_refit(step, lambda: self.minibatch_grad(self.aux_stream)[0])
-
-    def scalars(self) -> dict[str, float]:
-        out = {"bits": bits_per_coordinate(self.sizes, self.levels, self.cfg)}
-        out.update({f"levels/{i}": float(v) for i, v in enumerate(self.levels.tolist())})
-        if self.adapter is not None:
-            out.update(self.adapter.scalars())
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "adapter": None if self.adapter is None else self.adapter.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.calls = int(state["calls"])
-        if self.adapter is not None and state.get("adapter") is not None:
-            self.adapter.load_state_dict(state["adapter"])

@@ -1,117 +1,51 @@
-"""The experiments of "Adaptive Gradient Quantization for Data-Parallel SGD" (NeurIPS 2020), plus `digits`.
+"""The paper's main CIFAR-10 table as its job script ran it, our variants of it, and `digits`.
 
-The CIFAR-10 grids keep the paper's own format (lists of OrderedDicts of (key, value) pairs, a list value is
-swept, `(value, OrderedDict(...))` brings a conditional sub-grid, `''` is a flag) so they read like the
-original; `digits` uses the plain-dict form. `launch list` shows every run with its config count.
+`cifar10_resnet32` is the 9 runs of the paper's pjobs/resnet32.sh (ALQ/AMQ, NeurIPS 2020; a dry-run with
+--runs-per-task 9 writes the same commands, tests/test_launcher_scripts.py). The `ours_*` runs are our
+variants of it on ResNet-110 and ResNet-8; the paper's own grid functions, under their own names, are the
+`paper` family (grids/paper.py). The CIFAR-10 grids keep the paper's format (lists of OrderedDicts of
+(key, value) pairs, a list value is swept, `(value, OrderedDict(...))` brings a conditional sub-grid, `''`
+is a flag); `digits` uses the plain-dict form. `launch list` shows every run with its config count.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
+from grids.paper import (ALQ, ALQ_NB, EXCLUDE_CIFAR10 as EXCLUDE, NUQ, amq_method, amq_nb_method, cifar10_shared,
+                         gvar_args, paper_family, quantized)
 from launcher.grid import Cond
 from launcher.registry import GridRun, register
 
-# Keys left out of run names (the paper's list): fixed per family, or bookkeeping.
-EXCLUDE = ("dataset", "epochs", "lr_decay_epoch", "g_epoch", "pretrained", "niters", "epoch_iters",
-           "gvar_log_iter", "gvar_start", "g_bsnap_iter", "g_optim_start", "nuq_truncated_interval",
-           "train_accuracy", "nuq_number_of_samples", "chkpt_iter", "g_osnap_iter")
-
-AMQ = OrderedDict([("nuq_amq_lr", 0.7), ("nuq_amq_epochs", 40)])
-ALQ = OrderedDict([("nuq_cd_epochs", 30)])
-NUQ = OrderedDict([("nuq_mul", 0.5)])
-
-# The adaptive and fixed methods compared in the paper's CIFAR-10 tables, in the paper's order.
-PAPER_METHODS = [("amq", AMQ), ("amq_nb", AMQ), ("alq", ALQ), "qinf", "trn", ("alq_nb", ALQ), ("nuq", NUQ)]
-RESNET8_METHODS = PAPER_METHODS + [("alqg", ALQ), ("alqg_nb", ALQ)]
-ABLATION_METHODS = [("amq", AMQ), ("alq", ALQ), "qinf", "trn", ("nuq", NUQ)]
-
-
-def _cifar10_shared(arch: str) -> list[tuple]:
-    return [("dataset", "cifar10"), ("optim", ["sgd"]), ("arch", [arch]), ("batch_size", 128), ("lr", [0.1]),
-            ("chkpt_iter", 2000), ("momentum", 0.9), ("weight_decay", 1e-4), ("niters", 80000),
-            ("lr_decay_epoch", "40000,60000"), ("train_accuracy", "")]
-
-
-GVAR = [("gvar_log_iter", 100), ("gvar_start", 0), ("g_osnap_iter", "100,2000,10000"), ("g_bsnap_iter", 10000),
-        ("g_optim", ""), ("g_optim_start", 0)]
-
+# The methods of the paper's pjobs/resnet32.sh, in its order; ResNet-8 adds ALQ-G.
+PAPER_METHODS = [amq_method(("nuq_amq_epochs", 40)), amq_nb_method(("nuq_amq_epochs", 40)), ALQ, "qinf", "trn",
+                 ALQ_NB[-1], NUQ]
+RESNET8_METHODS = PAPER_METHODS + [("alqg", ALQ[1]), ("alqg_nb", ALQ[1])]
+# pjobs/resnet32.sh's SuperSGD: the same keys as grids.paper.ARGS_SUPER_SGD, in another order, plus nuq_ig_sm_bkts
 SUPER_SGD = [("g_estim", ["nuq"]), ("nuq_truncated_interval", 1), ("nuq_number_of_samples", 10),
              ("nuq_ngpu", 4), ("nuq_ig_sm_bkts", ""), ("nuq_method", ["none"])]
 
 
-def _quantized(bits, bucket_size, dist_num: int, methods: list) -> list[tuple]:
-    return [("g_estim", ["nuq"]), ("nuq_bits", bits), ("nuq_bucket_size", bucket_size), ("nuq_ngpu", 4),
-            ("dist_num", dist_num), ("nuq_layer", ""), ("nuq_ig_sm_bkts", ""), ("nuq_truncated_interval", 1),
-            ("nuq_number_of_samples", 10), ("nuq_method", methods)]
-
-
-def _paper_family(shared: list[tuple], quantized: list[tuple], gvar: list[tuple] = GVAR) -> list[OrderedDict]:
-    """SGD, then the quantized methods, then full-precision SGD over 4 workers ("SuperSGD")."""
-    return [OrderedDict(shared + gvar + [("g_estim", ["sgd"])]),
-            OrderedDict(shared + gvar + quantized),
-            OrderedDict(shared + gvar + SUPER_SGD)]
+def _table(arch: str, bucket_size: int, dist_num: int, methods: list) -> list:
+    return paper_family(cifar10_shared(arch), gvar_args(), quantized(3, bucket_size, dist_num, methods), SUPER_SGD)
 
 
 @register
 def cifar10_resnet32() -> GridRun:
-    """The paper's main CIFAR-10 table on ResNet-32: 9 runs."""
-    grid = _paper_family(_cifar10_shared("resnet32"), _quantized(3, 8192, 50, PAPER_METHODS))
+    """The paper's main CIFAR-10 table on ResNet-32, the 9 runs of its pjobs/resnet32.sh."""
+    grid = _table("resnet32", 8192, 50, PAPER_METHODS)
     return GridRun(grid, "cifar10_resnet32", EXCLUDE)
 
 
 @register
-def cifar10_resnet110() -> GridRun:
-    grid = _paper_family(_cifar10_shared("resnet110"), _quantized(3, 16384, 150, PAPER_METHODS))
-    return GridRun(grid, "cifar10_resnet110", EXCLUDE)
+def ours_cifar10_resnet110() -> GridRun:
+    """Ours: the cifar10_resnet32 table on ResNet-110 (dist_num 150, bucket 16384)."""
+    grid = _table("resnet110", 16384, 150, PAPER_METHODS)
+    return GridRun(grid, "cifar10_resnet110", EXCLUDE)  # its folder from before the rename
 
 
 @register
-def cifar10_resnet8() -> GridRun:
-    """ResNet-8, adding the ALQ-G variants (alqg, alqg_nb)."""
-    grid = _paper_family(_cifar10_shared("resnet8"), _quantized(3, 16384, 80, RESNET8_METHODS))
-    return GridRun(grid, "cifar10_resnet8", EXCLUDE)
-
-
-@register
-def cifar10_resnet8_bucket_size() -> GridRun:
-    """Ablation: bucket sizes 16, 32, ..., 32768 at 3 bits on ResNet-8."""
-    buckets = [2 ** k for k in range(4, 16)]
-    grid = [OrderedDict(_cifar10_shared("resnet8") + GVAR + [("g_estim", ["sgd"])]),
-            OrderedDict(_cifar10_shared("resnet8") + GVAR + _quantized(3, buckets, 80, ABLATION_METHODS))]
-    return GridRun(grid, "cifar10_resnet8_bucket_size", EXCLUDE)
-
-
-@register
-def cifar10_resnet8_bits() -> GridRun:
-    """Ablation: 2 to 8 bits at bucket size 16384 on ResNet-8."""
-    grid = [OrderedDict(_cifar10_shared("resnet8") + GVAR + [("g_estim", ["sgd"])]),
-            OrderedDict(_cifar10_shared("resnet8") + GVAR + _quantized(list(range(2, 9)), 16384, 80,
-                                                                        ABLATION_METHODS))]
-    return GridRun(grid, "cifar10_resnet8_bits", EXCLUDE)
-
-
-@register
-def imagenet_resnet() -> GridRun:
-    """ImageNet on ResNet-18 and ResNet-34 (60 epochs at batch 64 x 4 workers), the paper's methods."""
-    shared = [("dataset", "imagenet"), ("arch", ["resnet18", "resnet34"]), ("batch_size", 64),
-              ("niters", 600000), ("chkpt_iter", 2000), ("lr", 0.1), ("lr_decay_epoch", "300000,450000"),
-              ("momentum", 0.9), ("weight_decay", 1e-4)]
-    methods = [("amq", OrderedDict([("nuq_amq_lr", 0.7)])), ("amq_nb", OrderedDict([("nuq_amq_lr", 0.7)])),
-               ("alq", ALQ), "qinf", "trn", ("alq_nb", ALQ), ("nuq", NUQ)]
-    grid = _paper_family(shared, _quantized(3, 8192, 350, methods))
-    return GridRun(grid, "imagenet_resnet", EXCLUDE)
-
-
-@register
-def mnist() -> GridRun:
-    """MNIST CNN: fixed methods at 4 bits over bucket sizes and worker counts."""
-    shared = [("dataset", "mnist"), ("lr", 0.1), ("weight_decay", 0), ("momentum", 0),
-              ("epochs", [(30, OrderedDict([("lr_decay_epoch", 30)]))]), ("arch", ["cnn"])]
-    gvar = [("gvar_log_iter", 1000), ("gvar_start", 0), ("g_optim", ""), ("g_optim_start", 0)]
-    quantized = [("g_estim", ["nuq"]), ("nuq_bits", 4), ("nuq_bucket_size", [1024, 4096, 8192]),
-                 ("nuq_ngpu", [2, 4]), ("nuq_method", ["q", "qinf", ("nuq", NUQ)])]
-    grid = [OrderedDict(shared + gvar + [("g_estim", ["sgd"])]), OrderedDict(shared + gvar + quantized)]
-    return GridRun(grid, "mnist", EXCLUDE)
+def ours_cifar10_resnet8() -> GridRun:
+    """Ours: the cifar10_resnet32 table on ResNet-8 (dist_num 80, bucket 16384), adding alqg and alqg_nb."""
+    grid = _table("resnet8", 16384, 80, RESNET8_METHODS)
+    return GridRun(grid, "cifar10_resnet8", EXCLUDE)  # its folder from before the rename
 
 
 # The embedded main job: every method on scikit-learn's 8x8 digits, small enough for 2 CPU cores.

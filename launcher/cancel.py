@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from launcher import slurm_query
+from launcher.slurm import query as slurm_query
 from launcher.errors import UsageError
 from launcher.selection import add_selection_arguments, select_runs
+from launcher.stages import WAITING
 from launcher.state import PENDING, RUNNING
 from launcher.status import collect
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     selection = select_runs(args)
     rows, _ = collect(selection.runs)
-    active = [r for r in rows if r.state in (PENDING, RUNNING) and r.job_id]
+    active = [r for r in rows if r.state in (PENDING, RUNNING, WAITING) and r.job_id]
     if not active:
         print(f"nothing to cancel: none of the {len(rows)} selected runs is queued or running on SLURM")
         return 0

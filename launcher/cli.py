@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import NoReturn, Sequence
 
 from launcher.errors import UsageError
+from trainer.runfiles import EXIT_USAGE
 
 PROG = "launch"
 LAUNCH_MODULE = "launcher.launch"
@@ -22,10 +23,9 @@ SUBCOMMANDS: dict[str, str] = {
     "options": "launcher.options_cmd",
     "status": "launcher.status",
     "cancel": "launcher.cancel",
-    "aggregate": "launcher.aggregate",
-    "plot": "launcher.plot",
+    "aggregate": "launcher.results.aggregate",
+    "plot": "launcher.results.plot",
 }
-EXIT_USAGE = 2
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,7 +11,7 @@ import sys
 
 from launcher.display import fit_last_column, format_table, terminal_width
 from launcher.errors import UsageError
-from launcher.executors import get_executor, load_executors
+from launcher.executors.base import get_executor, load_executors
 from launcher.rundirs import check_runs, prepare_runs
 from launcher.naming import grid_title, swept_keys
 from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs

@@ -1,4 +1,6 @@
-"""`launch list`: the grid families, their runs and how many configs each expands to."""
+"""`launch list`: the grid families, their runs, how many configs each expands to, and what each is.
+
+A run's description is the first line of its function's docstring (launcher.registry.describe)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +9,7 @@ from types import ModuleType
 from launcher.display import format_table
 from launcher.errors import UsageError
 from launcher.grid import GridError, expand
-from launcher.registry import call_run, families, load_family, runs_of
+from launcher.registry import call_run, describe, families, load_family, runs_of
 from trainer.options import ConfigError, validate_config
 
 
@@ -36,12 +38,12 @@ def main(args: argparse.Namespace) -> int:
         except UsageError as err:
             if args.grid:
                 raise
-            rows.append([family, "-", "error", str(err)])
+            rows.append([family, "-", "error", str(err), ""])
             errors += 1
             continue
-        for run in runs_of(module):
+        for run, fn in runs_of(module).items():
             count, folder = _count(module, family, run)
             errors += count == "error"
-            rows.append([family, run, count, folder])
-    print(format_table(["grid", "run", "configs", "results folder"], rows))
+            rows.append([family, run, count, folder, describe(fn)])
+    print(format_table(["grid", "run", "configs", "results folder", "description"], rows))
     return 1 if errors else 0

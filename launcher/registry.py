@@ -93,6 +93,12 @@ def runs_of(module: ModuleType) -> dict[str, Callable[[], GridRun]]:
             if callable(obj) and getattr(obj, RUN_MARK, False)}
 
 
+def describe(fn: Callable[[], GridRun]) -> str:
+    """A run's one-line description for `launch list`: the first line of its function's docstring."""
+    doc = (fn.__doc__ or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
 def get_run(grid: str, run: str) -> GridRun:
     """Call run `run` of family `grid`; unknown runs list the family's runs."""
     return call_run(load_family(grid), grid, run)

@@ -8,17 +8,13 @@ import functools
 import json
 import math
 import re
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 from launcher.errors import UsageError
 from launcher.selection import RunSpec
-from launcher.state import is_done
 from trainer import runfiles
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MISSING = "<missing>"
 
 
@@ -61,15 +57,6 @@ def yaml_scalar(value: Any) -> str:
     raise TypeError(f"config values must be scalars, got {type(value).__name__} {value!r}")
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """The config stored at path (raises OSError/yaml.YAMLError/ValueError when unreadable)."""
-    with open(path, "r", encoding="utf-8") as fh:
-        config = yaml.load(fh, Loader=_Loader)
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} does not hold a mapping")
-    return config
-
-
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     """'key: old -> new; ...' over the keys that differ, in new's order then old-only keys."""
     keys = list(new) + [k for k in old if k not in new]
@@ -84,9 +71,9 @@ def _conflict(run: RunSpec) -> str | None:
     if not path.exists():
         return None
     try:
-        stored = load_config(path)
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        return f"its config.yaml is unreadable ({type(err).__name__})"
+        stored = runfiles.read_config(path)
+    except ValueError as err:
+        return f"its config.yaml is unreadable ({err})"
     if stored == run.config:
         return None
     return f"its config.yaml differs ({config_diff(stored, run.config)})"
@@ -107,7 +94,7 @@ def prepare_runs(runs: list[RunSpec]) -> tuple[list[RunSpec], list[RunSpec]]:
     check_runs(runs)
     todo, done = [], []
     for run in runs:
-        if is_done(run.dir):
+        if runfiles.is_done(run.dir):
             done.append(run)
             continue
         if not (run.dir / runfiles.CONFIG).exists():

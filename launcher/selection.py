@@ -18,6 +18,7 @@ from launcher.errors import UsageError
 from launcher.grid import GridError, expand
 from launcher.naming import name_hash, run_name, safe_token, swept_keys
 from launcher.registry import get_run
+from launcher.stages import INIT_RUN, STAGE, has_stages, resolve
 from trainer.options import ConfigError, check_combination, closest_keys, ineffective_keys, OPTIONS, validate_config
 
 DEFAULT_ROOT = "./runs"
@@ -78,6 +79,8 @@ def add_selection_arguments(parser: argparse.ArgumentParser, required: bool = Tr
                        help="keep configs whose KEY equals VALUE (repeatable; same key: any of, different keys: all of)")
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set",
                        help="override KEY in every config (repeatable; part of run identity; 'KEY=' sets a flag)")
+    group.add_argument("--stage", default=None, metavar="S1,S2",
+                       help="keep the runs of these stages of a multi-stage grid (comma list)")
     group.add_argument("--limit", type=positive_int, default=None, metavar="N", help="keep the first N selected runs")
     group.add_argument("--root", default=DEFAULT_ROOT, metavar="DIR", help=f"results root (default {DEFAULT_ROOT})")
 
@@ -155,10 +158,8 @@ def select_runs(args: argparse.Namespace) -> Selection:
     if root.exists() and not root.is_dir():
         raise UsageError(f"--root {root}: {root.absolute()} is a file, not a folder of results")
     results_dir = root / folder
-    exclude = tuple(spec.exclude)
-    runs: list[RunSpec] = []
-    first_index: dict[str, int] = {}
-    no_effect: dict[str, dict[str, list[Any]]] = {}  # key -> {what to set, values seen where it does nothing}
+    exclude = tuple(spec.exclude) + (INIT_RUN,)  # the upstream shows in the hash, not the readable name
+    no_effect: dict[str, dict[str, Any]] = {}  # key -> {what to set, values seen where it does nothing}
     validated: list[dict[str, Any]] = []
     for index, raw in enumerate(configs):
         raw.update(overrides)
@@ -173,24 +174,33 @@ def select_runs(args: argparse.Namespace) -> Selection:
         validated.append(config)
     names = swept_keys(validated)  # from the whole grid, so --only/--limit never rename a run
     existing = _folders_by_hash(results_dir)
-    for index, config in enumerate(validated):
-        if only and not _matches(config, only):
-            continue
+
+    def folder_name(config: dict[str, Any]) -> str:
+        """The run's folder name; a folder named before the grid changed (or by an older naming rule)
+        that ends with the same config hash is that folder."""
         name = run_name(config, exclude, names)
+        return existing.get(name_hash(name), name) if existing else name
+
+    if has_stages(validated):  # upstream names first: they are part of the downstream identity
+        resolve(validated, folder_name, where)
+    stages = _stage_filter(getattr(args, "stage", None), validated, where)
+    runs: list[RunSpec] = []
+    first_index: dict[str, int] = {}
+    for index, config in enumerate(validated):
+        if only and not _matches(config, only) or stages and config.get(STAGE) not in stages:
+            continue
+        name = folder_name(config)
         if first_index.setdefault(name, index) != index:
             raise UsageError(f"grid {where}: configs {first_index[name]} and {index} are identical "
                              f"({name}); remove the duplicate")
-        # a folder named before the grid changed (or by an older naming rule) holds the same config hash
-        if existing:
-            name = existing.get(name_hash(name), name)
         runs.append(RunSpec(index, name, results_dir / name, config))
     if limit is not None:
         runs = runs[:limit]  # after validating every config: a bad one is an error even beyond the limit
     if not runs:
         raise UsageError(_nothing_selected(where, configs, only))
-    meta = GridMeta(args.grid, args.run, folder, results_dir, exclude, len(configs), spec.slurm)
-    return Selection(meta, runs, varying_keys([r.config for r in runs]), _no_effect_warnings(where, no_effect),
-                     validated)
+    meta = GridMeta(args.grid, args.run, folder, results_dir, tuple(spec.exclude), len(configs), spec.slurm)
+    varying = [k for k in varying_keys([r.config for r in runs]) if k != INIT_RUN]  # one per upstream: no column
+    return Selection(meta, runs, varying, _no_effect_warnings(where, no_effect), validated)
 
 
 def _folders_by_hash(results_dir: Path) -> dict[str, str]:
@@ -214,6 +224,18 @@ def _no_effect_warnings(where: str, no_effect: dict[str, dict[str, Any]]) -> lis
                              f"no effect; set {info['needs']} for it to matter, or stop sweeping it")
         warnings.append(f"{key}={values[0]} has no effect in {n} runs of {where}; it needs {info['needs']}")
     return warnings
+
+
+def _stage_filter(text: str | None, configs: list[dict[str, Any]], where: str) -> set[str]:
+    """--stage A,B -> {A, B} (empty: every stage); an unknown stage lists the grid's stages."""
+    if not text:
+        return set()
+    known = list(dict.fromkeys(c[STAGE] for c in configs if c.get(STAGE)))
+    wanted = {s.strip() for s in text.split(",") if s.strip()}
+    bad = sorted(wanted - set(known))
+    if bad:
+        raise UsageError(f"--stage {bad[0]!r}: grid {where} has the stages {', '.join(known) or '(none)'}")
+    return wanted
 
 
 def _nothing_selected(where: str, configs: list[dict[str, Any]], only: dict[str, list[Any]]) -> str:

@@ -8,17 +8,11 @@ import time
 from pathlib import Path
 
 from trainer import runfiles
+from trainer.runfiles import DONE, FAILED, INTERRUPTED, RUNNING, is_done  # noqa: F401  (the trainer's states)
 
-DONE, FAILED, RUNNING, STALE = "done", "failed", "running", "stale"
-INTERRUPTED, PENDING, NOT_SUBMITTED = "interrupted", "pending", "not submitted"
+STALE, PENDING, NOT_SUBMITTED = "stale", "pending", "not submitted"  # what only the launcher can tell
 STATES = (DONE, FAILED, RUNNING, STALE, INTERRUPTED, PENDING, NOT_SUBMITTED)
 STALE_AFTER_S = 600.0  # a running trainer refreshes its heartbeat far more often than every 10 minutes
-
-
-def is_done(run_dir: str | Path) -> bool:
-    """A run is done iff results.json says so; a done run is never retrained or overwritten."""
-    results = runfiles.read_json(Path(run_dir) / runfiles.RESULTS)
-    return bool(results) and results.get("status") == DONE
 
 
 def run_state(run_dir: str | Path, now: float | None = None) -> str:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher import slurm_query
 from launcher.naming import grid_title
+from launcher.slurm import query as slurm_query
 from launcher.selection import RunSpec, add_selection_arguments, positive_int, select_runs
+from launcher.stages import BLOCKED, INIT_RUN, WAITING, stage_of
 from launcher.state import DONE, FAILED, INTERRUPTED, NOT_SUBMITTED, PENDING, RUNNING, STALE, run_state
 from trainer import runfiles
 
@@ -43,6 +44,7 @@ class RunStatus:
     vacc: Any
     error: str | None
     log: str | None
+    blocked_by: str | None = None  # the failed run a blocked run cannot start without
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,15 +85,87 @@ def refine(state: str, slurm_state: str | None, job_id: str | None, queue_answer
     return state, None
 
 
-def collect(runs: list[RunSpec]) -> tuple[list[RunStatus], bool]:
-    """Status of every run, and whether SLURM answered (False: states come from the run folders alone)."""
-    jobs = {r.index: _slurm_job(r.dir) for r in runs}
+def collect(runs: list[RunSpec], upstream_rows: bool = False) -> tuple[list[RunStatus], bool]:
+    """Status of every run, and whether SLURM answered (False: states come from the run folders alone).
+
+    Runs of a later stage that have not started are `waiting` on their upstream stage, or `blocked` by the
+    failed run they cannot start without (their pending job, which can never start, is cancelled).
+    With `upstream_rows`, the rows of the upstream runs outside `runs` (index -1) follow theirs.
+    """
+    everything = list(runs) + _upstream_runs(runs)
+    rows, answered = _collect(everything)
+    chain_states(rows)
+    return (rows if upstream_rows else rows[:len(runs)]), answered
+
+
+def _upstream_runs(runs: list[RunSpec]) -> list[RunSpec]:
+    """The runs the given ones start from or wait on (their configs read from their folders), transitively."""
+    known = {r.dir.name for r in runs}
+    todo, extra = list(runs), []
+    while todo:
+        run = todo.pop()
+        names = [run.config.get(INIT_RUN)] + list(_slurm_job(run.dir).get("after_runs") or [])
+        for name in names:
+            if not name or name in known:
+                continue
+            known.add(name)
+            folder = run.dir.parent / name
+            try:
+                config = runfiles.read_config(folder / runfiles.CONFIG)
+            except ValueError:  # not written yet, or corrupt: files alone
+                config = {}
+            extra.append(RunSpec(-1, name, folder, config))
+            todo.append(extra[-1])
+    return extra
+
+
+def chain_states(rows: list[RunStatus]) -> None:
+    """Turn runs that have not started into waiting/blocked from the states of the runs they depend on."""
+    by_name = {row.run.name: row for row in rows}
+    done: set[str] = set()
+
+    def settle(row: RunStatus) -> None:
+        if row.run.name in done:
+            return
+        done.add(row.run.name)
+        job = _slurm_job(row.run.dir)
+        names = [row.run.config.get(INIT_RUN)] + list(job.get("after_runs") or [])
+        deps = [by_name[n] for n in dict.fromkeys(names) if n in by_name]
+        for dep in deps:
+            settle(dep)
+        if not deps or _started(row.run.dir, job) or row.state not in (PENDING, INTERRUPTED, STALE, NOT_SUBMITTED):
+            return
+        failed = next((d for d in deps if d.state in (FAILED, BLOCKED)), None)
+        if failed is not None:
+            root = failed.blocked_by or failed.run.name
+            if row.state == PENDING and row.job_id:  # SLURM's DependencyNeverSatisfied: never left pending
+                slurm_query.cancel([row.job_id])
+            row.state, row.blocked_by, row.error = BLOCKED, root, f"blocked by {root} (failed)"
+        elif row.state == PENDING and any(d.state in (PENDING, RUNNING, WAITING) for d in deps):
+            waiting_on = next(d for d in deps if d.state in (PENDING, RUNNING, WAITING))
+            row.state, row.error = WAITING, f"waiting on {stage_of(waiting_on.run.config) or waiting_on.run.name}"
+
+    for row in rows:
+        settle(row)
+
+
+def _started(run_dir: Path, job: dict[str, Any]) -> bool:
+    """The run's trainer started since its latest submission (a heartbeat newer than job.json's time)."""
+    heartbeat = (runfiles.read_json(run_dir / runfiles.STATUS) or {}).get("heartbeat")
+    submitted = job.get("submitted")
+    if not isinstance(heartbeat, (int, float)):
+        return False
+    return not isinstance(submitted, (int, float)) or heartbeat >= submitted
+
+
+def _collect(runs: list[RunSpec]) -> tuple[list[RunStatus], bool]:
+    jobs = {r.dir: _slurm_job(r.dir) for r in runs}
     ids = [j["job_id"] for j in jobs.values() if j]
     queue = slurm_query.queue_states(ids) if ids else {}
     accounting = slurm_query.accounting_states(ids) if ids else {}
     out = []
     for run in runs:
-        job = jobs[run.index]
+        job = jobs[run.dir]
         status = runfiles.read_json(run.dir / runfiles.STATUS) or {}
         job_id = job.get("job_id")
         slurm_state = (queue or {}).get(job_id)
@@ -117,7 +191,9 @@ def format_line(s: RunStatus) -> str:
     vacc = f"{s.vacc:.2f}" if isinstance(s.vacc, (int, float)) else "-"
     job = s.job_id or "-"
     line = f"{s.run.index:>5}  {s.state:<13} it {progress:<13} Vacc {vacc:<6} job {job:<10} {s.run.name}"
-    if s.error:
+    if s.error and s.state in (WAITING, BLOCKED):
+        line += f"  ({s.error})"
+    elif s.error:
         line += f"\n       {'error' if s.state == FAILED else 'note'}: {s.error}"
     if s.state == FAILED and s.log:
         line += f"\n       log: {s.log}"

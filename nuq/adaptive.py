@@ -1,12 +1,14 @@
 """Adaptive quantization levels (ALQ, ALQG, AMQ; NeurIPS 2020): the library call and the training hook.
 
 `fit_levels(method, bits, stats, **opts)` fits levels to gradient statistics with no training involved.
-`LevelAdapter` is what the NUQ estimator holds: at the scheduled iterations it samples gradients,
-computes bucket statistics, re-fits, and keeps the levels, multiplier and estimated variance
-(checkpointed, so a resumed run continues with the same levels).
+`LevelAdapter(AdapterConfig, init_levels)` is what the NUQ estimators hold: at the scheduled iterations
+it samples gradients, computes bucket statistics, re-fits, and keeps the levels, multiplier and estimated
+variance (checkpointed, so a resumed run continues with the same levels). `AdapterConfig.from_opt` reads a
+run's options by their names in the trainer's schema; nuq itself never imports the trainer.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -15,13 +17,14 @@ import torch
 import nuq.fit_alq  # noqa: F401  (each fit module registers its methods in FITTERS)
 import nuq.fit_alqg  # noqa: F401
 import nuq.fit_amq  # noqa: F401
-from estim.dists import CondTruncNormHist, Distribution, TruncNorm
-from estim.stats import BucketStats, bucket_stats
+from nuq.dists import CondTruncNormHist, Distribution, TruncNorm
+from nuq.stats import BucketStats, bucket_stats
 from nuq.fit_base import FITTERS, FitOptions, FitResult
-from nuq.levels import MAX_BITS
-from trainer.options import OPTIONS, parse_int_list
+from nuq.levels import MAX_BITS, level_scalars
+from nuq.schedule import RefitSchedule
 
-__all__ = ["FitResult", "fit_levels", "model_distribution", "LevelAdapter", "RefitSchedule", "METHODS"]
+__all__ = ["FitResult", "fit_levels", "model_distribution", "AdapterConfig", "LevelAdapter", "RefitSchedule",
+           "METHODS"]
 
 METHODS = tuple(FITTERS)
 DEFAULT_NBINS = 50000  # histogram bins of the norm-based model (the paper's resolution)
@@ -110,59 +113,73 @@ def fit_levels(method: str, bits: int, stats: BucketStats | Mapping[str, Any], *
     return fit_on(method, bits, dist, fopts)
 
 
-class RefitSchedule:
-    """`g_osnap_iter` '100,2000,10000': re-fit at 100 and 2000, then every 10000 (0, 10000, 20000, ...),
-    counted from `gvar_start` as the paper does, and never before `g_optim_start`."""
-
-    def __init__(self, spec: str | int, gvar_start: int = 0, optim_start: int = 0) -> None:
-        try:
-            items = parse_int_list(spec)
-        except ValueError:
-            items = []
-        if not items or any(i <= 0 for i in items):
-            raise ValueError(f"g_osnap_iter must be positive ints like '100,2000,10000', got {spec!r}")
-        self.listed, self.every = set(items[:-1]), items[-1]
-        self.gvar_start, self.optim_start = gvar_start, optim_start
-
-    def due(self, step: int) -> bool:
-        rel = step - self.gvar_start
-        if rel < 0 or step < self.optim_start:
-            return False
-        return rel in self.listed or rel % self.every == 0
-
-
-def _option(opt: Mapping[str, Any], key: str) -> Any:
-    return opt[key] if key in opt else OPTIONS[key].default
-
-
 def _flag(value: Any) -> bool:
     """A schema flag: the paper's grids write '' for True."""
     return value is True or value == ""
 
 
+@dataclass(frozen=True)
+class AdapterConfig:
+    """What a LevelAdapter needs of a run. Defaults are the trainer schema's (a test checks they agree)."""
+
+    method: str                              # nuq_method: an adaptive method (METHODS)
+    bits: int = 4                            # nuq_bits
+    bucket_size: int = 1024                  # nuq_bucket_size
+    network_wide: bool = False               # nuq_layer
+    skip_tail: bool = False                  # nuq_ig_sm_bkts
+    refit_at: str | int = "100,2000,10000"   # g_osnap_iter (RefitSchedule)
+    gvar_start: int = 0                      # gvar_start
+    optim_start: int = 0                     # g_optim_start
+    nsamples: int = 10                       # nuq_number_of_samples: gradients sampled per re-fit
+    dist_num: int = 100                      # dist_num: largest-norm buckets kept for the norm-based fits
+    interval: float = 1.0                    # nuq_truncated_interval
+    cd_epochs: int = 30                      # nuq_cd_epochs
+    amq_lr: float = 0.7                      # nuq_amq_lr
+    amq_epochs: int = 50                     # nuq_amq_epochs
+    sym: bool = False                        # nuq_sym
+    inv: bool = False                        # nuq_inv
+    mul: float = 0.5                         # nuq_mul: AMQ's starting multiplier
+
+    @classmethod
+    def from_opt(cls, opt: Mapping[str, Any]) -> "AdapterConfig":
+        """The config of a run's options (trainer schema names; a missing key keeps its default)."""
+        kw = {f: opt[key] for f, key in OPTION_NAMES.items() if key in opt}
+        for f in fields(cls):
+            if f.type == "bool" and f.name in kw:
+                kw[f.name] = _flag(kw[f.name])
+        return cls(**kw)
+
+
+# AdapterConfig field -> the trainer option it is read from
+OPTION_NAMES = {
+    "method": "nuq_method", "bits": "nuq_bits", "bucket_size": "nuq_bucket_size", "network_wide": "nuq_layer",
+    "skip_tail": "nuq_ig_sm_bkts", "refit_at": "g_osnap_iter", "gvar_start": "gvar_start",
+    "optim_start": "g_optim_start", "nsamples": "nuq_number_of_samples", "dist_num": "dist_num",
+    "interval": "nuq_truncated_interval", "cd_epochs": "nuq_cd_epochs", "amq_lr": "nuq_amq_lr",
+    "amq_epochs": "nuq_amq_epochs", "sym": "nuq_sym", "inv": "nuq_inv", "mul": "nuq_mul"}
+
+
 class LevelAdapter:
     """Holds a run's adaptive levels and re-fits them on schedule (see `RefitSchedule`)."""
 
-    def __init__(self, opt: Mapping[str, Any], init_levels: torch.Tensor) -> None:
-        self.method = _option(opt, "nuq_method")
+    def __init__(self, cfg: AdapterConfig, init_levels: torch.Tensor) -> None:
+        if not isinstance(cfg, AdapterConfig):
+            raise TypeError(f"LevelAdapter takes an AdapterConfig (AdapterConfig.from_opt(options)), "
+                            f"got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.method = cfg.method
         _check_method(self.method)
-        self.bits = _option(opt, "nuq_bits")
+        self.bits = cfg.bits
         _check_bits(self.bits)
-        self.schedule = RefitSchedule(_option(opt, "g_osnap_iter"), _option(opt, "gvar_start"),
-                                      _option(opt, "g_optim_start"))
-        self.nsamples = _option(opt, "nuq_number_of_samples")
+        self.schedule = RefitSchedule(cfg.refit_at, cfg.gvar_start, cfg.optim_start)
+        self.nsamples = cfg.nsamples
         if not (isinstance(self.nsamples, int) and self.nsamples >= 1):
             raise ValueError(f"nuq_number_of_samples must be an int >= 1, got {self.nsamples!r}")
-        self.bucket_size = _option(opt, "nuq_bucket_size")
-        self.network_wide = _flag(_option(opt, "nuq_layer"))
-        self.skip_tail = _flag(_option(opt, "nuq_ig_sm_bkts"))
-        self.dist_num = _option(opt, "dist_num")
-        self.interval = float(_option(opt, "nuq_truncated_interval"))
-        self.opts = {k: _option(opt, k) for k in ("nuq_cd_epochs", "nuq_amq_lr", "nuq_amq_epochs")}
-        self.opts.update({k: _flag(_option(opt, k)) for k in ("nuq_sym", "nuq_inv")})
+        self.interval = float(cfg.interval)
+        self.opts = {"nuq_cd_epochs": cfg.cd_epochs, "nuq_amq_lr": cfg.amq_lr, "nuq_amq_epochs": cfg.amq_epochs,
+                     "nuq_sym": cfg.sym, "nuq_inv": cfg.inv}
         self.levels = torch.as_tensor(init_levels, dtype=torch.float32).detach().cpu().clone()
-        self.multiplier: float | None = float(_option(opt, "nuq_mul")) if self.method.startswith("amq") \
-            else None
+        self.multiplier: float | None = float(cfg.mul) if self.method.startswith("amq") else None
         self.nb_error: float | None = None      # norm-based variance estimate of the current levels
         self.fit_variance: float | None = None  # the fit's own objective (its model's variance)
         self.last_fit_step: int | None = None
@@ -178,7 +195,8 @@ class LevelAdapter:
 
     def refit(self, samples: Sequence[Sequence[torch.Tensor]]) -> FitResult:
         """Fit new levels to gradient samples now (each a list of per-parameter tensors)."""
-        stats = bucket_stats(samples, self.bucket_size, self.network_wide, self.skip_tail, self.dist_num)
+        cfg = self.cfg
+        stats = bucket_stats(samples, cfg.bucket_size, cfg.network_wide, cfg.skip_tail, cfg.dist_num)
         nb_dist = model_distribution(stats, True, self.interval, DEFAULT_NBINS, self.method)
         fopts = _fit_options(dict(self.opts, levels=self.levels, multiplier=self.multiplier))
         dist = nb_dist if FITTERS[self.method].norm_based else \
@@ -193,7 +211,7 @@ class LevelAdapter:
         return result
 
     def scalars(self) -> dict[str, float]:
-        out = {f"levels/{i}": float(v) for i, v in enumerate(self.levels.tolist())}
+        out = level_scalars(self.levels)
         if self.multiplier is not None:
             out["multiplier"] = self.multiplier
         if self.nb_error is not None:

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from nuq import codec, kernel, packing
+from nuq.buckets import plan
 from nuq.quantizer import terngrad_clip
 
 
@@ -97,6 +98,18 @@ class Segment:
 def whole(n: int) -> list[Segment]:
     """The plan that quantizes the vector as one piece."""
     return [Segment(0, n)]
+
+
+def plan_segments(sizes: list[int], bucket_size: int, network_wide: bool, skip_tail: bool) -> list[Segment]:
+    """The segments of the bucketing plan (nuq/buckets.py) of gradients with `sizes` values, concatenated:
+    each piece's quantized part, then its pass-through tail as a raw segment (empty ones left out)."""
+    segments = []
+    for p in plan(sizes, bucket_size, network_wide, skip_tail):
+        if p.quantized:
+            segments.append(Segment(p.start, p.cut))
+        if p.raw:
+            segments.append(Segment(p.cut, p.end, raw=True))
+    return segments
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from estim.dists import Distribution
+from nuq.dists import Distribution
 from nuq.fit_base import (FitOptions, LevelSpace, best_row, level_derivatives, register_fitter,
                           start_levels, theta_derivatives)
 

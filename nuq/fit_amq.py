@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from estim.dists import Distribution
+from nuq.dists import Distribution
 from nuq.fit_base import FitOptions, level_derivatives, register_fitter
 from nuq.levels import exponential_levels
 

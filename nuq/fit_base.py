@@ -18,8 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from estim.dists import Distribution
+from nuq.dists import Distribution
 from nuq.levels import exponential_levels, uniform_levels
+from nuq.names import ADAPTIVE
+from nuq.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,13 @@ class FitMethod:
     norm_based: bool  # True: fit the norm-weighted histogram; False: the pooled truncated normal
 
 
-FITTERS: dict[str, FitMethod] = {}
+FITTERS = Registry("adaptive method", ADAPTIVE, "nuq/names.py ADAPTIVE")
 
 
 def register_fitter(name: str, norm_based: bool) -> Callable[[Fitter], Fitter]:
+    """Register the fit of adaptive method `name` (taken once; it must be in nuq/names.py ADAPTIVE)."""
     def wrap(fn: Fitter) -> Fitter:
-        FITTERS[name] = FitMethod(fn, norm_based)
+        FITTERS.add(name, FitMethod(fn, norm_based))
         return fn
     return wrap
 

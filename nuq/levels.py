@@ -12,6 +12,9 @@ from typing import Callable
 
 import torch
 
+from nuq import names
+from nuq.registry import Registry
+
 MAX_BITS = 8  # level indices are stored as uint8, so at most 256 levels
 
 
@@ -68,11 +71,11 @@ def no_levels(bits: int, mul: float = 0.5) -> torch.Tensor:
     return torch.empty(0, dtype=torch.float32)
 
 
-METHODS: dict[str, Method] = {}
+METHODS = Registry("nuq_method", names.METHODS, "nuq/names.py METHODS")
 
 
 def _register(method: Method) -> None:
-    METHODS[method.name] = method
+    METHODS.add(method.name, method)
 
 
 _register(Method("none", "l2", False, no_levels, quantizes=False))
@@ -80,7 +83,7 @@ _register(Method("q", "l2", False, uniform_levels))
 _register(Method("qinf", "linf", False, uniform_levels))
 _register(Method("nuq", "l2", False, exponential_levels))
 _register(Method("trn", "linf", False, ternary_levels))
-for _name in ("alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb"):
+for _name in names.ADAPTIVE:
     _register(Method(_name, "l2", True, exponential_levels))
 
 
@@ -90,6 +93,11 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown nuq_method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+
+
+def level_scalars(levels: torch.Tensor) -> dict[str, float]:
+    """The levels as logged scalars: {'levels/0': l_0, ...}."""
+    return {f"levels/{i}": float(v) for i, v in enumerate(levels.tolist())}
 
 
 def bits_per_coordinate(levels: torch.Tensor) -> float:

@@ -1,6 +1,7 @@
-"""The bucketing policy: how a model's per-parameter gradients become the vectors the kernel quantizes.
+"""The quantization of a model's per-parameter gradients: the bucketing plan (nuq/buckets.py), the clip
+policy and the kernel.
 
-Flags keep the paper code's names and meanings:
+Flags keep the paper code's names and meanings (the bucketing rule itself is written once, in nuq/buckets.py):
 * `nuq_layer` set: *network-wide* quantization. All layers' gradients are flattened into one vector and
   bucketed across layer boundaries (its help text in the paper's code: "Enable Network Wide Quantization").
   Unset: each layer's gradient is bucketed on its own. The name reads the other way; the meaning is the
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from nuq import kernel
+from nuq.buckets import Piece, plan
 from nuq.levels import bits_per_coordinate as index_bits
 from nuq.levels import get_method
 
@@ -60,6 +62,10 @@ class QuantConfig:
     def init_levels(self) -> torch.Tensor:
         return get_method(self.method).init_levels(self.bits, self.mul)
 
+    def plan(self, sizes: list[int]) -> list[Piece]:
+        """The bucketing plan of gradients with these sizes under this config's nuq_layer and nuq_ig_sm_bkts."""
+        return plan(sizes, self.bucket_size, self.network_wide, self.ig_sm_bkts)
+
 
 def terngrad_clip(v: torch.Tensor, bucket_size: int) -> torch.Tensor:
     """Clip each bucket of flat `v` to +-2.5 standard deviations (population std of that bucket)."""
@@ -79,7 +85,7 @@ def terngrad_clip(v: torch.Tensor, bucket_size: int) -> torch.Tensor:
 def quantize_vector(v: torch.Tensor, levels: torch.Tensor, cfg: QuantConfig, seed: int, offset: int) -> torch.Tensor:
     """Quantize one flat vector under the tail and clip policies; element i uses stream position offset + i."""
     n = v.numel()
-    body = n // cfg.bucket_size * cfg.bucket_size if cfg.ig_sm_bkts else n
+    body = cfg.plan([n])[0].cut
     if body == 0:
         return v.clone()
     head = v[:body]
@@ -108,12 +114,7 @@ def quantize_grads(grads: list[torch.Tensor], levels: torch.Tensor, cfg: QuantCo
             pos += g.numel()
         return out
     # each parameter its own vector, all in one kernel call: quantize_vector's values, layer by layer
-    pieces, start = [], 0
-    for g in grads:
-        n = g.numel()
-        body = n // cfg.bucket_size * cfg.bucket_size if cfg.ig_sm_bkts else n
-        pieces.append((start, start + body))
-        start += n
+    pieces = [(p.start, p.cut) for p in cfg.plan([g.numel() for g in grads])]
     flat = torch.cat([g.reshape(-1) for g in grads])
     q = kernel.quantize_pieces(flat, levels, cfg.bucket_size, cfg.norm, seed, offset, pieces)
     return [part.view_as(g).to(g.dtype) for part, g in zip(q.split([g.numel() for g in grads]), grads)]
@@ -132,9 +133,7 @@ def bits_per_coordinate(sizes: list[int], levels: torch.Tensor, cfg: QuantConfig
         return 0.0
     if not get_method(cfg.method).quantizes:
         return float(NORM_BITS)
-    vectors = [total] if cfg.network_wide else list(sizes)
     bits = 0
-    for n in vectors:
-        body = n // cfg.bucket_size * cfg.bucket_size if cfg.ig_sm_bkts else n
-        bits += body * index_bits(levels) + -(-body // cfg.bucket_size) * NORM_BITS + (n - body) * NORM_BITS
+    for p in cfg.plan(list(sizes)):
+        bits += p.quantized * index_bits(levels) + -(-p.quantized // cfg.bucket_size) * NORM_BITS + p.raw * NORM_BITS
     return bits / total

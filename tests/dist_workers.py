@@ -1,4 +1,4 @@
-"""Rank bodies that tests/test_dist*.py run in real spawned processes (targets of launcher.distributed).
+"""Rank bodies that tests/test_dist*.py run in real spawned processes (targets of launcher.executors.distributed.spawn_local; trainer.distributed runs them).
 
 Each function runs inside one rank; it writes what the test asserts on to `out_dir/rank<r>.pt`, so the
 assertions happen in the pytest process.
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from launcher.distributed import init_process_group_from_env
+from trainer.distributed import init_process_group_from_env
 
 
 def stall_forever(out_dir: str, victim: str) -> None:
@@ -115,12 +115,12 @@ def estimator_grads(case: dict, rank: int, simulated: bool = False) -> list[list
 
 
 def train_digits(*argv: str) -> None:
-    """Train the run of `--config DIR/config.yaml` on this rank exactly as launcher.distributed does, and
+    """Train the run of `--config DIR/config.yaml` on this rank exactly as trainer.distributed does, and
     save this rank's final weights and estimator state to DIR/rank<r>.pt (a wrapper around the trainer's
     fit() observes them). $NUQ_TEST_KILL='<rank>:<iteration>' makes that rank SIGKILL itself there;
     $NUQ_TEST_TERM='<rank>:<iteration>' makes it SIGTERM itself (a preemption notice reaching one rank)."""
     import trainer.loop as loop
-    from launcher.distributed import train_rank
+    from trainer.distributed import train_rank
     out_dir = Path(argv[argv.index("--config") + 1]).parent
     fit, step = loop.Training.fit, loop.Training.step
     victim, _, at = os.environ.get("NUQ_TEST_KILL", "-1:-1").partition(":")

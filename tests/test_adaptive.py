@@ -4,8 +4,8 @@ import io
 import pytest
 import torch
 
-from estim.stats import bucket_stats
-from nuq.adaptive import LevelAdapter, RefitSchedule, fit_levels
+from nuq.stats import bucket_stats
+from nuq.adaptive import AdapterConfig, LevelAdapter, RefitSchedule, fit_levels
 from nuq.levels import exponential_levels
 
 
@@ -30,10 +30,18 @@ def test_bad_schedule_is_named(spec):
 
 
 def make_opt(method="alq_nb", **kw):
+    """The adapter's typed config, read from options as an estimator reads them."""
     opt = {"nuq_method": method, "nuq_bits": 3, "nuq_bucket_size": 64, "g_osnap_iter": "3,10",
            "nuq_number_of_samples": 4, "dist_num": 20, "nuq_layer": True}
     opt.update(kw)
-    return opt
+    return AdapterConfig.from_opt(opt)
+
+
+def test_config_defaults_are_the_option_schema_defaults():
+    from trainer.options import full_config
+    assert AdapterConfig.from_opt(full_config({"nuq_method": "alq"})) == AdapterConfig("alq")
+    with pytest.raises(TypeError, match="AdapterConfig"):
+        LevelAdapter({"nuq_method": "alq"}, exponential_levels(3, 0.5))
 
 
 class GradSource:
@@ -117,6 +125,6 @@ def test_bad_options_and_checkpoints_are_named():
 def test_paper_style_flags_are_honoured():
     # the paper's grids write flags as '': nuq_sym='' must give symmetric levels, nuq_layer='' network-wide
     a = LevelAdapter(make_opt("alq_nb", nuq_sym="", nuq_layer=""), exponential_levels(3, 0.5))
-    assert a.network_wide and a.opts["nuq_sym"] is True
+    assert a.cfg.network_wide and a.opts["nuq_sym"] is True
     a.maybe_refit(0, GradSource(4))
     torch.testing.assert_close(a.levels, -a.levels.flip(0), atol=0, rtol=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from estim.stats import bucket_stats
+from nuq.stats import bucket_stats
 from nuq import kernel
 from nuq.adaptive import fit_levels, model_distribution
 from nuq.levels import exponential_levels, uniform_levels

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from launcher import cli
-from launcher.aggregate import make_table
+from launcher.results.aggregate import make_table
 from launcher.state import run_state
-from launcher.table import build_table
-from launcher.table_points import TableError, load_records, parse_at
-from launcher.table_format import FORMATS, render
+from launcher.results.table import build_table
+from launcher.results.table_points import TableError, load_records, parse_at
+from launcher.results.table_format import FORMATS, render
 from trainer import runfiles
 from trainer.logger import RunLogger
 from trainer.runinfo import StatusWriter

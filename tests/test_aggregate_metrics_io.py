@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tensorboardX import SummaryWriter
 
-from launcher.metrics_io import read_event_files, read_metrics_jsonl, read_run_metrics
+from launcher.results.metrics_io import read_event_files, read_metrics_jsonl, read_run_metrics
 from trainer import runfiles
 from trainer.logger import RunLogger
 
@@ -121,7 +121,7 @@ def test_unreadable_metrics_file_is_a_warning_not_a_crash(tmp_path, monkeypatch)
         raise PermissionError(13, "Permission denied")
 
     # tests run as root here, where chmod cannot make a file unreadable: the module's open() is replaced
-    monkeypatch.setattr("launcher.metrics_io.open", denied, raising=False)
+    monkeypatch.setattr("launcher.results.metrics_io.open", denied, raising=False)
     metrics = read_run_metrics(tmp_path)
     assert metrics.series == {} and len(metrics.warnings) == 1
     assert "cannot read metrics" in metrics.warnings[0] and "Permission denied" in metrics.warnings[0]

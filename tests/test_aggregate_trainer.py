@@ -9,7 +9,7 @@ import math
 import pytest
 
 import trainer
-from launcher.aggregate import make_table
+from launcher.results.aggregate import make_table
 from launcher.state import run_state
 from trainer import runfiles
 from trainer.loop import Interrupted, request_stop

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.distributed import spawn_local
+from launcher.executors.distributed import spawn_local
 from nuq import codec, kernel
 from nuq.levels import METHODS
 

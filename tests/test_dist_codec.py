@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from estim.nuq_dist import plan_segments, worker_stream
+from estim.nuq_dist import worker_stream
+from nuq.exchange import plan_segments
 from nuq import codec, exchange, kernel
 from nuq.levels import METHODS
 from nuq.quantizer import QuantConfig, quantize_grads

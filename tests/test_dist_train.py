@@ -1,4 +1,4 @@
-"""End to end: the digits run trained by 2 real gloo processes with g_estim=nuq_dist (launcher.distributed).
+"""End to end: the digits run trained by 2 real gloo processes with g_estim=nuq_dist (launcher.executors.distributed).
 
 Needs the compiled quantize kernel nuq._quant (`python setup.py build_ext --inplace`), as any nuq run does.
 """
@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from launcher.distributed import DistributedRunError, check_config, run_local
+from launcher.executors.distributed import DistributedRunError, check_config, run_local
 
 WORKERS = Path(__file__).with_name("dist_workers.py")
 TARGET = f"{WORKERS}:train_digits"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from estim.dists import CondTruncNormHist, Histogram, TruncNorm
+from nuq.dists import CondTruncNormHist, Histogram, TruncNorm
 
 TRUNCNORMS = [(0.0, 0.1, -1.0, 1.0), (0.03, 0.011, -1.0, 1.0), (-0.2, 0.5, -0.5, 1.0), (0.4, 0.2, -1.0, 0.6)]
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from estim.dists import CondTruncNormHist, TruncNorm
+from nuq.dists import CondTruncNormHist, TruncNorm
 from nuq.adaptive import METHODS, fit_levels, model_distribution
 from nuq.fit_alq import coordinate_descent
 from nuq.fit_amq import START_POINTS, ExponentialFamily

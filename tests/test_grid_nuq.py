@@ -1,4 +1,4 @@
-"""The paper's grids in grids/nuq.py: the exact cifar10_resnet32 expansion, the other families, digits."""
+"""grids/nuq.py: the exact cifar10_resnet32 expansion (the paper's pjobs/resnet32.sh), our variants, digits."""
 import argparse
 
 import pytest
@@ -60,25 +60,21 @@ def test_cifar10_resnet32_names():
         f"g_estim_nuq,nuq_method_{m}" for m in ("amq", "amq_nb", "alq", "qinf", "trn", "alq_nb", "nuq", "none")]
 
 
-def test_other_paper_families():
-    r110 = select("cifar10_resnet110").runs
+def test_our_variants():
+    r110 = select("ours_cifar10_resnet110").runs
     assert len(r110) == 9 and {r.config["arch"] for r in r110} == {"resnet110"}
     assert all(r.config["dist_num"] == 150 and r.config["nuq_bucket_size"] == 16384
                for r in r110[1:8])
-    r8 = select("cifar10_resnet8").runs
+    r8 = select("ours_cifar10_resnet8").runs
     assert [r.config.get("nuq_method") for r in r8] == [
         None, "amq", "amq_nb", "alq", "qinf", "trn", "alq_nb", "nuq", "alqg", "alqg_nb", "none"]
     assert all(r.config["dist_num"] == 80 for r in r8[1:10])
-    buckets = {r.config.get("nuq_bucket_size") for r in select("cifar10_resnet8_bucket_size").runs}
-    assert buckets == {None} | {2 ** k for k in range(4, 16)}  # 16 .. 32768
-    bits = {r.config.get("nuq_bits") for r in select("cifar10_resnet8_bits").runs}
-    assert bits == {None, 2, 3, 4, 5, 6, 7, 8}
-    imagenet = select("imagenet_resnet").runs
-    assert {r.config["arch"] for r in imagenet} == {"resnet18", "resnet34"}
-    assert {r.config["dataset"] for r in imagenet} == {"imagenet"}
-    mnist = select("mnist").runs
-    assert {r.config["dataset"] for r in mnist} == {"mnist"}
-    assert all(r.config["lr_decay_epoch"] == "30" for r in mnist)  # conditional on epochs=30
+    assert r8[8].config["nuq_cd_epochs"] == 30
+
+
+def test_the_papers_own_grids_are_not_repeated_here():
+    assert set(runs_of(load_family("nuq"))) == {"cifar10_resnet32", "ours_cifar10_resnet110",
+                                               "ours_cifar10_resnet8", "digits"}
 
 
 def test_digits_main_job():

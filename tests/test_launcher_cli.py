@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import cli, executors
-from launcher.executors import Executor, load_executors, register_executor
+from launcher import cli
+from launcher.executors import base as executors
+from launcher.executors.base import Executor, load_executors, register_executor
 from trainer import runfiles
 from trainer.options import OPTIONS
 
@@ -149,7 +150,7 @@ def test_bad_input_is_one_line_and_exit_2(launch, argv, message):
 
 def test_unknown_run_lists_the_grids_runs(launch):
     _, _, err = launch("--grid", "nuq", "--run", "nope")
-    assert "cifar10_resnet32" in err and "digits" in err and "mnist" in err
+    assert "cifar10_resnet32" in err and "digits" in err and "ours_cifar10_resnet8" in err
 
 
 @pytest.mark.parametrize("body, message, line", [
@@ -192,14 +193,14 @@ def test_unavailable_subcommand_says_so(launch, monkeypatch):
 
 
 def test_missing_executor_plugin_says_so(launch, monkeypatch):
-    monkeypatch.setattr(executors, "PLUGINS", executors.PLUGINS + ("launcher.no_such_cluster",))
+    monkeypatch.setattr(executors, "PLUGINS", {**executors.PLUGINS, "no_such_cluster": "launcher.no_such_cluster"})
     code, _, err = launch("--grid", "nuq", "--run", "digits", "--cluster", "no_such_cluster")
     assert code == 2 and "--cluster no_such_cluster is not available in this installation" in err
 
 
 def test_every_subcommand_of_others_is_mapped():
     assert {"list", "show", "status", "cancel", "aggregate", "plot"} <= set(cli.SUBCOMMANDS)
-    assert cli.SUBCOMMANDS["status"] == "launcher.status" and cli.SUBCOMMANDS["plot"] == "launcher.plot"
+    assert cli.SUBCOMMANDS["status"] == "launcher.status" and cli.SUBCOMMANDS["plot"] == "launcher.results.plot"
 
 
 class Recorder(Executor):

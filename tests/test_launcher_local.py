@@ -7,7 +7,7 @@ import pytest
 
 from launcher import cli
 from launcher.errors import UsageError
-from launcher.local_executors import visible_gpus
+from launcher.executors.local import visible_gpus
 from trainer import runfiles
 
 SMOKE = ["--grid", "nuq", "--run", "digits", "--only", "g_estim=sgd", "--set", "niters=10", "--set", "chkpt_iter=5"]
@@ -80,12 +80,12 @@ def test_visible_gpus_from_cuda_visible_devices(monkeypatch):
 
 
 def test_procs_per_run_needs_the_distributed_module(launch, monkeypatch):
-    monkeypatch.setitem(sys.modules, "launcher.distributed", None)  # as if launcher/distributed.py were absent
+    monkeypatch.setitem(sys.modules, "launcher.executors.distributed", None)  # as if launcher/executors/distributed.py were absent
     code, _, err = launch(*SMOKE, "--limit", "1", "--cluster", "local", "--procs-per-run", "2")
     assert code == 2 and "--procs-per-run 2 is not available" in err
 
 
 def test_summary_line_keeps_the_headline_metrics():
-    from launcher.local_executors import summary
+    from launcher.executors.base import summary
     assert summary({"final": {"Vacc": 97.7715, "Vloss": 0.0812, "levels/0": -1.0}}) == "Vacc 97.77, Vloss 0.0812"
     assert summary({"status": "done"}) == "finished" and summary(None) == "finished"

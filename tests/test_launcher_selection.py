@@ -12,7 +12,7 @@ import yaml
 
 from launcher.errors import UsageError
 from launcher.naming import config_hash, run_name
-from launcher.rundirs import check_runs, dump_config, load_config, prepare_runs
+from launcher.rundirs import check_runs, dump_config, prepare_runs
 from launcher.selection import parse_scalar, select_runs, varying_keys
 from launcher.state import run_state
 from trainer import runfiles
@@ -164,7 +164,7 @@ def test_prepare_writes_configs_refuses_changed_ones_and_skips_done(tmp_path):
     runs = select(root=str(tmp_path)).runs
     todo, done = prepare_runs(runs)
     assert todo == runs and done == []
-    assert all(load_config(r.dir / runfiles.CONFIG) == r.config for r in runs)
+    assert all(runfiles.read_config(r.dir / runfiles.CONFIG) == r.config for r in runs)
     again, _ = prepare_runs(runs)  # same config: accepted
     assert again == runs
 

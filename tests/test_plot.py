@@ -14,10 +14,10 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from launcher import cli
-from launcher.plot import band, file_stem, plot_bars, plot_lines, save_figure, smooth
+from launcher.results.plot import band, file_stem, plot_bars, plot_lines, save_figure, smooth
 from launcher.selection import select_runs
 from launcher.state import run_state
-from launcher.table_points import load_records, parse_at
+from launcher.results.table_points import load_records, parse_at
 from trainer import runfiles
 from trainer.logger import RunLogger
 from trainer.runinfo import StatusWriter
@@ -153,7 +153,7 @@ def test_cli_unknown_metric_is_a_usage_error(runs, capsys):
 
 
 def test_group_labels_name_methods_as_researchers_do_and_skip_implied_and_unset_keys():
-    from launcher.plot import group_labels
+    from launcher.results.plot import group_labels
     by = ["g_estim", "nuq_bits", "nuq_method"]
     keys = [("sgd", None, None), ("nuq", 3, "q"), ("nuq", 3, "alq")]
     assert group_labels(by, keys) == ["SGD", "QSGD", "ALQ"]  # nuq_bits follows from g_estim: hidden

@@ -17,7 +17,7 @@ import pytest
 import submitit
 
 from launcher import cli
-from launcher.slurm import LOG_DIR
+from launcher.slurm.executor import LOG_DIR
 from slurm_fixture import REPO, finished, launch, read, run_dirs, slurm_cluster, wait_until  # noqa: F401
 from trainer import runfiles
 

@@ -3,7 +3,7 @@
 On the real test cluster (scripts/slurm_cluster.sh): two slurmd daemons on this host, nodes nuqlab1 and
 nuqlab2 in partition `all`, two fake GPUs each (gres; torch sees no CUDA, so the ranks use gloo). Every
 rank is a real SLURM task running a real trainer process; nothing is mocked. The reference for each run is
-the same config trained uninterrupted by `launcher.distributed` on 2 local processes: CPU training with the
+the same config trained uninterrupted by `launcher.executors.distributed` on 2 local processes: CPU training with the
 same per-rank random streams is bit-for-bit repeatable, so the metrics must match exactly.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def local_reference(config_path: Path, where: Path) -> subprocess.Popen:
     where.mkdir(parents=True)
     (where / runfiles.CONFIG).write_text(config_path.read_text())
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "launcher.distributed", "--nprocs", "2",
+    return subprocess.Popen([sys.executable, "-m", "launcher.executors.distributed", "--nprocs", "2",
                              "--config", str(where / runfiles.CONFIG)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

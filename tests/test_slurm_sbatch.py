@@ -11,10 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from launcher import cli, slurm_task
+from launcher import cli
+from launcher.slurm import task as slurm_task
 from launcher.errors import UsageError
 from launcher.selection import RunSpec
-from launcher.slurm import (DEFAULTS, SBATCH_KEYS, add_slurm_arguments, move_aside, options_from_args, pack,
+from launcher.slurm.executor import (DEFAULTS, SBATCH_KEYS, add_slurm_arguments, move_aside, options_from_args, pack,
                             parse_sbatch, sbatch_directives, sbatch_text, select_for_mode)
 from launcher.status import refine
 
@@ -213,11 +214,21 @@ def test_distributed_flags_refuse_what_cannot_go_with_them(capsys):
 
 
 def test_rank_mode_outside_slurm_is_a_clear_usage_error(monkeypatch, capsys):
-    from launcher import distributed
+    from launcher.executors import distributed
+    from trainer import distributed as rank_side, runfiles
     for name in ("SLURM_JOB_ID", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
-    assert distributed.main(["--slurm", "--config", "/nonexistent/config.yaml"]) == distributed.EXIT_USAGE
+    assert rank_side.main(["--slurm", "--config", "/nonexistent/config.yaml"]) == runfiles.EXIT_USAGE
     assert "not inside a SLURM task" in capsys.readouterr().err
     assert distributed.slurm_parameters(2, 4) == {"nodes": 2, "ntasks_per_node": 4, "gpus_per_node": 4}
     with pytest.raises(ValueError, match="nodes must be an int >= 1, got 0"):
         distributed.slurm_parameters(0, 1)
+
+
+def test_stage_dependencies_are_afterok_lines_that_keep_a_given_dependency():
+    from submitit.slurm.slurm import _make_sbatch_string
+    from launcher.slurm import dependency_parameters
+    assert dependency_parameters([]) == {}
+    extra = dependency_parameters(["12_0", "12_1"], given="after:7")
+    text = _make_sbatch_string(command=COMMAND, folder=FOLDER, map_count=2, additional_parameters=extra)
+    assert "#SBATCH --dependency=after:7,afterok:12_0:12_1\n" in text and "#SBATCH --kill-on-invalid-dep=yes\n" in text

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from estim.stats import bucket_stats
+from nuq.stats import bucket_stats
 
 
 def direct(samples, bucket_size, network_wide, skip_tail):

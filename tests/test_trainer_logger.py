@@ -42,7 +42,7 @@ def test_fresh_run_starts_empty(tmp_path):
 def test_a_quick_resume_keeps_the_previous_attempts_event_file(tmp_path):
     """Two attempts within one second: tensorboardX names files by the second, so without a unique
     suffix the resume would reopen and wipe the first attempt's events."""
-    from launcher.metrics_io import read_event_files
+    from launcher.results.metrics_io import read_event_files
 
     with RunLogger(tmp_path) as log:
         log.scalar("loss", 1, 1.0)

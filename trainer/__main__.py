@@ -12,27 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
-
-
-def read_config(path: Path) -> dict:
-    """The YAML mapping at path; ValueError with a one-line reason otherwise."""
-    import yaml
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"config file {str(path)!r} does not exist") from None
-    except OSError as err:
-        raise ValueError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping of option: value, got {type(config).__name__}")
-    return config
+from trainer.runfiles import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, read_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer import checkpoint, rng, runfiles
+from trainer.init_from import CARRY, evaluate_only, start_from
 from trainer.data import BatchStream, TensorSplit, load_dataset
-from trainer.dist import is_main, rank
+from trainer.dist import is_main, rank, stop_signalled
 from trainer.evaluate import evaluate
 from trainer.logger import RunLogger
 from trainer.models import create_model
+from trainer.optim import make_optimizer
 from trainer.options import full_config
 from trainer.runinfo import StatusWriter, write_repro
 from trainer.runlog import RunLog
@@ -46,14 +48,6 @@ def request_stop() -> None:
     """Ask the running loop to checkpoint at the next step boundary and raise Interrupted (signal-safe)."""
     global _stop_requested
     _stop_requested = True
-
-
-def _make_optimizer(opt: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt["optim"] == "sgd":
-        return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], nesterov=opt["nesterov"],
-                               weight_decay=opt["weight_decay"])
-    return torch.optim.Adam(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
 
 
 def _device(opt: dict[str, Any]) -> torch.device:
@@ -110,12 +104,13 @@ class Training:
         self.niters = opt["niters"] or opt["epochs"] * self.epoch_iters
         if self.niters <= 0:
             raise ValueError(f"nothing to train: niters {opt['niters']}, epochs {opt['epochs']}; set niters > 0")
-        self.optimizer = _make_optimizer(opt, self.model)
+        self.optimizer = make_optimizer(opt, self.model)
         import estim
         self.estimator = estim.get_estimator_class(opt["g_estim"])(
             opt, self.model, F.cross_entropy, self.train_stream, self.aux_stream)
         self.params = self.estimator.params()
         self.progress = Progress()
+        self.carry: dict[str, Any] = {}  # state carried over from the upstream run (trainer/init_from.py)
         self.gvar = _gvar_available()
 
     # ---- checkpoints -----------------------------------------------------------------------------------
@@ -128,6 +123,7 @@ class Training:
             "streams": {"train": self.train_stream.state_dict(), "aux": self.aux_stream.state_dict()},
             "estimator": self.estimator.state_dict(), "best": dict(p.best), "loss_acc": [p.loss_sum, p.loss_n],
             "train_s": p.train_s, "wall_s": p.wall_s, "last": dict(p.last), "config": dict(self.opt),
+            CARRY: dict(self.carry),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -137,6 +133,7 @@ class Training:
         self.aux_stream.load_state_dict(state["streams"]["aux"])
         self.estimator.load_state_dict(state["estimator"])
         rng.set_state(state["rng"])
+        self.carry = dict(state.get(CARRY) or {})
         loss_sum, loss_n = state["loss_acc"]
         self.progress = Progress(int(state["iteration"]), dict(state["best"]), float(loss_sum), int(loss_n),
                                  float(state["train_s"]), float(state["wall_s"]), dict(state["last"]))
@@ -154,6 +151,8 @@ class Training:
         lr = lr_at(it, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.estimator.agree_on_stop(stop_signalled()):  # a rank got SIGTERM/SIGUSR2
+            request_stop()
         self.estimator.on_step(it)
         grads, loss = self.estimator.grad()
         for p, g in zip(self.params, grads):
@@ -277,9 +276,8 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     `on_iteration(it)` is called after each completed iteration (tests use it to stop at a given step).
     """
     run_dir = Path(run_dir)
-    done = runfiles.read_json(run_dir / runfiles.RESULTS)
-    if done is not None and done.get("status") == runfiles.DONE:
-        return done
+    if runfiles.is_done(run_dir):
+        return runfiles.read_json(run_dir / runfiles.RESULTS) or {}
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir, tty=sys.stderr.isatty())
     status = StatusWriter(run_dir, niters=0)  # the real niters is known once the data is loaded
@@ -292,8 +290,10 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
         state = checkpoint.load(run_dir, warn=log.warning)
         if state is not None:
             training.load_state_dict(state)
+        else:
+            start_from(training, run_dir)  # a stage's upstream weights, or init_checkpoint; else from scratch
         status.iteration = training.progress.iteration
-        results = training.fit(resumed=state is not None)
+        results = evaluate_only(training) if opt["eval_only"] else training.fit(resumed=state is not None)
         if is_main():
             runfiles.atomic_write_json(run_dir / runfiles.RESULTS, results)
         status.write(runfiles.DONE)

@@ -9,6 +9,11 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from estim.names import ESTIMATORS
+from nuq.names import METHODS as NUQ_METHODS
+from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
+from trainer.names import DATASETS, OPTIMIZERS
+
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int.
 KINDS = ("int", "float", "str", "bool", "milestones", "intlist")
@@ -44,9 +49,7 @@ class ConfigError(ValueError):
     """A config key or value the trainer cannot accept; the message names run, key and fix."""
 
 
-ESTIMATORS = ("sgd", "nuq", "nuq_dist")
-NUQ_METHODS = ("none", "q", "qinf", "nuq", "trn", "alq", "alq_nb", "alqg", "alqg_nb", "amq", "amq_nb")
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
+# choices of registries come from their torch-free name tables (estim/names.py, nuq/names.py, trainer/names.py)
 
 # How a researcher names the choices (plots and tables): the paper's names; "-N" is the norm-based variant.
 CHOICE_LABELS: dict[str, dict[str, str]] = {
@@ -76,7 +79,7 @@ _OPTIONS = [
     Option("batch_size", "int", 128, "Minibatch size per (simulated) worker.", min=1),
     Option("test_batch_size", "int", 1000, "Batch size for evaluation.", min=1),
     # optimisation
-    Option("optim", "str", "sgd", "Optimizer.", ("sgd", "adam")),
+    Option("optim", "str", "sgd", "Optimizer.", OPTIMIZERS),
     Option("lr", "float", 0.1, "Learning rate.", min=0),
     Option("momentum", "float", 0.9, "SGD momentum.", min=0),
     Option("nesterov", "bool", False, "Nesterov momentum."),
@@ -120,6 +123,15 @@ _OPTIONS = [
     Option("nuq_sym", "bool", False, "Keep adapted levels symmetric about 0."),
     Option("nuq_inv", "bool", False, "ALQ: closed-form inverse update instead of the numerical step."),
     Option("nuq_clip", "bool", False, "TernGrad clipping of normalised values at 2.5 standard deviations."),
+    # stages: runs that start from other runs (docs/grids.md, "Stages")
+    Option("stage", "str", "", "Stage of a multi-stage grid this run belongs to (e.g. 'pretrain'); '' for none."),
+    Option("init_from", "str", "", "Stage whose matching run's final weights this run starts from (set by the grid)."),
+    Option("init_run", "str", "", "Upstream run folder (a sibling) whose checkpoint.pt is loaded; set by the launcher "
+           "from init_from, part of the run's identity."),
+    Option("init_checkpoint", "str", "", "A checkpoint file to start from (model weights and carried plugin state; "
+           "not the optimizer or the iteration)."),
+    Option("eval_only", "bool", False, "Load the weights (init_from/init_checkpoint), evaluate, write results.json; "
+           "no training."),
 ]
 
 OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}
@@ -128,10 +140,6 @@ OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}
 def defaults() -> dict[str, Any]:
     """Every option at its default value."""
     return {name: opt.default for name, opt in OPTIONS.items()}
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def _in_range(opt: Option, value: float) -> Any:
@@ -173,7 +181,7 @@ def _coerce(opt: Option, value: Any) -> Any:
             return str(value)
         if isinstance(value, str):
             try:
-                _int_list(value)
+                parse_int_list(value)
             except ValueError:
                 raise ValueError(f"expected an int or a comma list of ints, got {value!r}") from None
             return value
@@ -265,11 +273,7 @@ def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
     """'40000,60000' -> (None, [40000, 60000]); '30' or 30 -> (30, []); '' -> (None, [])."""
     if isinstance(value, int):
         return value, []
-    items = _int_list(value)
+    items = parse_int_list(value)
     if len(items) == 1 and "," not in value:
         return items[0], []
     return None, items
-
-
-def parse_int_list(value: str | int) -> list[int]:
-    return [value] if isinstance(value, int) else _int_list(value)

@@ -1,13 +1,15 @@
-"""The files of a run folder: names, atomic writes and safe reads.
+"""The facts of a run folder, in one place: file names, state names, what "done" means, job.json, reading
+config.yaml, the exit codes of the processes that train a run, and the checkout they run from.
 
-The trainer writes them, the launcher (status, relaunch) and aggregation read them. Import-light: no torch.
-Every write is temp file + rename, so a reader never sees half a file and a crash never loses the last one.
+The trainer writes the files, the launcher (status, relaunch) and aggregation read them. Import-light: no
+torch. Every write is temp file + rename, so a reader never sees half a file and a crash never loses the last.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,14 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
 LOG = "train.log"
 
-# status.json "state" values
+# status.json "state" values (launcher/state.py derives stale, pending and not submitted from the files)
 RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+
+# exit codes of `python -m trainer`, of a rank (`python -m trainer.distributed`) and of the launchers
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
+
+# the checkout holding the packages: child processes (submitit, SLURM tasks, job scripts) put it on PYTHONPATH
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -60,3 +68,56 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def is_done(run_dir: str | os.PathLike) -> bool:
+    """A run is done iff results.json says so; a done run is never retrained or overwritten."""
+    results = read_json(Path(run_dir) / RESULTS)
+    return bool(results) and results.get("status") == DONE
+
+
+def write_job(run_dir: str | os.PathLike, cluster: str, job_id: str, stdout: str | None, stderr: str | None,
+              array_index: int | None = None, submitted: float | None = None, after: list[str] | None = None,
+              after_runs: list[str] | None = None) -> None:
+    """job.json: where the launcher sent the run (a run folder with it but no status.json is pending);
+    `after`/`after_runs`: the SLURM jobs (of those upstream runs) it waits on, for a chained stage."""
+    job = {"cluster": cluster, "job_id": job_id, "array_index": array_index,
+           "submitted": time.time() if submitted is None else submitted, "stdout": stdout, "stderr": stderr}
+    if after is not None:
+        job.update(after=after, after_runs=after_runs or [])
+    atomic_write_json(Path(run_dir) / JOB, job)
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config.yaml mapping at path (empty file: {}); ValueError with a one-line reason otherwise."""
+    import yaml
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"config file {str(path)!r} does not exist") from None
+    except OSError as err:
+        raise ValueError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
+    try:
+        config = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping of option: value, got {type(config).__name__}")
+    return config
+
+
+def pythonpath_with_repo(pythonpath: str | None) -> str:
+    """$PYTHONPATH with REPO_ROOT first: fresh interpreters (submitit, SLURM tasks) import this checkout."""
+    root = str(REPO_ROOT)
+    return os.pathsep.join([root] + [p for p in (pythonpath or "").split(os.pathsep) if p and p != root])
+
+
+def upstream_dir(run_dir: str | os.PathLike, init_run: str) -> Path:
+    """The folder of the run named by a config's `init_run`: a sibling of run_dir (stages share one results
+    folder). The launcher checks the upstream's state there, the trainer loads its checkpoint.pt."""
+    if not init_run or "/" in init_run or init_run in (".", ".."):
+        raise ValueError(f"init_run {init_run!r} must be the name of a run folder next to this one")
+    return Path(run_dir).parent / init_run

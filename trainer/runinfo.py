@@ -26,6 +26,7 @@ class StatusWriter:
         self._last = 0.0
         self.iteration = 0
         self.vacc: float | None = None
+        self.started = time.time()  # when this trainer process started (stage tests check the order of starts)
 
     def write(self, state: str, error: str | None = None) -> None:
         self._last = time.monotonic()
@@ -33,6 +34,7 @@ class StatusWriter:
             return
         runfiles.atomic_write_json(self.path, {
             "state": state, "iteration": self.iteration, "niters": self.niters, "heartbeat": time.time(),
+            "started": self.started,
             "host": socket.gethostname(), "pid": os.getpid(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),

@@ -72,13 +72,18 @@ class Dataset:
                        self.prepare, self.augment)
 
 
+from nuq.registry import Registry  # noqa: E402
+from trainer.names import DATASETS  # noqa: E402
+
 Loader = Callable[[str], Dataset]
-_DATASETS: dict[str, Loader] = {}
+_DATASETS = Registry("dataset", DATASETS, "trainer/names.py DATASETS")
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Register `loader(folder) -> Dataset` as `dataset: name` (a name is taken once; it must be in
+    trainer/names.py DATASETS, the names the option schema offers)."""
     def wrap(loader: Loader) -> Loader:
-        _DATASETS[name] = loader
+        _DATASETS.add(name, loader)
         return loader
     return wrap
 

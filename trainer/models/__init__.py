@@ -10,8 +10,10 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from nuq.registry import Registry
+
 Factory = Callable[..., nn.Module]
-_MODELS: dict[str, Factory] = {}
+_MODELS = Registry("model")
 _PATTERNS: list[tuple[re.Pattern[str], str, Factory]] = []
 
 
@@ -19,7 +21,7 @@ def register_model(*names: str) -> Callable[[Factory], Factory]:
     """Register `factory(num_classes, in_shape)` under each name."""
     def wrap(factory: Factory) -> Factory:
         for name in names:
-            _MODELS[name] = factory
+            _MODELS.add(name, factory)
         return factory
     return wrap
 

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import submitit
 
-from launcher.distributed import (ENV_PARENT, EXIT_INTERRUPTED, EXIT_OK, describe_exit,
-                                  export_slurm_environment, mark_failed)
+from launcher.executors.distributed import describe_exit, mark_failed
 from trainer import runfiles
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from trainer.distributed import ENV_PARENT, export_slurm_environment, worker_command
+from trainer.runfiles import EXIT_INTERRUPTED, EXIT_OK, REPO_ROOT  # noqa: F401  (REPO_ROOT: tests, executor)
 STOP_GRACE_S = 60.0  # how long checkpoint() waits for the children to checkpoint and exit
 # Preemption sends SIGTERM then SIGUSR2 to every process of the task. A child may checkpoint and exit on the
 # SIGTERM before this process has handled its SIGUSR2; waiting a little lets submitit's handler requeue the
@@ -45,7 +44,7 @@ def child_command(run_dir: str | Path) -> list[str]:
 def child_env(n_children: int) -> dict[str, str]:
     """The children's environment: the checkout importable, the task's CPUs split between the K runs."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = runfiles.pythonpath_with_repo(env.get("PYTHONPATH"))
     cpus = int(env.get("SLURM_CPUS_PER_TASK") or 1)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cpus // max(1, n_children))))
     return env
@@ -123,8 +122,7 @@ def _reap(child: subprocess.Popen, run_dir: str) -> None:
 
 def _final_state(run_dir: str, code: int) -> str:
     """done, or the state the trainer left (failed/interrupted) with its error, or the exit code."""
-    results = runfiles.read_json(Path(run_dir) / runfiles.RESULTS) or {}
-    if results.get("status") == runfiles.DONE:
+    if runfiles.is_done(run_dir):
         return runfiles.DONE
     status = runfiles.read_json(Path(run_dir) / runfiles.STATUS) or {}
     state = status.get("state") or f"exit code {code}"
@@ -154,8 +152,7 @@ class DistributedRank(PackedRuns):
         return super().__call__(run_dirs)
 
     def _child_command(self, run_dir: str) -> list[str]:
-        return [sys.executable, "-u", "-m", "launcher.distributed", "--worker",
-                "--config", str(Path(run_dir) / runfiles.CONFIG)]
+        return worker_command("--config", str(Path(run_dir) / runfiles.CONFIG))
 
     def _child_env(self, n_children: int) -> dict[str, str]:
         return {**child_env(n_children), ENV_PARENT: str(os.getpid())}  # the rank dies with this task

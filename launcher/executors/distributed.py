@@ -1,9 +1,10 @@
-"""Running one training run as N torch.distributed processes: locally (spawned here) or as SLURM tasks.
+"""Running one training run as N torch.distributed processes: spawning and watching the ranks.
 
-Local (`--procs-per-run N`, or `python -m launcher.distributed --nprocs N --config DIR/config.yaml`):
+What runs inside each rank is trainer/distributed.py; this module only starts, watches and stops them.
+Local (`--procs-per-run N`, or `python -m launcher.executors.distributed --nprocs N --config DIR/config.yaml`):
 the parent hosts the rendezvous TCPStore on a port the OS picks (port 0, still bound while the ranks
 start, so no other program can take it in between: no free-port race), spawns N `python -m
-launcher.distributed --worker` processes with the env:// variables (RANK, WORLD_SIZE, LOCAL_RANK,
+trainer.distributed --worker` processes with the env:// variables (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR, MASTER_PORT and TORCHELASTIC_USE_AGENT_STORE=True so the ranks connect to the parent's
 store, the way torchrun's agent does), and monitors them. A rank that exits non-zero or is killed
 makes the parent wait `grace_s` for the others to fail on their own (gloo notices a closed peer at
@@ -12,9 +13,9 @@ the rank and how it died. A rank that hangs is caught by the collective timeout 
 others. Ranks die with the parent (PR_SET_PDEATHSIG).
 
 SLURM (`launch --cluster slurm --nodes N --gpus-per-node G`): one multi-task job per run, one task per
-GPU (`slurm_parameters`); every task runs launcher.slurm_task.DistributedRank, which exports submitit's
+GPU (`slurm_parameters`); every task runs launcher.slurm.task.DistributedRank, which exports submitit's
 TorchDistributedEnvironment and trains its rank as a child `--worker` process. Inside any SLURM
-allocation `srun python -m launcher.distributed --slurm --config DIR/config.yaml` does the same by hand
+allocation `srun python -m trainer.distributed --slurm --config DIR/config.yaml` does the same by hand
 (the dry-run's job scripts use it).
 
 Import-light (no torch at import): the launcher imports this module to build commands.
@@ -22,8 +23,6 @@ Import-light (no torch at import): the launcher imports this module to build com
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import signal
 import subprocess
@@ -33,14 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-DEFAULT_TIMEOUT_S = 300.0  # collective/rendezvous timeout inside the ranks: bounds any hang
+from trainer import runfiles
+from trainer.distributed import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ENV_BACKEND, ENV_PARENT, ENV_TIMEOUT, worker_command
+from trainer.runfiles import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+
 DEFAULT_GRACE_S = 10.0     # after a rank fails, how long the others get to fail on their own
 POLL_S = 0.1
-DEFAULT_TARGET = "launcher.distributed:train_rank"
-ENV_TIMEOUT = "NUQ_DIST_TIMEOUT"
-ENV_PARENT = "NUQ_DIST_PARENT_PID"
-ENV_BACKEND = "NUQ_DIST_BACKEND"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3  # as `python -m trainer`
 DIST_ESTIMATORS = ("nuq_dist",)  # estimators that exchange gradients between ranks
 
 
@@ -132,7 +129,7 @@ def spawn_local(nprocs: int, worker_args: Sequence[str], *, log_dir: str | os.Pa
             env = {**os.environ, **rank_env(r, nprocs, "127.0.0.1", store.port, timeout_s, backend)}
             log = Path(log_dir) / f"rank{r}.log" if (log_dir is not None and r > 0) else None
             out = open(log, "w") if log else None
-            cmd = [sys.executable, "-m", "launcher.distributed", "--worker", "--target", target, *worker_args]
+            cmd = worker_command(*worker_args, target=target)
             try:
                 proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
             finally:
@@ -215,14 +212,11 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
     message (who died, how) and DistributedRunError is raised. `target` is the rank body, called with
     ('--config', config_path) (tests wrap `train_rank`). ValueError for a config that cannot run on N ranks.
     """
-    from trainer import runfiles
-    from trainer.__main__ import read_config
     run_dir = Path(config_path).resolve().parent
-    done = runfiles.read_json(run_dir / runfiles.RESULTS)
-    if done and done.get("status") == runfiles.DONE:
+    if runfiles.is_done(run_dir):
         return runfiles.DONE
     try:
-        check_config(read_config(Path(config_path)), nprocs)
+        check_config(runfiles.read_config(config_path), nprocs)
     except ValueError as err:  # say why in status.json too: the executor reports its error line
         if run_dir.is_dir():
             mark_failed(run_dir, str(err))
@@ -236,12 +230,11 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
 
 
 def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
-    """What the local executor submits for a run with --procs-per-run N (instead of launcher.entry.run_one):
+    """What the local executor submits for a run with --procs-per-run N (instead of launcher.executors.entry.run_one):
     train the run in run_dir on N local ranks and return its results.json dict.
 
     Raises DistributedRunError on a rank failure, and InterruptedError when the ranks stopped on request
     (checkpoint saved; launching again resumes)."""
-    from trainer import runfiles
     state = run_local(Path(run_dir) / runfiles.CONFIG, nprocs)
     if state == runfiles.INTERRUPTED:
         raise InterruptedError(f"run {run_dir} stopped on request with a checkpoint; launch it again to resume")
@@ -250,7 +243,6 @@ def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
 
 def mark_failed(run_dir: Path, message: str) -> None:
     """Record a rank failure in status.json (rank 0 may have died before it could write anything)."""
-    from trainer import runfiles
     status = runfiles.read_json(run_dir / runfiles.STATUS) or {}
     if status.get("state") == runfiles.DONE:
         return
@@ -259,102 +251,7 @@ def mark_failed(run_dir: Path, message: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Rank side
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this rank when its parent dies, so no orphan waits on a collective."""
-    parent = int(os.environ.get(ENV_PARENT, "0") or 0)
-    if not parent or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def init_process_group_from_env(no_cuda: bool = False) -> str:
-    """init_process_group from the env:// variables with the launcher's timeout; return the backend.
-
-    NCCL when CUDA is usable (each rank on GPU LOCAL_RANK), gloo otherwise; $NUQ_DIST_BACKEND overrides.
-    """
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-    cuda = torch.cuda.is_available() and not no_cuda
-    backend = os.environ.get(ENV_BACKEND) or ("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    timeout = timedelta(seconds=float(os.environ.get(ENV_TIMEOUT, DEFAULT_TIMEOUT_S)))
-    dist.init_process_group(backend, timeout=timeout)
-    return backend
-
-
-_stop_pending = False
-
-
-def stop_pending() -> bool:
-    """True once this rank got SIGTERM/SIGUSR2. The ranks must stop at the same step, so the signal only
-    sets this flag; the distributed estimator all-reduces it at each step start and then asks the
-    trainer loop to stop on every rank together (estim/nuq_dist.py)."""
-    return _stop_pending
-
-
-def _install_stop_handlers() -> None:
-    def note(*_: Any) -> None:
-        global _stop_pending
-        _stop_pending = True
-    for s in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(s, note)
-
-
-def train_rank(*argv: str) -> None:
-    """One rank of a distributed training run: `--config DIR/config.yaml` (DIR is the run folder)."""
-    parser = argparse.ArgumentParser(prog="launcher.distributed --worker")
-    parser.add_argument("--config", required=True)
-    args = parser.parse_args(list(argv))
-    import torch.distributed as dist
-
-    from trainer import loop
-    from trainer.__main__ import read_config
-    config = read_config(Path(args.config))
-    _install_stop_handlers()
-    init_process_group_from_env(bool(config.get("no_cuda", False)))
-    try:
-        loop.run(config, Path(args.config).resolve().parent)
-    except loop.Interrupted as err:
-        print(f"rank {dist.get_rank()}: interrupted: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    finally:
-        dist.destroy_process_group()
-
-
-def _resolve_target(target: str) -> Callable[..., Any]:
-    """'package.module:function' or '/path/to/file.py:function' -> the function."""
-    mod_name, sep, fn_name = target.rpartition(":")
-    if not sep or not mod_name or not fn_name:
-        raise ValueError(f"target must be 'module:function' or 'file.py:function', got {target!r}")
-    if mod_name.endswith(".py"):
-        spec = importlib.util.spec_from_file_location(Path(mod_name).stem, mod_name)
-        if spec is None or spec.loader is None:
-            raise ValueError(f"cannot load {mod_name!r} from target {target!r}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(mod_name)
-    return getattr(module, fn_name)
-
-
-def worker_main(target: str, argv: Sequence[str]) -> None:
-    """Entry of a spawned rank: bind to the parent's life, then run the target."""
-    _die_with_parent()
-    _resolve_target(target)(*argv)
-
-
-# --------------------------------------------------------------------------------------------------
-# SLURM side (called by launcher/slurm.py)
+# SLURM side (called by launcher/slurm/executor.py)
 
 
 def slurm_parameters(nodes: int, gpus_per_node: int) -> dict[str, int]:
@@ -369,39 +266,13 @@ def slurm_parameters(nodes: int, gpus_per_node: int) -> dict[str, int]:
     return params
 
 
-def export_slurm_environment() -> tuple[int, int]:
-    """Inside a SLURM task: set the env:// variables from submitit's TorchDistributedEnvironment (master =
-    the first node, port from the job id; each task sees only its own GPU). Returns (rank, world size)."""
-    from submitit.helpers import TorchDistributedEnvironment
-    if "SLURM_JOB_ID" not in os.environ or "SLURM_PROCID" not in os.environ:
-        raise ValueError("not inside a SLURM task (no SLURM_JOB_ID/SLURM_PROCID); start it with srun")
-    # submitit sets this in the jobs it submits; a task started by a hand-written srun is a SLURM job too
-    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
-    env = TorchDistributedEnvironment().export(set_cuda_visible_devices=True, overwrite=True)
-    return env.rank, env.world_size
-
-
 # --------------------------------------------------------------------------------------------------
 # Command line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--slurm"]:  # one rank of a run inside an srun task (the dry-run's job scripts)
-        try:
-            export_slurm_environment()
-        except ValueError as err:
-            print(f"launcher.distributed: error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        train_rank(*argv[1:])
-        return EXIT_OK
-    if argv[:1] == ["--worker"]:
-        parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--target", default=DEFAULT_TARGET)
-        known, rest = parser.parse_known_args(argv[1:])
-        worker_main(known.target, rest)
-        return EXIT_OK
-    parser = argparse.ArgumentParser(prog="python -m launcher.distributed",
+    parser = argparse.ArgumentParser(prog="python -m launcher.executors.distributed",
                                      description="Train one run on N local torch.distributed processes.")
     parser.add_argument("--nprocs", type=int, required=True, help="ranks to spawn")
     parser.add_argument("--config", required=True, help="the run's config.yaml (its folder is the run folder)")
@@ -416,13 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = run_local(args.config, args.nprocs, timeout_s=args.timeout, grace_s=args.grace,
                           backend=args.backend)
     except ValueError as err:  # unreadable config, or an estimator that cannot run on N ranks
-        print(f"launcher.distributed: error: {err}", file=sys.stderr)
+        print(f"launcher.executors.distributed: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except DistributedRunError as err:
-        print(f"launcher.distributed: failed: {err}", file=sys.stderr)
+        print(f"launcher.executors.distributed: failed: {err}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"launcher.distributed: {state}", file=sys.stderr)
-    return EXIT_INTERRUPTED if state == "interrupted" else EXIT_OK
+    print(f"launcher.executors.distributed: {state}", file=sys.stderr)
+    return EXIT_INTERRUPTED if state == runfiles.INTERRUPTED else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ Submission returns at once: it prints the job id, the number of runs and the log
 into every run folder; from then on `launch status` / `launch cancel` and a relaunch work from those files.
 Which runs are submitted depends on --mode (missing: not done and not queued/running; failed; force).
 Resources come from flags, else the grid's defaults (a `slurm` dict in its GridRun, when it has one),
-else DEFAULTS. Preemption and timeouts requeue through submitit's checkpointing (launcher/slurm_task.py).
+else DEFAULTS. Preemption and timeouts requeue through submitit's checkpointing (launcher/slurm/task.py).
 With --nodes N / --gpus-per-node G every run trains on N*G torch.distributed ranks (one task per GPU, one
-per node without GPUs): each array task is then a multi-node job that trains one run (launcher.distributed).
+per node without GPUs): each array task is then a multi-node job that trains one run (trainer.distributed).
 """
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from launcher.errors import UsageError
-from launcher.executors import Executor, register_executor
+from launcher.executors.base import Executor, register_executor
 from launcher.naming import safe_token
 from launcher.rundirs import prepare_runs
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
+from launcher.stages import BLOCKED, INIT_RUN, WAITING, stage_groups, stage_of, upstream_dir
 from launcher.state import DONE, FAILED, PENDING, RUNNING
 from trainer import runfiles
 
@@ -110,7 +111,7 @@ class SlurmOptions:
         """submitit parameters of the multi-task job of one distributed run ({} otherwise)."""
         if not self.distributed:
             return {}
-        from launcher.distributed import slurm_parameters
+        from launcher.executors.distributed import slurm_parameters
         return slurm_parameters(self.nodes or 1, self.gpus_per_node or 0)
 
 
@@ -212,7 +213,7 @@ def sbatch_text(opts: SlurmOptions, job_name: str, folder: str, n_tasks: int, co
 
 
 def sbatch_directives(args: argparse.Namespace) -> tuple[str, ...]:
-    """The #SBATCH options of the resources for `launch --dry-run` job scripts (launcher/scripts.py)."""
+    """The #SBATCH options of the resources for `launch --dry-run` job scripts (launcher/executors/scripts.py)."""
     opts = options_from_args(args)
     flags = [f"--{RESOURCES[n].sbatch}={RESOURCES[n].to_sbatch(v)}" for n, v in opts.resources.items()]
     flags += [f"--{k.replace('_', '-')}={v}" for k, v in opts.task_parameters().items()]
@@ -247,11 +248,11 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
 
 def select_for_mode(mode: str, states: dict[int, str], runs: list[RunSpec], yes: bool) -> list[RunSpec]:
     """The runs --mode submits; force over done runs without --yes is refused, active runs never resubmitted."""
-    if mode == "failed":
-        return [r for r in runs if states[r.index] == FAILED]
-    active = [r for r in runs if states[r.index] in (PENDING, RUNNING)]
+    if mode == "failed":  # with the runs of later stages that the failures blocked
+        return [r for r in runs if states[r.index] in (FAILED, BLOCKED)]
+    active = [r for r in runs if states[r.index] in (PENDING, RUNNING, WAITING)]
     if mode == "missing":
-        return [r for r in runs if states[r.index] not in (DONE, PENDING, RUNNING)]
+        return [r for r in runs if states[r.index] not in (DONE, PENDING, RUNNING, WAITING)]
     if active:
         raise UsageError(f"--mode force: {len(active)} runs are queued or running (e.g. {active[0].dir}); "
                          "cancel them first with `launch cancel` and the same selection")
@@ -264,7 +265,7 @@ def select_for_mode(mode: str, states: dict[int, str], runs: list[RunSpec], yes:
 
 def check_distributed(runs: list[RunSpec], ranks: int) -> None:
     """Refuse, before anything is written, runs whose estimator would train `ranks` independent replicas."""
-    from launcher.distributed import check_config
+    from launcher.executors.distributed import check_config
     for run in runs:
         try:
             check_config(run.config, ranks)
@@ -289,15 +290,53 @@ def pack(runs: list[RunSpec], k: int) -> list[list[RunSpec]]:
     return [runs[i:i + k] for i in range(0, len(runs), k)]
 
 
-def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions) -> str:
-    """Submit the runs as one array (config.yaml already written); write job.json; return the array job id."""
+def dependency_parameters(after: Sequence[str], given: str | None = None) -> dict[str, str]:
+    """sbatch options that hold an array until every job in `after` has succeeded (and any --sbatch
+    dependency `given` holds); SLURM cancels it, rather than leaving it pending forever, when one fails."""
+    if not after:
+        return {}
+    chained = "afterok:" + ":".join(after)
+    return {"dependency": f"{given},{chained}" if given else chained, "kill-on-invalid-dep": "yes"}
+
+
+def upstream_jobs(todo: list[RunSpec], states: dict[Path, tuple[str, str | None]]) -> dict[str, str | None]:
+    """Run name -> the job id its upstream must finish first (None: upstream done or submitted now).
+
+    `states` maps every run folder collect() saw to (state, job id). A run whose upstream is neither done,
+    queued, running, nor submitted with it cannot start: UsageError before anything is submitted.
+    """
+    names = {r.name for r in todo}
+    after: dict[str, str | None] = {}
+    for run in todo:
+        up = upstream_dir(run.dir, run.config)
+        if up is None or up.name in names:
+            after[run.name] = None
+            continue
+        state, job_id = states.get(up, ("not submitted", None))
+        if state == DONE:
+            after[run.name] = None
+        elif state in (PENDING, RUNNING, WAITING) and job_id:
+            after[run.name] = job_id
+        else:
+            raise UsageError(f"run {run.index} ({run.name}) starts from {up.name}, which is {state} and not "
+                             "submitted now; select its stage too (or --mode failed to rerun it with this run)")
+    return after
+
+
+def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions, after: Sequence[str] = (),
+           after_runs: Sequence[str] = ()) -> str:
+    """Submit the runs as one array (config.yaml already written) that starts once the jobs `after` (of the
+    runs `after_runs`) succeeded; write job.json; return the array job id."""
     import submitit
-    from launcher.slurm_task import DistributedRank, PackedRuns
+    from launcher.slurm.task import DistributedRank, PackedRuns
 
     log_root = selection.meta.results_dir.absolute() / LOG_DIR
     executor = submitit.SlurmExecutor(folder=log_root / "%j")
     job_name = safe_token(f"nuqlab-{Path(selection.meta.grid).stem}-{selection.meta.run}")
-    executor.update_parameters(**executor_parameters(opts, job_name))
+    params = executor_parameters(opts, job_name)
+    extra = params["additional_parameters"]
+    extra.update(dependency_parameters(after, extra.get("dependency")))
+    executor.update_parameters(**params)
     groups = pack(runs, opts.runs_per_task)
     _put_checkout_on_pythonpath()
     task = DistributedRank() if opts.distributed else PackedRuns()
@@ -305,18 +344,14 @@ def submit(runs: list[RunSpec], selection: Selection, opts: SlurmOptions) -> str
     now = time.time()
     for task, (job, group) in enumerate(zip(jobs, groups)):
         for run in group:
-            runfiles.atomic_write_json(run.dir / runfiles.JOB, {
-                "cluster": "slurm", "job_id": str(job.job_id), "array_index": task, "submitted": now,
-                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
+            runfiles.write_job(run.dir, "slurm", str(job.job_id), str(job.paths.stdout), str(job.paths.stderr),
+                               array_index=task, submitted=now, after=list(after), after_runs=list(after_runs))
     return str(jobs[0].job_id).split("_")[0]
 
 
 def _put_checkout_on_pythonpath() -> None:
     """sbatch exports this environment to the job, whose interpreter must import this checkout."""
-    from launcher.slurm_task import REPO_ROOT
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(REPO_ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + paths)
+    os.environ["PYTHONPATH"] = runfiles.pythonpath_with_repo(os.environ.get("PYTHONPATH"))
 
 
 @register_executor("slurm")
@@ -340,8 +375,8 @@ class SlurmExecutor(Executor):
             check_distributed(selection.runs, opts.ranks)
         # The launch command hands over the runs that are neither done nor running by their files; the mode
         # decides from the whole selection, refined by squeue/sacct (a queued run is not submitted twice).
-        rows, _ = collect(selection.runs)
-        states = {row.run.index: row.state for row in rows}
+        rows, _ = collect(selection.runs, upstream_rows=True)
+        states = {row.run.index: row.state for row in rows if row.run.index >= 0}
         todo = select_for_mode(args.mode, states, selection.runs, args.yes)
         chosen = {r.index for r in todo}
         skipped = Counter(states[r.index] for r in selection.runs if r.index not in chosen)
@@ -354,18 +389,37 @@ class SlurmExecutor(Executor):
             if args.mode == "force" and run.dir.exists() and any(
                     (run.dir / f).exists() for f in (runfiles.STATUS, runfiles.RESULTS, runfiles.CHECKPOINT)):
                 print(f"moved {run.dir} aside to {move_aside(run)}")
+        after = upstream_jobs(todo, {row.run.dir: (row.state, row.job_id) for row in rows})
         todo, _ = prepare_runs(todo)
-        array_id = submit(todo, selection, opts)
-        tasks = len(pack(todo, opts.runs_per_task))
-        log_root = selection.meta.results_dir.absolute() / LOG_DIR
-        per_task = (f"each on {opts.ranks} ranks: {opts.nodes or 1} nodes x {opts.ranks // (opts.nodes or 1)} "
-                    "tasks" if opts.distributed else f"{opts.runs_per_task} per task")
-        print(f"submitted job {array_id}: {len(todo)} runs in {tasks} array tasks "
-              f"({per_task}, at most {min(tasks, opts.array_parallelism)} at once)")
-        folder = f"{array_id}_<task>" if tasks > 1 else array_id  # submitit submits one task as a plain job
-        print(f"logs: {log_root}/{folder}/ ; run logs: <run folder>/{runfiles.LOG}")
+        job_of: dict[str, str] = {}  # run name -> job id, of the runs submitted now
+        for group in stage_groups(todo):  # one array per stage, upstream stages first
+            self._submit_stage(group, selection, opts, after, job_of)
         print(f"follow with: launch status --grid {selection.meta.grid} --run {selection.meta.run} "
               f"--root {selection.meta.results_dir.parent}")
         sys.stdout.flush()
         return 0
+
+    @staticmethod
+    def _submit_stage(group: list[RunSpec], selection: Selection, opts: SlurmOptions,
+                      after: dict[str, str | None], job_of: dict[str, str]) -> None:
+        """Submit one stage's runs as an array held until the jobs of their unfinished upstream runs succeed."""
+        deps: dict[str, str] = {}  # upstream job id -> upstream run name
+        for run in group:
+            up = run.config.get(INIT_RUN)
+            job_id = after[run.name] or job_of.get(up or "")
+            if job_id:
+                deps.setdefault(job_id, up)
+        array_id = submit(group, selection, opts, list(deps), list(dict.fromkeys(deps.values())))
+        job_of.update({run.name: (runfiles.read_json(run.dir / runfiles.JOB) or {})["job_id"] for run in group})
+        tasks = len(pack(group, opts.runs_per_task))
+        log_root = selection.meta.results_dir.absolute() / LOG_DIR
+        per_task = (f"each on {opts.ranks} ranks: {opts.nodes or 1} nodes x {opts.ranks // (opts.nodes or 1)} "
+                    "tasks" if opts.distributed else f"{opts.runs_per_task} per task")
+        stage = f" (stage {stage_of(group[0].config)})" if stage_of(group[0].config) else ""
+        print(f"submitted job {array_id}{stage}: {len(group)} runs in {tasks} array tasks "
+              f"({per_task}, at most {min(tasks, opts.array_parallelism)} at once)")
+        if deps:
+            print(f"  starts after jobs {', '.join(deps)} succeed (afterok)")
+        folder = f"{array_id}_<task>" if tasks > 1 else array_id  # submitit submits one task as a plain job
+        print(f"logs: {log_root}/{folder}/ ; run logs: <run folder>/{runfiles.LOG}")
 

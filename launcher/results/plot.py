@@ -19,9 +19,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from launcher.errors import UsageError
-from launcher.metrics_io import Series
-from launcher.table import implied_keys, parse_by, title_of
-from launcher.table_points import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
+from launcher.results.metrics_io import Series
+from launcher.results.table import implied_keys, parse_by, title_of
+from launcher.results.table_points import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
                                    load_records, parse_at, point_values)
 from trainer import runfiles
 from trainer.options import method_label

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from launcher.metrics_io import RESULT_FIELDS, RunMetrics, Series, read_run_metrics
+from launcher.results.metrics_io import RESULT_FIELDS, RunMetrics, Series, read_run_metrics
 from trainer import options
+from trainer.runfiles import DONE
 
-DONE = "done"
 # Default table columns: the first name of each tuple that some run has (a logged tag or a config key).
 DEFAULT_METRICS: tuple[tuple[str, ...], ...] = (("Vacc",), ("est_var",), ("bits", "nuq_bits"))
 # Metrics whose name ends with one of these are better when higher; all others (losses, variances) lower.

@@ -1,19 +1,21 @@
 """Executors by --cluster name: dryrun (= --dry-run), debug (in-process), local (submitit), slurm (plug-in).
 
 An executor receives the prepared runs (config.yaml written, done runs already skipped) and the parsed
-args. Another module adds one with `@register_executor("name")` on a subclass of Executor; modules in
-PLUGINS are imported when present, so launcher/slurm.py registers `slurm` without editing this file.
+args. Another module adds one with `@register_executor("name")` on a subclass of Executor; the modules in
+BUILTIN are always imported, those in PLUGINS when present (launcher/slurm/executor.py registers `slurm`
+without editing this file).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from launcher.errors import UsageError
 from launcher.selection import RunSpec, Selection
 
-PLUGINS = ("launcher.slurm",)
+BUILTIN = ("launcher.executors.dryrun", "launcher.executors.debug", "launcher.executors.local")
+PLUGINS = {"slurm": "launcher.slurm.executor"}  # --cluster name -> the module that registers it, if installed
 
 
 class Executor:
@@ -37,8 +39,10 @@ E = TypeVar("E", bound=type[Executor])
 
 
 def register_executor(name: str) -> Callable[[E], E]:
-    """Class decorator: make an Executor subclass available as --cluster NAME."""
+    """Class decorator: make an Executor subclass available as --cluster NAME (a name is taken once)."""
     def deco(cls: E) -> E:
+        if name in EXECUTORS and type(EXECUTORS[name]) is not cls:
+            raise ValueError(f"executor {name!r} is already registered by {type(EXECUTORS[name]).__qualname__}")
         instance = cls()
         instance.name = name
         EXECUTORS[name] = instance
@@ -48,8 +52,9 @@ def register_executor(name: str) -> Callable[[E], E]:
 
 def load_executors() -> dict[str, Executor]:
     """The registry with the built-in executors and every plug-in that is installed."""
-    import launcher.local_executors  # noqa: F401  (registers dryrun, debug, local)
-    for module in PLUGINS:
+    for module in BUILTIN:
+        importlib.import_module(module)
+    for module in PLUGINS.values():
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
@@ -61,8 +66,18 @@ def load_executors() -> dict[str, Executor]:
 def get_executor(name: str) -> Executor:
     executors = load_executors()
     if name not in executors:
-        if f"launcher.{name}" in PLUGINS:
+        if name in PLUGINS:
             raise UsageError(f"--cluster {name} is not available in this installation "
-                             f"(module launcher.{name} is missing); available: {', '.join(sorted(executors))}")
+                             f"(module {PLUGINS[name]} is missing); available: {', '.join(sorted(executors))}")
         raise UsageError(f"unknown --cluster {name!r}; available: {', '.join(sorted(executors))}")
     return executors[name]
+
+
+SUMMARY_KEYS = ("Vacc", "Vloss", "est_nvar")
+
+
+def summary(results: Any) -> str:
+    """A short line from a results dict: the headline metrics only, not every scalar."""
+    final = results.get("final", {}) if isinstance(results, dict) else {}
+    parts = [f"{key} {final[key]:.4g}" for key in SUMMARY_KEYS if isinstance(final.get(key), (int, float))]
+    return ", ".join(parts) or "finished"

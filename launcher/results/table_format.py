@@ -1,4 +1,4 @@
-"""Render a launcher.table.Table as terminal text, Markdown, CSV, LaTeX or JSON (a registry by name).
+"""Render a launcher.results.table.Table as terminal text, Markdown, CSV, LaTeX or JSON (a registry by name).
 
 Display formats (term, md, latex) show `mean ± std` cells, mark the best values and carry the caption;
 data formats (csv, json) carry plain numbers (json also the caption and the not-counted runs).
@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from launcher.table import MISSING, Table, key_text
+from launcher.results.table import MISSING, Table, key_text
 
 
 @dataclass(frozen=True)

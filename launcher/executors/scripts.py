@@ -1,15 +1,17 @@
-"""The job scripts a dry-run writes: jobs/<prefix>_<i>.sh per run and jobs/<prefix>_slurm.sbatch for the array.
+"""The job scripts a dry-run writes: jobs/<prefix>_<i>.sh per array task and jobs/<prefix>_slurm.sbatch.
 
 Each task script is self-contained so a user can submit it by hand: it writes the run's config.yaml
 (refusing a folder that holds a different one, as the launcher does) and runs
 `python -m trainer --config <run_dir>/config.yaml`, or for runs on several ranks (--nodes/--gpus-per-node)
-`srun python -m launcher.distributed --slurm --config ...` (one rank per SLURM task). Every value that
-reaches the shell goes through shlex.quote, so spaces, quotes, `$()` or `../` in a config or a path stay
-one inert word.
+`srun python -m trainer.distributed --slurm --config ...` (one rank per SLURM task). With one run per
+task (the default) the task index is the run index. With --runs-per-task K, task t holds K consecutive
+runs (as `--cluster slurm` packs them): it prepares every folder first, then starts the K trainers at once,
+one line ending in `&` each, and waits for them, like the job files of the paper's grid_run.py (its
+pjobs/*.sh); unlike their bare `wait`, the task fails when a run fails. Every value that reaches the shell
+goes through shlex.quote, so spaces, quotes, `$()` or `../` in a config or a path stay one inert word.
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shlex
@@ -25,12 +27,6 @@ from trainer import runfiles
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
 PYTHON_ENV = "NUQLAB_PYTHON"  # set it to run the scripts with another interpreter (e.g. on cluster nodes)
 DEFAULT_DIRECTIVES = ("--gres=gpu:1", "--cpus-per-task=4", "--signal=USR2@120", "--open-mode=append")
-
-
-@functools.lru_cache(maxsize=1)
-def repo_root() -> Path:
-    """The checkout holding the launcher package (put on PYTHONPATH so scripts work uninstalled)."""
-    return Path(__file__).resolve().parents[1]
 
 
 def script_path(jobs_dir: Path, prefix: str, index: int) -> Path:
@@ -52,16 +48,10 @@ def array_spec(indices: Iterable[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-def task_script(run: RunSpec, python: str | None = None, distributed: bool = False) -> str:
-    """The bash script that prepares and runs one run (every inserted value is one quoted word)."""
+def _prepare_lines(run: RunSpec) -> list[str]:
+    """Lines that set run_dir and write its config.yaml, refusing a folder that holds a different one."""
     q = shlex.quote
-    train = ('exec srun "$python" -u -m launcher.distributed --slurm' if distributed
-             else 'exec "$python" -m trainer')
-    return "\n".join([
-        "#!/usr/bin/env bash",
-        f"# nuqlab run {run.index}: {run.name}",
-        "set -euo pipefail",
-        f"export PYTHONPATH={q(str(repo_root()))}\"${{PYTHONPATH:+:$PYTHONPATH}}\"",
+    return [
         f"run_dir={q(str(run.dir.absolute()))}",
         f"config={q(dump_config(run.config))}",
         'mkdir -p "$run_dir"',
@@ -74,11 +64,62 @@ def task_script(run: RunSpec, python: str | None = None, distributed: bool = Fal
         f'  printf \'%s\' "$config" > "$run_dir/.{runfiles.CONFIG}.$$"',
         f'  mv -f "$run_dir/.{runfiles.CONFIG}.$$" "$run_dir/{runfiles.CONFIG}"',
         "fi",
-        f"python={q(python or sys.executable)}",
-        f'if [ -n "${{{PYTHON_ENV}:-}}" ]; then python=${PYTHON_ENV}; fi',
+    ]
+
+
+def _python_lines(python: str | None) -> list[str]:
+    return [f"python={shlex.quote(python or sys.executable)}",
+            f'if [ -n "${{{PYTHON_ENV}:-}}" ]; then python=${PYTHON_ENV}; fi']
+
+
+def _header(comment: str) -> list[str]:
+    return ["#!/usr/bin/env bash", comment, "set -euo pipefail",
+            f"export PYTHONPATH={shlex.quote(str(runfiles.REPO_ROOT))}\"${{PYTHONPATH:+:$PYTHONPATH}}\""]
+
+
+def task_script(run: RunSpec, python: str | None = None, distributed: bool = False) -> str:
+    """The bash script that prepares and runs one run (every inserted value is one quoted word)."""
+    train = ('exec srun "$python" -u -m trainer.distributed --slurm' if distributed
+             else 'exec "$python" -m trainer')
+    return "\n".join([
+        *_header(f"# nuqlab run {run.index}: {run.name}"),
+        *_prepare_lines(run),
+        *_python_lines(python),
         f'{train} --config "$run_dir/{runfiles.CONFIG}"',
         "",
     ])
+
+
+# Around the `&` lines: pass SLURM's stop signals on to the trainers (they checkpoint on either), wait for
+# each (again after a signal interrupted the wait), and exit with the last failing run's code.
+_FORWARD = [
+    'trap \'kill -USR2 "${pids[@]}" 2>/dev/null || true\' USR2',
+    'trap \'kill -TERM "${pids[@]}" 2>/dev/null || true\' TERM',
+]
+_WAIT_ALL = [
+    "status=0",
+    'for pid in "${pids[@]}"; do',
+    '  while kill -0 "$pid" 2>/dev/null; do wait "$pid" || true; done',
+    '  code=0; wait "$pid" || code=$?',
+    '  if [ "$code" -ne 0 ]; then status=$code; fi',
+    "done",
+    'exit "$status"',
+]
+
+
+def packed_script(runs: list[RunSpec], python: str | None = None) -> str:
+    """The bash script of one array task that trains `runs` concurrently: folders first, then one `&` each."""
+    q = shlex.quote
+    lines = _header(f"# nuqlab task of {len(runs)} runs: {', '.join(str(r.index) for r in runs)}")
+    for run in runs:
+        lines += [f"# run {run.index}: {run.name}", *_prepare_lines(run)]
+    # the task's CPUs split between its runs, as `--cluster slurm` does (launcher/slurm_task.py)
+    lines += [f'threads=$(( ${{SLURM_CPUS_PER_TASK:-{len(runs)}}} / {len(runs)} ))',
+              'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}"',
+              *_python_lines(python), "pids=()", *_FORWARD]
+    for run in runs:
+        lines += [f'"$python" -m trainer --config {q(str(run.dir.absolute() / runfiles.CONFIG))} &', "pids+=($!)"]
+    return "\n".join(lines + _WAIT_ALL + [""])
 
 
 def sbatch_script(prefix: str, jobs_dir: Path, indices: list[int], directives: Iterable[str] = DEFAULT_DIRECTIVES) -> str:
@@ -126,17 +167,25 @@ def write_generated(path: Path, text: str, executable: bool = False) -> None:
 
 def write_job_scripts(runs: list[RunSpec], prefix: str, jobs_dir: Path,
                       directives: Iterable[str] = DEFAULT_DIRECTIVES,
-                      distributed: bool = False) -> tuple[Path, list[Path]]:
-    """Write one task script per run and the sbatch array script; return their paths."""
+                      distributed: bool = False, runs_per_task: int = 1) -> tuple[Path, list[Path]]:
+    """Write the task scripts and the sbatch array script; return their paths.
+
+    One run per task: script i is run i. K > 1: script t trains runs t*K ... t*K+K-1 of `runs` at once.
+    """
     jobs_dir.mkdir(parents=True, exist_ok=True)
+    if runs_per_task > 1:
+        groups = [runs[i:i + runs_per_task] for i in range(0, len(runs), runs_per_task)]
+        scripts = {t: packed_script(group) for t, group in enumerate(groups)}
+    else:
+        scripts = {run.index: task_script(run, distributed=distributed) for run in runs}
     tasks = []
-    for run in runs:
-        path = script_path(jobs_dir, prefix, run.index)
-        write_generated(path, task_script(run, distributed=distributed), executable=True)
+    for index, text in scripts.items():
+        path = script_path(jobs_dir, prefix, index)
+        write_generated(path, text, executable=True)
         tasks.append(path)
     sbatch = sbatch_path(jobs_dir, prefix)
-    write_generated(sbatch, sbatch_script(prefix, jobs_dir, [r.index for r in runs], directives))
-    remove_stale_scripts(jobs_dir, prefix, {r.index for r in runs})
+    write_generated(sbatch, sbatch_script(prefix, jobs_dir, list(scripts), directives))
+    remove_stale_scripts(jobs_dir, prefix, set(scripts))
     return sbatch, tasks
 
 

@@ -1,10 +1,10 @@
 """Bucket statistics of sampled gradients: what the adaptive level fits (ALQ/AMQ) model.
 
-Gradients are bucketed exactly as the quantizer buckets them (`nuq_layer`: one vector for the whole
-network, buckets crossing layer boundaries; otherwise each parameter on its own, with its own partial
-tail bucket), each bucket is divided by its L2 norm, and per bucket we keep the norm and the mean and
-standard deviation of the normalised values, from segment sums over all values at once: no Python
-loop per bucket.
+Gradients are bucketed exactly as the quantizer buckets them (the plan of nuq/buckets.py: `nuq_layer` one
+vector for the whole network, else each parameter on its own with its own partial tail bucket;
+`nuq_ig_sm_bkts` leaves the partial tail out), each bucket is divided by its L2 norm, and per bucket we
+keep the norm and the mean and standard deviation of the normalised values, from segment sums over all
+values at once: no Python loop per bucket.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+from nuq.buckets import full_buckets_end, plan
 
 
 @dataclass
@@ -29,25 +31,25 @@ class BucketStats:
     nvalues: int           # values seen (a skipped tail bucket excluded)
 
 
-def _bucket_sums(flat: Sequence[torch.Tensor], bucket_size: int
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per bucket s1 = sum x and s2 = sum x^2 (float64), value counts, and whether the bucket is a
-    vector's final partial one. Full buckets of all vectors are rows of one matrix; the partial tails
-    (at most one per vector) are summed by segment."""
+def _bucket_sums(samples: Sequence[Sequence[torch.Tensor]], bucket_size: int, network_wide: bool,
+                 skip_tail: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per quantized bucket s1 = sum x and s2 = sum x^2 (float64) and value counts. Full buckets of all
+    vectors are rows of one matrix; the partial last buckets (at most one per vector) are summed by segment."""
     fulls, tails = [], []
-    for v in flat:
-        cut = v.numel() // bucket_size * bucket_size
-        if cut:
-            fulls.append(v[:cut])
-        if v.numel() > cut:
-            tails.append(v[cut:])
-    s1, s2, counts, is_tail = [], [], [], []
+    for grads in samples:
+        flat = torch.cat([g.detach().reshape(-1) for g in grads]) if grads else torch.zeros(0)
+        for p in plan([g.numel() for g in grads], bucket_size, network_wide, skip_tail):
+            mid = full_buckets_end(p, bucket_size)
+            if mid > p.start:
+                fulls.append(flat[p.start:mid])
+            if p.cut > mid:
+                tails.append(flat[mid:p.cut])
+    s1, s2, counts = [], [], []
     if fulls:
         rows = torch.cat(fulls).double().view(-1, bucket_size)
         s1.append(rows.sum(dim=1))
         s2.append((rows * rows).sum(dim=1))
         counts.append(torch.full((rows.shape[0],), bucket_size, dtype=torch.float64))
-        is_tail.append(torch.zeros(rows.shape[0], dtype=torch.bool))
     if tails:
         sizes = torch.tensor([t.numel() for t in tails])
         x = torch.cat(tails).double()
@@ -55,9 +57,9 @@ def _bucket_sums(flat: Sequence[torch.Tensor], bucket_size: int
         s1.append(torch.zeros(len(tails), dtype=torch.float64, device=x.device).index_add_(0, ids, x))
         s2.append(torch.zeros(len(tails), dtype=torch.float64, device=x.device).index_add_(0, ids, x * x))
         counts.append(sizes.double())
-        is_tail.append(torch.ones(len(tails), dtype=torch.bool))
-    return (torch.cat([t.cpu() for t in s1]), torch.cat([t.cpu() for t in s2]), torch.cat(counts),
-            torch.cat(is_tail))
+    if not counts:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64), torch.zeros(0)
+    return torch.cat([t.cpu() for t in s1]), torch.cat([t.cpu() for t in s2]), torch.cat(counts)
 
 
 def bucket_stats(samples: Sequence[Sequence[torch.Tensor]], bucket_size: int, network_wide: bool,
@@ -75,16 +77,9 @@ def bucket_stats(samples: Sequence[Sequence[torch.Tensor]], bucket_size: int, ne
         raise ValueError(f"dist_num must be a positive int, got {dist_num!r}")
     if len(samples) == 0:
         raise ValueError("bucket_stats needs at least one gradient sample")
-    flat: list[torch.Tensor] = []
-    for grads in samples:
-        vecs = [g.detach().reshape(-1) for g in grads]
-        flat.extend([torch.cat(vecs)] if network_wide else vecs)
-    flat = [v for v in flat if v.numel() > 0]
-    if not flat:
+    if not any(g.numel() for grads in samples for g in grads):
         raise ValueError("no gradient values to compute bucket statistics from")
-    s1, s2, n, is_tail = _bucket_sums(flat, bucket_size)
-    if skip_tail:
-        s1, s2, n = s1[~is_tail], s2[~is_tail], n[~is_tail]
+    s1, s2, n = _bucket_sums(samples, bucket_size, network_wide, skip_tail)
     if n.numel() == 0:
         raise ValueError("no gradient values to compute bucket statistics from (only partial buckets, "
                          "which nuq_ig_sm_bkts leaves out)")

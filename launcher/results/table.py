@@ -1,4 +1,4 @@
-"""Build a results table from runs' values (launcher.table_points): grouped over seeds, pivoted, best marked.
+"""Build a results table from runs' values (launcher.results.table_points): grouped over seeds, pivoted, best marked.
 
 Only runs that are *done* give values (for `iter=N`, done runs that reached N): failed, unfinished and
 missing runs still get a row (per-run tables) or are counted in `n` and the caption (grouped tables), so a
@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from launcher.table_points import (At, RunRecord, TableError, check_metrics, higher_is_better,
+from launcher.results.table_points import (At, RunRecord, TableError, check_metrics, higher_is_better,
                                    point_values, status_text)
 from launcher.naming import grid_title
 from trainer import options

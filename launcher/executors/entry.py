@@ -13,9 +13,8 @@ from trainer import runfiles
 
 def run_one(run_dir: str) -> dict[str, Any]:
     """Train the run in run_dir from its config.yaml; returns the trainer's results dict."""
-    from launcher.rundirs import load_config
     import trainer
 
     folder = Path(run_dir)
-    config = load_config(folder / runfiles.CONFIG)
+    config = runfiles.read_config(folder / runfiles.CONFIG)
     return trainer.run(config, folder)

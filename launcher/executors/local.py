@@ -1,11 +1,11 @@
-"""The executors that need no cluster: dryrun (write job scripts), debug (in-process), local (submitit)."""
+"""`--cluster local`: the runs on this machine through submitit's LocalExecutor, one per GPU when there are GPUs."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,82 +13,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from launcher.errors import UsageError
-from launcher.executors import EXECUTORS, Executor, register_executor
-from launcher.naming import grid_title, safe_token
-from launcher.scripts import DEFAULT_DIRECTIVES, repo_root, write_job_scripts
+from launcher.executors.base import Executor, register_executor, summary
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
-from launcher.state import is_done
+from launcher.stages import require_upstreams, take_ready
+from launcher.state import is_done, run_state
 from trainer import runfiles
 
 POLL_S = 0.5
 DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
-
-
-def job_prefix(selection: Selection, args: argparse.Namespace) -> str:
-    """--prefix, else '<grid>_<run>' (a grid given as a path contributes its file stem)."""
-    if getattr(args, "prefix", None):
-        return safe_token(args.prefix)
-    return safe_token(grid_title(selection.meta.grid, selection.meta.run).replace(".", "_", 1))
-
-
-def write_job_json(run: RunSpec, cluster: str, job_id: str, stdout: str | None, stderr: str | None,
-                   array_index: int | None = None) -> None:
-    runfiles.atomic_write_json(run.dir / runfiles.JOB, {
-        "cluster": cluster, "job_id": job_id, "array_index": array_index, "submitted": time.time(),
-        "stdout": stdout, "stderr": stderr})
-
-
-SUMMARY_KEYS = ("Vacc", "Vloss", "est_nvar")
-
-
-def summary(results: Any) -> str:
-    """A short line from a results dict: the headline metrics only, not every scalar."""
-    final = results.get("final", {}) if isinstance(results, dict) else {}
-    parts = [f"{key} {final[key]:.4g}" for key in SUMMARY_KEYS if isinstance(final.get(key), (int, float))]
-    return ", ".join(parts) or "finished"
-
-
-@register_executor("dryrun")
-class DryRunExecutor(Executor):
-    """Writes jobs/<prefix>_<i>.sh and jobs/<prefix>_slurm.sbatch; runs and submits nothing."""
-    help = "write the job scripts only (same as --dry-run)"
-    writes_run_folders = False
-    checks_data = False
-
-    def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
-        slurm = EXECUTORS.get("slurm")
-        directives = getattr(slurm, "sbatch_directives", None)
-        directives = directives(args) if callable(directives) else DEFAULT_DIRECTIVES
-        prefix = job_prefix(selection, args)
-        distributed = any(getattr(args, k, None) is not None for k in ("nodes", "gpus_per_node"))
-        sbatch, tasks = write_job_scripts(runs, prefix, Path(args.jobs_dir), directives, distributed)
-        print(f"dry run: wrote {len(tasks)} task scripts {tasks[0].parent}/{prefix}_<i>.sh and {sbatch}")
-        print(f"submit by hand with: sbatch {sbatch}   (or run one: bash {tasks[0]})")
-        return 0
-
-
-@register_executor("debug")
-class DebugExecutor(Executor):
-    """Runs each run in this process, one after another, so pdb and prints work."""
-    help = "run in-process, sequentially (for pdb)"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--pdb", action="store_true", help="with --cluster debug: post-mortem pdb on an exception")
-
-    def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
-        from launcher.entry import run_one
-        for run in runs:
-            write_job_json(run, "debug", str(os.getpid()), None, None)
-            print(f"[{run.index}] running in-process: {run.dir}", flush=True)
-            try:
-                results = run_one(str(run.dir))
-            except Exception:
-                if getattr(args, "pdb", False):
-                    import pdb
-                    pdb.post_mortem(sys.exc_info()[2])
-                raise
-            print(f"[{run.index}] done: {summary(results)}", flush=True)
-        return 0
 
 
 def visible_gpus() -> list[int]:
@@ -129,7 +61,7 @@ class LocalExecutor(Executor):
                             help="kill a local run after MIN minutes (default 7 days)")
         parser.add_argument("--procs-per-run", type=positive_int, default=1, metavar="N",
                             help="local: train each run on N torch.distributed processes "
-                                 "(launcher/distributed.py; N GPUs per run when there are GPUs)")
+                                 "(launcher/executors/distributed.py; N GPUs per run when there are GPUs)")
 
     def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
         import submitit
@@ -140,17 +72,25 @@ class LocalExecutor(Executor):
         if gpus and len(gpus) < procs:
             raise UsageError(f"--procs-per-run {procs}: only {len(gpus)} GPUs are visible")
         cap = args.max_parallel or max(1, len(gpus) // procs)
+        require_upstreams(runs, run_state)
         _put_repo_on_pythonpath()
         queue = list(runs)
         running: dict[Any, tuple[RunSpec, tuple[int, ...]]] = {}
         free = list(gpus)
         failed = done = 0
+        blocked_by: dict[str, str] = {}  # run name -> the failed run it cannot start without
         print(f"running {len(runs)} runs locally, {cap} at a time", flush=True)
         progress = Progress(len(runs))
         try:
             while queue or running:
                 while queue and len(running) < cap and (not gpus or len(free) >= procs):
-                    run = queue.pop(0)
+                    unfinished = {r.name for r in queue} | {r.name for r, _ in running.values()}
+                    run, blocked = take_ready(queue, unfinished, blocked_by)
+                    for skipped, by in blocked:
+                        progress.write(f"[{skipped.index}] BLOCKED by {by} (failed): not started")
+                    failed += len(blocked)
+                    if run is None:  # the rest wait on upstream runs still running
+                        break
                     mine = tuple(free[:procs]) if gpus else ()
                     del free[:len(mine)]
                     running[self._submit(submitit, target, run, mine, args, progress)] = (run, mine)
@@ -159,14 +99,17 @@ class LocalExecutor(Executor):
                 for job in [j for j in running if j.done()]:
                     run, mine = running.pop(job)
                     free.extend(mine)
-                    ok = self._report(job, run, progress)
-                    done, failed = done + ok, failed + (not ok)
+                    if self._report(job, run, progress):
+                        done += 1
+                    else:
+                        failed += 1
+                        blocked_by[run.name] = run.name
         except KeyboardInterrupt:
             progress.close()
             return _interrupted(running, queue)
         progress.show(done + failed, 0)
         progress.close()
-        print(f"local: {len(runs) - failed} finished, {failed} failed", flush=True)
+        print(f"local: {len(runs) - failed} finished, {failed} failed or blocked", flush=True)
         return 1 if failed else 0
 
     @staticmethod
@@ -180,7 +123,7 @@ class LocalExecutor(Executor):
         executor.update_parameters(**params)
         with _stderr_to(run.dir / "submitit" / CONTROLLER_LOG):  # submitit's controller inherits stderr
             job = executor.submit(fn, str(run.dir.absolute()), *extra)
-        write_job_json(run, "local", str(job.job_id), str(job.paths.stdout), str(job.paths.stderr))
+        runfiles.write_job(run.dir, "local", str(job.job_id), str(job.paths.stdout), str(job.paths.stderr))
         where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
         progress.write(f"[{run.index}] started{where}: {run.dir}")
         return job
@@ -264,23 +207,20 @@ def _interrupted(running: dict[Any, tuple[RunSpec, tuple[int, ...]]], queue: lis
 
 
 def _run_target(procs: int) -> tuple[Callable[..., Any], tuple]:
-    """What each local job runs: launcher.entry.run_one, or run_one_distributed for N processes per run."""
+    """What each local job runs: launcher.executors.entry.run_one, or run_one_distributed for N processes per run."""
     if procs == 1:
-        from launcher.entry import run_one
+        from launcher.executors.entry import run_one
         return run_one, ()
     try:
-        from launcher.distributed import run_one_distributed
+        from launcher.executors.distributed import run_one_distributed
     except ModuleNotFoundError as err:
-        if err.name != "launcher.distributed":
+        if err.name != "launcher.executors.distributed":
             raise
         raise UsageError(f"--procs-per-run {procs} is not available in this installation "
-                         "(module launcher.distributed is missing)") from None
+                         "(module launcher.executors.distributed is missing)") from None
     return run_one_distributed, (procs,)
 
 
 def _put_repo_on_pythonpath() -> None:
     """submitit starts fresh interpreters: make sure they import this checkout's packages."""
-    root = str(repo_root())
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root] + paths)
+    os.environ["PYTHONPATH"] = runfiles.pythonpath_with_repo(os.environ.get("PYTHONPATH"))
