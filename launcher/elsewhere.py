@@ -10,8 +10,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from launcher.errors import UsageError
 from launcher.naming import config_hash, format_value, name_hash
 from launcher.selection import Selection
@@ -30,15 +28,13 @@ def require_results_dir(selection: Selection) -> None:
 
 def _stored_configs(results_dir: Path, known: set[str]) -> list[dict[str, Any]]:
     """The configs of run folders whose config hash is not in `known`."""
-    from launcher.rundirs import load_config
-
     out = []
     for path in sorted(results_dir.glob(f"*/{runfiles.CONFIG}")):
         if name_hash(path.parent.name) in known:
             continue
         try:
-            out.append(load_config(path))
-        except (OSError, ValueError, yaml.YAMLError):  # unreadable: not a run this note can describe
+            out.append(runfiles.read_config(path))
+        except ValueError:  # unreadable: not a run this note can describe
             continue
     return out
 
