@@ -16,10 +16,10 @@ import yaml
 
 from launcher.errors import UsageError
 from launcher.grid import GridError, expand
-from launcher.naming import name_hash, run_name, safe_token, swept_keys
+from launcher.naming import grid_title, name_hash, run_name, safe_token, swept_keys
 from launcher.registry import get_run
 from launcher.stages import INIT_RUN, STAGE, has_stages, resolve
-from trainer.options import ConfigError, check_combination, closest_keys, ineffective_keys, OPTIONS, validate_config
+from trainer.options import ConfigError, closest_keys, frozen_adaptive_method, ineffective_keys, OPTIONS, validate_config
 
 DEFAULT_ROOT = "./runs"
 
@@ -160,17 +160,19 @@ def select_runs(args: argparse.Namespace) -> Selection:
     results_dir = root / folder
     exclude = tuple(spec.exclude) + (INIT_RUN,)  # the upstream shows in the hash, not the readable name
     no_effect: dict[str, dict[str, Any]] = {}  # key -> {what to set, values seen where it does nothing}
+    frozen: dict[str, int] = {}  # adaptive method -> runs that never adapt it (no g_optim)
     validated: list[dict[str, Any]] = []
     for index, raw in enumerate(configs):
         raw.update(overrides)
         label = f"{where}[{index}]"
         try:
             config = validate_config(raw, run=label)
-            check_combination(config, run=label)
         except ConfigError as err:
             raise UsageError(str(err)) from None
         for key, needs in ineffective_keys(config).items():
             no_effect.setdefault(key, {"needs": needs, "values": []})["values"].append(config[key])
+        if (method := frozen_adaptive_method(config)) is not None:
+            frozen[method] = frozen.get(method, 0) + 1
         validated.append(config)
     names = swept_keys(validated)  # from the whole grid, so --only/--limit never rename a run
     existing = _folders_by_hash(results_dir)
@@ -200,7 +202,13 @@ def select_runs(args: argparse.Namespace) -> Selection:
         raise UsageError(_nothing_selected(where, configs, only))
     meta = GridMeta(args.grid, args.run, folder, results_dir, tuple(spec.exclude), len(configs), spec.slurm)
     varying = [k for k in varying_keys([r.config for r in runs]) if k != INIT_RUN]  # one per upstream: no column
-    return Selection(meta, runs, varying, _no_effect_warnings(where, no_effect), validated)
+    title = grid_title(args.grid, args.run)
+    warnings = _no_effect_warnings(title, no_effect)
+    if frozen:
+        warnings.append(f"nuq_method {', '.join(frozen)} in {sum(frozen.values())} runs of {title} adapt their "
+                        "levels only with g_optim, which they do not set: their levels stay the initial ones; "
+                        "set g_optim: '' in the grid (or --set g_optim=) to adapt them")
+    return Selection(meta, runs, varying, warnings, validated)
 
 
 def _folders_by_hash(results_dir: Path) -> dict[str, str]:

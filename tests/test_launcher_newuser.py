@@ -41,14 +41,18 @@ def test_out_of_range_values_fail_the_dry_run_in_one_line(tmp_path, assignment, 
     assert not (tmp_path / "jobs").exists()
 
 
-def test_an_adaptive_method_without_g_optim_is_refused(tmp_path):
+def test_an_adaptive_method_without_g_optim_is_a_warning_naming_the_key(tmp_path):
+    # a warning, not an error: the paper's own grids (grids/paper.py, golden) run amq without g_optim
     grid = write_grid(tmp_path, """
 @register
 def r():
-    return GridRun({"g_estim": "nuq", "nuq_method": ["qinf", "amq"]}, "r")
+    return GridRun({"g_estim": "nuq", "nuq_method": ["qinf", "amq", "alq"]}, "r")
 """)
-    code, _, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run")
-    assert code == 2 and "nuq_method 'amq' adapts its levels only with g_optim" in err and "--set g_optim=" in err
+    code, out, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run")
+    assert code == 0 and "warning: nuq_method amq, alq in 2 runs of g.r adapt their levels only with g_optim" in err
+    assert "--set g_optim=" in err
+    code, out, err = launch(tmp_path, "--grid", grid, "--run", "r", "--dry-run", "--set", "g_optim=")
+    assert code == 0 and "warning" not in err, err
 
 
 def test_a_sweep_that_cannot_have_an_effect_is_an_error_naming_the_key_to_set(tmp_path):

@@ -92,18 +92,18 @@ _OPTIONS = [
     Option("seed", "int", 1, "Random seed; a CPU run is bit-for-bit repeatable for a seed.", min=0),
     Option("no_cuda", "bool", False, "Force CPU even when CUDA is available."),
     # logging and checkpoints
-    Option("log_interval", "int", 50, "Iterations between plain log lines.", min=1),
-    Option("tblog_interval", "int", 100, "Iterations between TensorBoard/metrics.jsonl scalars.", min=1),
-    Option("chkpt_iter", "int", 2000, "Iterations between evaluation + checkpoint.", min=1),
+    Option("log_interval", "int", 50, "Iterations between plain log lines (0: off).", min=0),
+    Option("tblog_interval", "int", 100, "Iterations between TensorBoard/metrics.jsonl scalars (0: off).", min=0),
+    Option("chkpt_iter", "int", 2000, "Iterations between evaluation + checkpoint (0: off).", min=0),
     Option("train_accuracy", "bool", False, "Also evaluate on the training set (Tloss, Tacc)."),
     # gradient estimator
     Option("g_estim", "str", "sgd", "Gradient estimator.", ESTIMATORS),
     Option("g_epoch", "bool", False, "Paper flag: estimator epochs (kept for grid compatibility)."),
-    Option("gvar_log_iter", "int", 100, "Iterations between gradient-variance measurements.", min=1),
+    Option("gvar_log_iter", "int", 100, "Iterations between gradient-variance measurements (0: off).", min=0),
     Option("gvar_start", "int", 0, "Iteration from which variance is measured and levels are adapted.", min=0),
     Option("gvar_estim_iter", "int", 10, "Samples used per gradient-variance measurement.", min=2),
     Option("g_osnap_iter", "intlist", "100,2000,10000", "Level re-fit iterations: listed ones, then every last value."),
-    Option("g_bsnap_iter", "int", 10000, "Paper flag: snapshot interval (kept for grid compatibility).", min=1),
+    Option("g_bsnap_iter", "int", 10000, "Paper flag: snapshot interval (kept for grid compatibility).", min=0),
     Option("g_optim", "bool", False, "Adapt the quantization levels during training."),
     Option("g_optim_start", "int", 0, "Iteration from which the levels are adapted.", min=0),
     # quantization
@@ -260,13 +260,13 @@ def ineffective_keys(config: Mapping[str, Any]) -> dict[str, str]:
     return {r.key: r.needs for r in rules if not r.applies(full)}
 
 
-def check_combination(config: Mapping[str, Any], run: str = "<config>") -> None:
-    """ConfigError for a combination that cannot do what it says (checked on validated configs)."""
+def frozen_adaptive_method(config: Mapping[str, Any]) -> str | None:
+    """The adaptive nuq_method of a quantized run without g_optim (its levels then never adapt: they stay
+    the method's initial ones, as the paper's own grids sometimes have it), else None."""
     full = _WithDefaults(config)
     if full["g_estim"] in QUANTIZED_ESTIMATORS and full["nuq_method"] in ADAPTIVE_METHODS and not full["g_optim"]:
-        raise ConfigError(f"run {run}: nuq_method {full['nuq_method']!r} adapts its levels only with g_optim; "
-                          "set g_optim: '' in the grid (or --set g_optim=), or pick a fixed method "
-                          "(none, q, qinf, nuq, trn)")
+        return full["nuq_method"]
+    return None
 
 
 def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
