@@ -34,6 +34,8 @@ def write_grid(tmp_path, body: str, name: str = "g") -> str:
     ("batch_size=0", "bad value for 'batch_size': 0 is out of range; expected >= 1"),
     ("nuq_mul=1.5", "expected (0, 1)"),
     ("lr=-0.1", "expected >= 0"),
+    ("arch=resnet33", "bad value for 'arch': 'resnet33' is not one of linear, mlp, "),  # the model registry's names
+    ("optim=rmsprop", "bad value for 'optim': 'rmsprop' is not one of sgd, adam"),
 ])
 def test_out_of_range_values_fail_the_dry_run_in_one_line(tmp_path, assignment, expected):
     code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--dry-run", "--set", assignment)

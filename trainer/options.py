@@ -6,13 +6,14 @@ This module must stay import-light (no torch): the launcher imports it to valida
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from estim.names import ESTIMATORS
 from nuq.names import METHODS as NUQ_METHODS
 from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
-from trainer.names import DATASETS, OPTIMIZERS
+from trainer.names import DATASETS, MODEL_PATTERNS, MODELS, OPTIMIZERS
 
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int.
@@ -26,10 +27,15 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    patterns: tuple[tuple[str, str], ...] = ()  # (shown, regex): names of parametrised families also accepted
     min: float | None = None   # inclusive lower bound (numbers)
     max: float | None = None   # inclusive upper bound (numbers)
     open_min: bool = False     # the lower bound itself is excluded (e.g. nuq_mul in (0, 1))
     open_max: bool = False
+
+    def choice_names(self) -> list[str]:
+        """The accepted names as users write them: the choices, then the parametrised families."""
+        return [*(self.choices or ()), *(shown for shown, _ in self.patterns)]
 
     def range_text(self) -> str:
         """'1..8', '>= 1', '> 0', '(0, 1)' or '' when unbounded."""
@@ -74,7 +80,7 @@ _OPTIONS = [
     # data and model
     Option("dataset", "str", "digits", "Dataset name.", DATASETS),
     Option("data", "str", "./data", "Folder holding the dataset files (unused for digits and synthetic data)."),
-    Option("arch", "str", "digits_mlp", "Model name from the model registry."),
+    Option("arch", "str", "digits_mlp", "Model name from the model registry.", MODELS, patterns=MODEL_PATTERNS),
     Option("pretrained", "bool", False, "Start from pretrained weights (kept for the paper's grids; unsupported offline)."),
     Option("batch_size", "int", 128, "Minibatch size per (simulated) worker.", min=1),
     Option("test_batch_size", "int", 1000, "Batch size for evaluation.", min=1),
@@ -171,8 +177,8 @@ def _coerce(opt: Option, value: Any) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {type(value).__name__} {value!r}")
-        if opt.choices and value not in opt.choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(opt.choices)}")
+        if opt.choices and value not in opt.choices and not any(re.fullmatch(rx, value) for _, rx in opt.patterns):
+            raise ValueError(f"{value!r} is not one of {', '.join(opt.choice_names())}")
         return value
     if kind in ("milestones", "intlist"):
         if isinstance(value, bool):
