@@ -14,9 +14,11 @@ from launcher.errors import UsageError
 from launcher.executors.base import get_executor, load_executors
 from launcher.rundirs import check_runs, prepare_runs
 from launcher.naming import grid_title, swept_keys
-from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs
+from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs, unknown_arch_text
 from launcher.state import DONE, RUNNING, run_state
 from trainer.data_files import missing_data
+from trainer.names import unknown_arch
+from trainer.options import OPTIONS
 
 DEFAULT_JOBS_DIR = "./jobs"
 
@@ -50,7 +52,8 @@ def runs_table(selection: Selection, states: dict[int, str], width: int | None =
     header = ["idx", "state"] + keys + ["name"]
     rows = [[r.index, states[r.index]] + [r.config.get(k) for k in keys] + [r.name] for r in selection.runs]
     rows, cut = fit_last_column(header, rows, width or terminal_width())
-    note = "\n(names shortened to fit the terminal; full names and configs: --json or launch show --full)" if cut else ""
+    note = ("\n(names shortened to fit the terminal; full names and configs: --json or launch show --full)"
+            if cut else "")
     return format_table(header, rows) + note
 
 
@@ -59,13 +62,17 @@ SHARED_FS_NOTE = ("checked from this host: on SLURM the folder must also be on a
 
 
 def check_data(runs: list[RunSpec], cluster: str) -> None:
-    """UsageError, before anything is submitted, when a run's dataset files are missing (each folder once)."""
+    """UsageError, before anything is submitted, when a run's model is not registered or its dataset files
+    are missing (each folder checked once)."""
     problems = {}
     for run in runs:
         key = (run.config.get("dataset", "digits"), run.config.get("data", "./data"))
         if key not in problems:
             problems[key] = missing_data(run.config)
     missing = [(key, why) for key, why in problems.items() if why]
+    archs = sorted({arch for r in runs if unknown_arch(arch := r.config.get("arch", OPTIONS["arch"].default))})
+    if archs:
+        raise UsageError(f"arch {', '.join(archs)}: {unknown_arch_text()}; nothing was launched")
     if missing:
         n = sum(1 for r in runs if problems[(r.config.get("dataset", "digits"), r.config.get("data", "./data"))])
         note = f" ({SHARED_FS_NOTE})" if cluster == "slurm" else ""

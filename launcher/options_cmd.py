@@ -19,7 +19,7 @@ def _default(opt: Option) -> str:
 
 def _help(opt: Option) -> str:
     rng = opt.range_text()
-    return opt.help + (f" One of: {', '.join(opt.choice_names())}." if opt.choices else "") + (f" Range: {rng}." if rng else "")
+    return opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "") + (f" Range: {rng}." if rng else "")
 
 
 def markdown_table() -> str:

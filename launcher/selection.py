@@ -19,7 +19,9 @@ from launcher.grid import GridError, expand
 from launcher.naming import grid_title, name_hash, run_name, safe_token, swept_keys
 from launcher.registry import get_run
 from launcher.stages import INIT_RUN, STAGE, has_stages, resolve
-from trainer.options import ConfigError, closest_keys, frozen_adaptive_method, ineffective_keys, OPTIONS, validate_config
+from trainer.names import MODEL_PATTERNS, MODELS, unknown_arch
+from trainer.options import (ConfigError, closest_keys, frozen_adaptive_method, ineffective_keys, OPTIONS,
+                             validate_config)
 
 DEFAULT_ROOT = "./runs"
 
@@ -161,6 +163,7 @@ def select_runs(args: argparse.Namespace) -> Selection:
     exclude = tuple(spec.exclude) + (INIT_RUN,)  # the upstream shows in the hash, not the readable name
     no_effect: dict[str, dict[str, Any]] = {}  # key -> {what to set, values seen where it does nothing}
     frozen: dict[str, int] = {}  # adaptive method -> runs that never adapt it (no g_optim)
+    no_model: dict[str, int] = {}  # arch naming no registered model -> runs
     validated: list[dict[str, Any]] = []
     for index, raw in enumerate(configs):
         raw.update(overrides)
@@ -173,6 +176,8 @@ def select_runs(args: argparse.Namespace) -> Selection:
             no_effect.setdefault(key, {"needs": needs, "values": []})["values"].append(config[key])
         if (method := frozen_adaptive_method(config)) is not None:
             frozen[method] = frozen.get(method, 0) + 1
+        if unknown_arch(arch := config.get("arch", OPTIONS["arch"].default)):
+            no_model[arch] = no_model.get(arch, 0) + 1
         validated.append(config)
     names = swept_keys(validated)  # from the whole grid, so --only/--limit never rename a run
     existing = _folders_by_hash(results_dir)
@@ -208,7 +213,15 @@ def select_runs(args: argparse.Namespace) -> Selection:
         warnings.append(f"nuq_method {', '.join(frozen)} in {sum(frozen.values())} runs of {title} adapt their "
                         "levels only with g_optim, which they do not set: their levels stay the initial ones; "
                         "set g_optim: '' in the grid (or --set g_optim=) to adapt them")
+    if no_model:
+        runs_n = sum(no_model.values())
+        warnings.append(f"arch {', '.join(no_model)} in {runs_n} runs of {title}: {unknown_arch_text()}")
     return Selection(meta, runs, varying, warnings, validated)
+
+
+def unknown_arch_text() -> str:
+    return (f"not a registered model ({', '.join(MODELS)}, {', '.join(s for s, _ in MODEL_PATTERNS)}); "
+            "launching them is refused, --set arch=NAME picks another")
 
 
 def _folders_by_hash(results_dir: Path) -> dict[str, str]:

@@ -34,13 +34,20 @@ def write_grid(tmp_path, body: str, name: str = "g") -> str:
     ("batch_size=0", "bad value for 'batch_size': 0 is out of range; expected >= 1"),
     ("nuq_mul=1.5", "expected (0, 1)"),
     ("lr=-0.1", "expected >= 0"),
-    ("arch=resnet33", "bad value for 'arch': 'resnet33' is not one of linear, mlp, "),  # the model registry's names
     ("optim=rmsprop", "bad value for 'optim': 'rmsprop' is not one of sgd, adam"),
 ])
 def test_out_of_range_values_fail_the_dry_run_in_one_line(tmp_path, assignment, expected):
     code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--dry-run", "--set", assignment)
     assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "jobs").exists()
+
+
+def test_an_unregistered_arch_warns_at_dry_run_and_stops_a_launch(tmp_path):
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--dry-run", "--set", "arch=resnet33")
+    assert code == 0 and "warning: arch resnet33 in 20 runs of nuq.digits: not a registered model (linear, " in err
+    code, out, err = launch(tmp_path, "--grid", "nuq", "--run", "digits", "--cluster", "local", "--set", "arch=resnet33")
+    assert code == 2 and err.strip().endswith("--set arch=NAME picks another; nothing was launched"), err
+    assert "wrn<depth>-<k>" in err and not (tmp_path / "runs").exists()
 
 
 def test_an_adaptive_method_without_g_optim_is_a_warning_naming_the_key(tmp_path):

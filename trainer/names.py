@@ -8,3 +8,10 @@ OPTIMIZERS = ("sgd", "adam")
 MODELS = ("linear", "mlp", "digits_mlp", "cnn", "digits_cnn", "resnet8", "resnet20", "resnet32", "resnet44",
           "resnet56", "resnet110", "preact_resnet20", "preact_resnet56", "resnet18", "resnet34", "resnet50")
 MODEL_PATTERNS = (("wrn<depth>-<k>", r"wrn(\d+)-(\d+)"),)  # (as users write it, the regex its groups come from)
+
+
+def unknown_arch(name: str) -> bool:
+    """Whether `arch` names no registered model (checked before a launch; the paper's grids name some,
+    e.g. mobilenet_v2, that this checkout does not implement)."""
+    import re
+    return name not in MODELS and not any(re.fullmatch(rx, name) for _, rx in MODEL_PATTERNS)

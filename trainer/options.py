@@ -6,14 +6,13 @@ This module must stay import-light (no torch): the launcher imports it to valida
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from estim.names import ESTIMATORS
 from nuq.names import METHODS as NUQ_METHODS
 from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
-from trainer.names import DATASETS, MODEL_PATTERNS, MODELS, OPTIMIZERS
+from trainer.names import DATASETS, OPTIMIZERS
 
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int.
@@ -27,15 +26,10 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
-    patterns: tuple[tuple[str, str], ...] = ()  # (shown, regex): names of parametrised families also accepted
     min: float | None = None   # inclusive lower bound (numbers)
     max: float | None = None   # inclusive upper bound (numbers)
     open_min: bool = False     # the lower bound itself is excluded (e.g. nuq_mul in (0, 1))
     open_max: bool = False
-
-    def choice_names(self) -> list[str]:
-        """The accepted names as users write them: the choices, then the parametrised families."""
-        return [*(self.choices or ()), *(shown for shown, _ in self.patterns)]
 
     def range_text(self) -> str:
         """'1..8', '>= 1', '> 0', '(0, 1)' or '' when unbounded."""
@@ -80,7 +74,8 @@ _OPTIONS = [
     # data and model
     Option("dataset", "str", "digits", "Dataset name.", DATASETS),
     Option("data", "str", "./data", "Folder holding the dataset files (unused for digits and synthetic data)."),
-    Option("arch", "str", "digits_mlp", "Model name from the model registry.", MODELS, patterns=MODEL_PATTERNS),
+    Option("arch", "str", "digits_mlp", "Model name from the model registry (trainer/names.py MODELS, wrn<depth>-<k>); "
+           "an unregistered one stops a launch, a dry-run warns."),
     Option("pretrained", "bool", False, "Start from pretrained weights (kept for the paper's grids; unsupported offline)."),
     Option("batch_size", "int", 128, "Minibatch size per (simulated) worker.", min=1),
     Option("test_batch_size", "int", 1000, "Batch size for evaluation.", min=1),
@@ -117,7 +112,8 @@ _OPTIONS = [
     Option("nuq_bits", "int", 4, "Bits per coordinate (2^bits levels).", min=1, max=8),
     Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm.", min=1),
     Option("nuq_ngpu", "int", 1, "Simulated workers: minibatches quantized independently and averaged.", min=1),
-    Option("nuq_mul", "float", 0.5, "Multiplier of the exponential (NUQSGD) levels.", min=0, max=1, open_min=True, open_max=True),
+    Option("nuq_mul", "float", 0.5, "Multiplier of the exponential (NUQSGD) levels.",
+           min=0, max=1, open_min=True, open_max=True),
     Option("nuq_amq_lr", "float", 0.7, "AMQ: learning rate of the multiplier.", min=0),
     Option("nuq_amq_epochs", "int", 50, "AMQ: gradient steps on the multiplier.", min=0),
     Option("nuq_cd_epochs", "int", 30, "ALQ: coordinate-descent sweeps.", min=0),
@@ -177,8 +173,8 @@ def _coerce(opt: Option, value: Any) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {type(value).__name__} {value!r}")
-        if opt.choices and value not in opt.choices and not any(re.fullmatch(rx, value) for _, rx in opt.patterns):
-            raise ValueError(f"{value!r} is not one of {', '.join(opt.choice_names())}")
+        if opt.choices and value not in opt.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(opt.choices)}")
         return value
     if kind in ("milestones", "intlist"):
         if isinstance(value, bool):

@@ -143,7 +143,7 @@ def _curve(rec: RunRecord, metric: str, x_axis: XAxis, window: int) -> tuple[np.
     return x[keep][order], y[keep][order]
 
 
-def log_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def log_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
     """(x, geometric mean, low, high, n): `band` of log10(y), back-transformed, so a band over seeds of
     a positive quantity stays positive on a log axis (non-positive values are left out)."""
     logged = [(x, np.log10(np.where(y > 0, y, np.nan))) for x, y in curves]
