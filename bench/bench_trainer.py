@@ -57,7 +57,7 @@ def main() -> None:
             timer.compute_s += time.perf_counter() - t0
             return [g.detach() for g in grads], value
 
-    make_optimizer = loop._make_optimizer
+    make_optimizer = loop.make_optimizer
 
     def timed_optimizer(opt, model):
         optimizer = make_optimizer(opt, model)
@@ -72,7 +72,7 @@ def main() -> None:
         return optimizer
 
     estim.base._REGISTRY["sgd"] = TimedSGD
-    loop._make_optimizer = timed_optimizer
+    loop.make_optimizer = timed_optimizer
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "cifar10"
         data.mkdir()

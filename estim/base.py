@@ -13,16 +13,19 @@ from nuq.registry import Registry
 
 
 class BatchStream(Protocol):
-    """An endless, seeded, resumable stream of (inputs, targets) minibatches already on the run's device."""
+    """An endless, seeded, resumable stream of (inputs, targets) minibatches already on the run's device;
+    (inputs, targets, dataset indices) when a trainer plugin asked for the indices."""
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def next(self) -> tuple[torch.Tensor, ...]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (output, target) -> loss; given the indices too, (output, target, index), when the stream carries them.
+# The trainer passes its objective: task loss + trainer plugins' extra terms (trainer/plugins/enabled.py).
+LossFn = Callable[..., torch.Tensor]
 
 
 class GradientEstimator:
@@ -41,9 +44,10 @@ class GradientEstimator:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def minibatch_grad(self, stream: BatchStream) -> tuple[list[torch.Tensor], float]:
-        """Gradient and loss of one minibatch drawn from `stream`."""
-        x, y = stream.next()
-        loss = self.loss_fn(self.model(x), y)
+        """Gradient and loss of one minibatch drawn from `stream`: the one place every estimator
+        evaluates the loss, so each differentiates the same objective."""
+        x, y, *index = stream.next()
+        loss = self.loss_fn(self.model(x), y, *index)
         grads = torch.autograd.grad(loss, self.params())
         return [g.detach() for g in grads], float(loss.detach())
 
@@ -78,10 +82,7 @@ _REGISTRY = Registry("estimator", ESTIMATORS, "estim/names.py ESTIMATORS")
 def register_estimator(name: str) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
     """Register an estimator class as `g_estim: name` (a name is taken once; it must be in estim/names.py
     ESTIMATORS, the names the option schema offers)."""
-    def wrap(cls: type[GradientEstimator]) -> type[GradientEstimator]:
-        _REGISTRY.add(name, cls)
-        return cls
-    return wrap
+    return _REGISTRY.register(name)
 
 
 def get_estimator_class(name: str) -> type[GradientEstimator]:

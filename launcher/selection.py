@@ -21,7 +21,7 @@ from launcher.registry import get_run
 from launcher.stages import INIT_RUN, STAGE, has_stages, resolve
 from trainer.names import MODEL_PATTERNS, MODELS, unknown_arch
 from trainer.options import (ConfigError, closest_keys, frozen_adaptive_method, ineffective_keys, OPTIONS,
-                             validate_config)
+                             validate_config, validate_value)
 
 DEFAULT_ROOT = "./runs"
 
@@ -114,7 +114,7 @@ def parse_assignment(text: str, flag: str) -> tuple[str, Any]:
         raise UsageError(f"{flag} {text!r}: unknown config key {key!r}; {hint}")
     value = parse_scalar(raw, f"{flag} {key}")
     try:
-        value = validate_config({key: value}, run=flag)[key]
+        value = validate_value(key, value, run=flag)
     except ConfigError as err:
         raise UsageError(f"{flag} {text!r}: {str(err).removeprefix(f'run {flag}: ')}") from None
     return key, value

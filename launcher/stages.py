@@ -115,7 +115,7 @@ def require_upstreams(runs: Sequence[Any], state_of: Callable[[Path], str]) -> N
         if up is None or up.name in names:
             continue
         state = state_of(up)
-        if state != "done":
+        if state != runfiles.DONE:
             raise UsageError(f"run {run.index} ({run.name}) starts from {up.name}, which is {state} and not "
                              f"selected; launch its stage too (e.g. without --only/--stage) or wait until it is done")
 

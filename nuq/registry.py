@@ -4,7 +4,9 @@ names) only a name of its torch-free table. Torch-free, and in the lowest layer 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 class Registry(dict):
@@ -20,3 +22,10 @@ class Registry(dict):
         if self.table is not None and name not in self.table:
             raise ValueError(f"{self.kind} {name!r} is not in {self.home}; add it there so configs can select it")
         self[name] = value
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """A decorator that adds what it decorates under `name` and returns it unchanged."""
+        def wrap(value: T) -> T:
+            self.add(name, value)
+            return value
+        return wrap

@@ -62,6 +62,9 @@ ESTIMATOR_CASES = {
     "network_wide_linf": {"nuq_method": "qinf", "nuq_bits": 2, "nuq_bucket_size": 100, "nuq_layer": True},
     "ternary": {"nuq_method": "trn", "nuq_bits": 2, "nuq_bucket_size": 128},
     "full_precision": {"nuq_method": "none"},  # fp32 all-reduce (2 ranks: a + b, the same float sum)
+    # a trainer plugin's extra loss term (c ||w||^2, tests/plugins_for_tests.py) under quantization and not
+    "plugin_sqnorm": {"nuq_method": "q", "nuq_bits": 3, "nuq_bucket_size": 64, "plugins": "sqnorm", "sqnorm_c": 0.05},
+    "plugin_sqnorm_fp": {"nuq_method": "none", "plugins": "sqnorm", "sqnorm_c": 0.05},
 }
 ESTIMATOR_CALLS = 2
 
@@ -101,6 +104,9 @@ def estimator_grads(case: dict, rank: int, simulated: bool = False) -> list[list
 
     from estim import get_estimator_class
     from trainer.options import full_config
+    from trainer.plugins.enabled import EnabledPlugins
+    if "plugins" in case:
+        import_test_plugins()
     name = "nuq" if simulated else "nuq_dist"
     opts = full_config({**case, "g_estim": name, "nuq_ngpu": 2, "seed": 5})
     batches = [worker_batch(r) for r in range(2)] if simulated else [worker_batch(rank)]
@@ -108,10 +114,19 @@ def estimator_grads(case: dict, rank: int, simulated: bool = False) -> list[list
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the ranks run 1 thread each: the same float sums in the backward pass
     try:
-        est = get_estimator_class(name)(opts, small_model(), F.cross_entropy, stream, stream)
+        model = small_model()
+        objective = EnabledPlugins(opts).objective(F.cross_entropy, model)  # cross-entropy + plugin terms
+        est = get_estimator_class(name)(opts, model, objective, stream, stream)
         return [est.grad()[0] for _ in range(ESTIMATOR_CALLS)]
     finally:
         torch.set_num_threads(threads)
+
+
+def import_test_plugins() -> None:
+    """Declare and register the test-only plugins (tests/plugins_for_tests.py) in this process, once."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    import plugins_for_tests  # noqa: F401
 
 
 def train_digits(*argv: str) -> None:
@@ -121,6 +136,7 @@ def train_digits(*argv: str) -> None:
     $NUQ_TEST_TERM='<rank>:<iteration>' makes it SIGTERM itself (a preemption notice reaching one rank)."""
     import trainer.loop as loop
     from trainer.distributed import train_rank
+    import_test_plugins()  # configs may enable the test-only plugins
     out_dir = Path(argv[argv.index("--config") + 1]).parent
     fit, step = loop.Training.fit, loop.Training.step
     victim, _, at = os.environ.get("NUQ_TEST_KILL", "-1:-1").partition(":")

@@ -78,6 +78,21 @@ def test_nuq_dist_gradient_equals_the_simulated_nuq_gradient(exchanged, case):
         assert not torch.equal(simulated[0][0], simulated[1][0])  # each call draws fresh random numbers
 
 
+def test_nuq_dist_differentiates_task_loss_plus_a_plugin_term(exchanged):
+    # full precision on 2 ranks: the mean over ranks of d/dw [cross-entropy of rank k's batch + c ||w||^2]
+    # (the plugin_sqnorm case: the same objective under 3-bit quantization, bit-identical to g_estim nuq)
+    c = dist_workers.ESTIMATOR_CASES["plugin_sqnorm_fp"]["sqnorm_c"]
+    model = dist_workers.small_model()
+    params = list(model.parameters())
+    per_rank = [torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params)
+                for x, y in map(dist_workers.worker_batch, range(2))]
+    want = [(a + b) / 2 + 2 * c * p.detach() for a, b, p in zip(*per_rank, params)]
+    for res in exchanged:
+        for got in res["estimator"]["plugin_sqnorm_fp"]:  # the estimator never steps: the same weights each call
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)  # float32 sums in another order
+
+
 def test_hung_rank_is_caught_by_the_collective_timeout(tmp_path):
     result = spawn_local(2, [str(tmp_path), "1"], log_dir=tmp_path, timeout_s=5, grace_s=2,
                          target=_target("stall_forever"))

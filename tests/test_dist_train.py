@@ -61,6 +61,21 @@ def test_two_ranks_train_and_hold_identical_weights_and_levels(tmp_path):
     assert m["comm/comm_ms"] > 0 and m["comm/encode_ms"] > 0 and m["comm/decode_ms"] > 0
 
 
+def test_two_ranks_rebuild_optimizer_and_estimator_when_a_plugin_widens_the_model(tmp_path):
+    # tests/plugins_for_tests.py `widen` at each of 3 epoch boundaries, and l1clip's loss term and clamping
+    config = _write_config(tmp_path / "run", plugins="widen,l1clip", widen_units=2, epoch_iters=10,
+                           l1clip_l1=1e-4, l1clip_clip=0.2)
+    run_local(config, 2, timeout_s=60, grace_s=5, target=TARGET)
+    run_dir = config.parent
+    assert json.loads((run_dir / "results.json").read_text())["final"]["widen/width"] == 134.0
+    states = [torch.load(run_dir / f"rank{r}.pt") for r in range(2)]
+    assert states[0]["model"]["1.weight"].shape == (134, 64)
+    for key, value in states[0]["model"].items():
+        assert torch.equal(value, states[1]["model"][key]), key
+    assert states[0]["estimator"]["calls"] == 30  # the estimator's state survived its rebuilds
+    assert "epoch 3: plugin widen changed the parameters" in (run_dir / "train.log").read_text()
+
+
 def test_killed_rank_fails_the_training_run_cleanly(tmp_path, monkeypatch):
     config = _write_config(tmp_path / "run", niters=1000)
     monkeypatch.setenv("NUQ_TEST_KILL", "1:5")

@@ -227,7 +227,7 @@ def test_rank_mode_outside_slurm_is_a_clear_usage_error(monkeypatch, capsys):
 
 def test_stage_dependencies_are_afterok_lines_that_keep_a_given_dependency():
     from submitit.slurm.slurm import _make_sbatch_string
-    from launcher.slurm import dependency_parameters
+    from launcher.slurm.executor import dependency_parameters
     assert dependency_parameters([]) == {}
     extra = dependency_parameters(["12_0", "12_1"], given="after:7")
     text = _make_sbatch_string(command=COMMAND, folder=FOLDER, map_count=2, additional_parameters=extra)

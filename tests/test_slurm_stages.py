@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.slurm import LOG_DIR
+from launcher.slurm.executor import LOG_DIR
 from slurm_fixture import finished, launch, read, slurm_cluster, wait_until  # noqa: F401
 from test_stages import BASE, grid_file, select
 from trainer import runfiles

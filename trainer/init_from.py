@@ -40,8 +40,7 @@ def init_source(opt: dict[str, Any], run_dir: Path) -> Path | None:
             raise InitError("eval_only needs weights to evaluate: set init_from (a stage) or init_checkpoint")
         return None
     upstream = runfiles.upstream_dir(run_dir, opt["init_run"])
-    results = runfiles.read_json(upstream / runfiles.RESULTS) or {}
-    if results.get("status") != runfiles.DONE:
+    if not runfiles.is_done(upstream):
         raise InitError(f"upstream run {opt['init_run']} is not done (no done results.json in {upstream}); "
                         "it must finish before this run starts")
     return upstream / runfiles.CHECKPOINT
@@ -75,11 +74,14 @@ def check_fit(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: Pa
 def apply_carry(training: "Training", carry: dict[str, Any]) -> None:
     """THE place where state carried over from the upstream run is applied to this run.
 
-    Plugins (trainer/plugins) say what must carry over through a carry_state() hook, saved under the
-    checkpoint's `carry` key; here each plugin gets its entry back. Until plugins exist the carry is kept
-    as it is and passed on in this run's own checkpoints, so a chain of stages never drops it.
+    Plugins say what must carry over through their carry_state() hook, saved under the checkpoint's
+    `carry` key as {plugin: state}. Each enabled plugin of the same name gets its entry through
+    load_state_dict, before the weights are loaded, as on resume (it may give parameters the upstream's
+    shapes). Entries of plugins not enabled here are kept and passed on in this run's own checkpoints, so
+    a chain of stages never drops them.
     """
     training.carry = dict(carry)
+    training.load_plugins(carry)
 
 
 def start_from(training: "Training", run_dir: Path) -> Path | None:
@@ -88,9 +90,9 @@ def start_from(training: "Training", run_dir: Path) -> Path | None:
     if path is None:
         return None
     weights, carry = read_start(path)
+    apply_carry(training, carry)
     check_fit(training.model, weights, path)
     training.model.load_state_dict(weights)
-    apply_carry(training, carry)
     training.log.info(f"starting from the weights of {path}")
     return path
 

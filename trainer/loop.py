@@ -2,7 +2,8 @@
 
 Iteration-based like the paper's code. Each step asks the gradient estimator for the gradient (the loop
 never knows which method runs), evaluates and checkpoints every `chkpt_iter` iterations, and resumes
-exactly from the newest checkpoint in the run folder. `request_stop()` (SIGUSR2/SIGTERM in
+exactly from the newest checkpoint in the run folder. The enabled plugins' hooks (trainer/plugins/,
+docs/plugins.md) are each one named call at their point of the loop. `request_stop()` (SIGUSR2/SIGTERM in
 `python -m trainer`) makes it checkpoint at the next step boundary and raise `Interrupted`.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from trainer.logger import RunLogger
 from trainer.models import create_model
 from trainer.optim import make_optimizer
 from trainer.options import full_config
+from trainer.plugins.enabled import EnabledPlugins, parameter_layout
 from trainer.runinfo import StatusWriter, write_repro
 from trainer.runlog import RunLog
 from trainer.schedule import lr_at
@@ -48,6 +50,15 @@ def request_stop() -> None:
     """Ask the running loop to checkpoint at the next step boundary and raise Interrupted (signal-safe)."""
     global _stop_requested
     _stop_requested = True
+
+
+def _carry_optimizer_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
+    """Keep the state (momentum, moments) of the parameters that a plugin left as they were."""
+    for group in new.param_groups:
+        for p in group["params"]:
+            state = old.state.get(p)
+            if state and all(not torch.is_tensor(v) or v.dim() == 0 or v.shape == p.shape for v in state.values()):
+                new.state[p] = state
 
 
 def _device(opt: dict[str, Any]) -> torch.device:
@@ -96,22 +107,30 @@ class Training:
         self.data = data.to(self.device) if isinstance(data.train, TensorSplit) else data
         seed = opt["seed"]
         rng.seed_all(seed)
-        self.model = create_model(opt["arch"], data.num_classes, data.in_shape).to(self.device)
-        bs = opt["batch_size"]
-        self.train_stream = BatchStream(self.data, self.data.train, bs, seed + rank(), self.device)
-        self.aux_stream = BatchStream(self.data, self.data.train, bs, seed + rank() + AUX_SEED_OFFSET, self.device)
+        self.plugins = EnabledPlugins(opt)
+        self.model = self.plugins.configure_model(
+            create_model(opt["arch"], data.num_classes, data.in_shape).to(self.device))
+        bs, index = opt["batch_size"], self.plugins.needs_sample_index
+        self.train_stream = BatchStream(self.data, self.data.train, bs, seed + rank(), self.device, with_index=index)
+        self.aux_stream = BatchStream(self.data, self.data.train, bs, seed + rank() + AUX_SEED_OFFSET, self.device,
+                                      with_index=index)
         self.epoch_iters = opt["epoch_iters"] or self.train_stream.batches_per_epoch
         self.niters = opt["niters"] or opt["epochs"] * self.epoch_iters
         if self.niters <= 0:
             raise ValueError(f"nothing to train: niters {opt['niters']}, epochs {opt['epochs']}; set niters > 0")
-        self.optimizer = make_optimizer(opt, self.model)
-        import estim
-        self.estimator = estim.get_estimator_class(opt["g_estim"])(
-            opt, self.model, F.cross_entropy, self.train_stream, self.aux_stream)
-        self.params = self.estimator.params()
+        self.objective = self.plugins.objective(F.cross_entropy, self.model)
+        self.build_optimizer_and_estimator()
         self.progress = Progress()
         self.carry: dict[str, Any] = {}  # state carried over from the upstream run (trainer/init_from.py)
         self.gvar = _gvar_available()
+
+    def build_optimizer_and_estimator(self) -> None:
+        """Both over the model's current parameters (again after a plugin changed them)."""
+        self.optimizer = make_optimizer(self.opt, self.model)
+        import estim
+        self.estimator = estim.get_estimator_class(self.opt["g_estim"])(
+            self.opt, self.model, self.objective, self.train_stream, self.aux_stream)
+        self.params = self.estimator.params()
 
     # ---- checkpoints -----------------------------------------------------------------------------------
 
@@ -123,10 +142,19 @@ class Training:
             "streams": {"train": self.train_stream.state_dict(), "aux": self.aux_stream.state_dict()},
             "estimator": self.estimator.state_dict(), "best": dict(p.best), "loss_acc": [p.loss_sum, p.loss_n],
             "train_s": p.train_s, "wall_s": p.wall_s, "last": dict(p.last), "config": dict(self.opt),
-            CARRY: dict(self.carry),
+            "plugins": self.plugins.state_dict(), CARRY: {**self.carry, **self.plugins.carry_state()},
         }
 
+    def load_plugins(self, states: dict[str, Any]) -> None:
+        """Plugin state first: a plugin may give parameters the checkpoint's shapes, and then the optimizer
+        and the estimator are rebuilt over them before their own state is loaded."""
+        before = parameter_layout(self.model)
+        self.plugins.load_state_dict(states)
+        if parameter_layout(self.model) != before:
+            self.build_optimizer_and_estimator()
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_plugins(state.get("plugins", {}))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.train_stream.load_state_dict(state["streams"]["train"])
@@ -158,13 +186,35 @@ class Training:
         for p, g in zip(self.params, grads):
             p.grad = g
         self.optimizer.step()
+        self.plugins.after_step(it)
         return loss
+
+    def end_epoch(self, epoch: int) -> None:
+        """The plugins' epoch hook; a new optimizer and estimator when one of them changed the parameters."""
+        changed = self.plugins.on_epoch_end(epoch, self.model)
+        if changed:
+            lr = self.rebuild_for_new_parameters()
+            self.log.info(f"epoch {epoch}: plugin {', '.join(changed)} changed the parameters "
+                          f"({sum(p.numel() for p in self.params)} values now); optimizer rebuilt at lr {lr:g}")
+
+    def rebuild_for_new_parameters(self) -> float:
+        """New optimizer and estimator over the current parameters, keeping the lr, the optimizer state of
+        the parameters left as they were, and the estimator's state; returns the lr."""
+        old_optimizer, estimator_state = self.optimizer, self.estimator.state_dict()
+        lr = old_optimizer.param_groups[0]["lr"]
+        self.build_optimizer_and_estimator()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        _carry_optimizer_state(old_optimizer, self.optimizer)
+        self.estimator.load_state_dict(estimator_state)
+        return lr
 
     def log_scalars(self, logger: RunLogger, it: int) -> None:
         p = self.progress
         values = {"loss": p.loss_sum / max(p.loss_n, 1), "epoch": it / self.epoch_iters, "niters": float(it),
                   "lr": lr_at(it - 1, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])}
         values.update(self.estimator.scalars())
+        values.update(self.plugins.scalars())
         logger.scalars(values, it)
         p.loss_sum, p.loss_n = 0.0, 0
 
@@ -233,7 +283,8 @@ class Training:
         self.status.niters = self.niters
         self.status.beat(p.iteration, force=True)
         self.log.info(f"{'resuming at' if resumed else 'starting'} iteration {p.iteration}/{self.niters} on "
-                      f"{self.device} ({opt['arch']} on {opt['dataset']}, g_estim {opt['g_estim']})")
+                      f"{self.device} ({opt['arch']} on {opt['dataset']}, g_estim {opt['g_estim']}"
+                      f"{', plugins ' + opt['plugins'] if self.plugins else ''})")
         chkpt, tblog, gvar_every = opt["chkpt_iter"], opt["tblog_interval"], opt["gvar_log_iter"]
         try:
             self.model.train()
@@ -244,6 +295,8 @@ class Training:
                 it = p.iteration = it + 1
                 p.loss_sum += loss
                 p.loss_n += 1
+                if self.plugins and it % self.epoch_iters == 0:
+                    self.end_epoch(it // self.epoch_iters)
                 if tblog > 0 and it % tblog == 0:
                     self.log_scalars(logger, it)
                 bar.update(1)

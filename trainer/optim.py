@@ -18,10 +18,7 @@ _OPTIMIZERS = Registry("optimizer", OPTIMIZERS, "trainer/names.py OPTIMIZERS")
 
 def register_optimizer(name: str) -> Callable[[Factory], Factory]:
     """Register `factory(params, opt) -> Optimizer` as `optim: name` (a name is taken once)."""
-    def wrap(factory: Factory) -> Factory:
-        _OPTIMIZERS.add(name, factory)
-        return factory
-    return wrap
+    return _OPTIMIZERS.register(name)
 
 
 def registered() -> list[str]:

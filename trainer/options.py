@@ -6,7 +6,7 @@ This module must stay import-light (no torch): the launcher imports it to valida
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from estim.names import ESTIMATORS
@@ -15,8 +15,9 @@ from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's in
 from trainer.names import DATASETS, OPTIMIZERS
 
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
-# "intlist" is a comma list of ints ("100,2000,10000") or a single int.
-KINDS = ("int", "float", "str", "bool", "milestones", "intlist")
+# "intlist" is a comma list of ints ("100,2000,10000") or a single int; "names" is a comma list of names
+# from the option's choices ("l1clip,widen"), '' for none.
+KINDS = ("int", "float", "str", "bool", "milestones", "intlist", "names")
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,46 @@ _OPTIONS = [
            "not the optimizer or the iteration)."),
     Option("eval_only", "bool", False, "Load the weights (init_from/init_checkpoint), evaluate, write results.json; "
            "no training."),
+    # plugins (trainer/plugins/, docs/plugins.md); their own options follow, each named <plugin>_...
+    Option("plugins", "names", "", "Trainer plugins to enable, a comma list, hooks called in this order."),
 ]
 
 OPTIONS: dict[str, Option] = {o.name: o for o in _OPTIONS}
+PLUGINS: list[str] = []  # declared plugin names: the table the plugin registry accepts
+PLUGIN_OF: dict[str, str] = {}  # option key -> the plugin that declared it
+
+
+def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
+    """Add plugin `name` to the `plugins` choices and its options to the schema.
+
+    `options`: key -> (kind, default, help[, choices]); every key is `<name>_...`. Shipped plugins are
+    declared from their torch-free `trainer/plugins/<name>_options.py`; tests declare their own here.
+    """
+    if not name.isidentifier() or name in PLUGINS:
+        raise ValueError(f"plugin name {name!r} is not an identifier or is declared twice")
+    bad = [key for key in options if not key.startswith(name + "_") or key in OPTIONS]
+    if bad:
+        raise ValueError(f"plugin {name!r}: option keys {', '.join(bad)} must start with '{name}_' and be new")
+    declared = {key: Option(key, spec[0], spec[1], f"Plugin {name}: {spec[2]}", *spec[3:])
+                for key, spec in options.items()}
+    for option in declared.values():
+        if option.kind not in KINDS:
+            raise ValueError(f"plugin {name!r}: option {option.name} has kind {option.kind!r}; "
+                             f"one of {', '.join(KINDS)}")
+        try:
+            _coerce(option, option.default)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"plugin {name!r}: default of {option.name}: {err}") from None
+    OPTIONS.update(declared)
+    PLUGIN_OF.update(dict.fromkeys(declared, name))
+    PLUGINS.append(name)
+    OPTIONS["plugins"] = replace(OPTIONS["plugins"], choices=tuple(PLUGINS))
+
+
+def _declare_shipped_plugins() -> None:
+    from trainer.plugins import shipped_options  # torch-free: only the <name>_options modules
+    for name, options in shipped_options().items():
+        declare_plugin(name, options)
 
 
 def defaults() -> dict[str, Any]:
@@ -188,7 +226,26 @@ def _coerce(opt: Option, value: Any) -> Any:
                 raise ValueError(f"expected an int or a comma list of ints, got {value!r}") from None
             return value
         raise TypeError(f"expected an int or a comma list of ints, got {type(value).__name__} {value!r}")
+    if kind == "names":
+        return _names(opt, value)
     raise AssertionError(f"unknown option kind {kind}")
+
+
+def parse_names(value: str) -> list[str]:
+    """'l1clip, widen' -> ['l1clip', 'widen']; '' -> []."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _names(opt: Option, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a comma list of names, got {type(value).__name__} {value!r}")
+    names, known = parse_names(value), opt.choices or ()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {', '.join(map(repr, unknown))}; one of: {', '.join(known) or '(none declared)'}")
+    if len(set(names)) < len(names):
+        raise ValueError(f"{value!r} names a plugin twice")
+    return ",".join(names)
 
 
 def closest_keys(key: str, n: int = 3) -> list[str]:
@@ -196,23 +253,33 @@ def closest_keys(key: str, n: int = 3) -> list[str]:
 
 
 def validate_config(config: Mapping[str, Any], run: str = "<config>") -> dict[str, Any]:
-    """Check every key and type; return the config with values normalised (flags to bool, ints to floats...).
+    """Check every key and type, and that each plugin option's plugin is enabled; return the config with
+    values normalised (flags to bool, ints to floats...).
 
     Keys not given keep their defaults only in `full_config`; this returns just the given keys so run
     identity is what the grid wrote.
     """
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        opt = OPTIONS.get(key)
-        if opt is None:
-            near = closest_keys(key)
-            hint = f"; did you mean {', '.join(near)}?" if near else "; see `launch options` for the valid keys"
-            raise ConfigError(f"run {run}: unknown config key {key!r}{hint}")
-        try:
-            out[key] = _coerce(opt, value)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"run {run}: bad value for {key!r}: {err}") from None
+    out = {key: validate_value(key, value, run) for key, value in config.items()}
+    enabled = parse_names(out.get("plugins", ""))
+    for key in out:
+        owner = PLUGIN_OF.get(key)
+        if owner is not None and owner not in enabled:
+            raise ConfigError(f"run {run}: {key!r} is an option of plugin {owner!r}, which is not enabled; "
+                              f"add {owner} to plugins (plugins={','.join([*enabled, owner])!r})")
     return out
+
+
+def validate_value(key: str, value: Any, run: str = "<config>") -> Any:
+    """One key's value checked and normalised (what --set validates before the whole config exists)."""
+    opt = OPTIONS.get(key)
+    if opt is None:
+        near = closest_keys(key)
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see `launch options` for the valid keys"
+        raise ConfigError(f"run {run}: unknown config key {key!r}{hint}")
+    try:
+        return _coerce(opt, value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"run {run}: bad value for {key!r}: {err}") from None
 
 
 def full_config(config: Mapping[str, Any], run: str = "<config>") -> dict[str, Any]:
@@ -279,3 +346,6 @@ def parse_milestones(value: str | int) -> tuple[int | None, list[int]]:
     if len(items) == 1 and "," not in value:
         return items[0], []
     return None, items
+
+
+_declare_shipped_plugins()  # last: declaring checks each default with _coerce

@@ -69,7 +69,7 @@ def _kernel_build() -> dict[str, Any] | None:
 def repro_record(device: str) -> dict[str, Any]:
     import numpy
     import torch
-    repo = Path(__file__).resolve().parent.parent
+    repo = runfiles.REPO_ROOT
     status = _git(repo, "status", "--porcelain", "--untracked-files=no")
     try:
         from importlib.metadata import version

@@ -82,10 +82,7 @@ _DATASETS = Registry("dataset", DATASETS, "trainer/names.py DATASETS")
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Register `loader(folder) -> Dataset` as `dataset: name` (a name is taken once; it must be in
     trainer/names.py DATASETS, the names the option schema offers)."""
-    def wrap(loader: Loader) -> Loader:
-        _DATASETS.add(name, loader)
-        return loader
-    return wrap
+    return _DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:

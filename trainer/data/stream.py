@@ -2,7 +2,8 @@
 
 Each epoch is a permutation drawn from a generator seeded by (seed, epoch), so the state to resume
 is just (epoch, position) plus the augmentation generator's state. The last partial batch of an epoch
-is dropped, like the paper's loaders with drop_last.
+is dropped, like the paper's loaders with drop_last. With `with_index` each batch also carries the
+dataset index of each sample (for plugins that keep per-sample state).
 """
 from __future__ import annotations
 
@@ -14,16 +15,17 @@ from trainer.data import Dataset, Split
 
 
 class BatchStream:
-    """Endless training minibatches of `split`, prepared (and augmented) on `device`."""
+    """Endless training minibatches of `split`, prepared (and augmented) on `device`: (inputs, targets),
+    or (inputs, targets, int64 dataset indices) with `with_index`."""
 
     def __init__(self, data: Dataset, split: Split, batch_size: int, seed: int, device: torch.device,
-                 augment: bool = True) -> None:
+                 augment: bool = True, with_index: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(split) < batch_size:
             raise ValueError(f"batch_size {batch_size} is larger than the {data.name} split ({len(split)} examples)")
         self.data, self.split, self.batch_size = data, split, batch_size
-        self.seed, self.device, self.augment = seed, device, augment
+        self.seed, self.device, self.augment, self.with_index = seed, device, augment, with_index
         self.epoch, self.pos = 0, 0
         self.aug_gen = torch.Generator().manual_seed(seed + 7919)
         self._perm = self._permutation(0)
@@ -36,7 +38,7 @@ class BatchStream:
     def batches_per_epoch(self) -> int:
         return len(self.split) // self.batch_size
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[torch.Tensor, ...]:
         if self.pos + self.batch_size > len(self.split):
             self.epoch, self.pos = self.epoch + 1, 0
             self._perm = self._permutation(self.epoch)
@@ -46,6 +48,8 @@ class BatchStream:
         x = self.data.prepare(x.to(self.device, non_blocking=True))
         if self.augment:
             x = self.data.augment(x, self.aug_gen)
+        if self.with_index:
+            return x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
         return x, y.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,24 @@
+"""Trainer plugins: method families (weight quantization, activation compression, sparsity, ...) hosted by
+the one training loop through optional hooks (docs/plugins.md).
+
+A shipped plugin `<name>` is two modules here: `<name>_options.py`, torch-free, whose `OPTIONS` dict
+(key -> (kind, default, help[, choices]), every key `<name>_...`) joins the option schema of
+`trainer/options.py`, so the launcher validates grids without importing torch; and `<name>.py`, the class,
+registered with `@register_plugin("<name>")` (`trainer.plugins.base`). This module stays torch-free.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+OPTIONS_SUFFIX = "_options"
+
+
+def shipped_options() -> dict[str, dict[str, tuple]]:
+    """Each shipped plugin's OPTIONS by plugin name, read from its `<name>_options` module."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.endswith(OPTIONS_SUFFIX):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            found[info.name.removesuffix(OPTIONS_SUFFIX)] = dict(module.OPTIONS)
+    return found
