@@ -6,7 +6,8 @@ generic kernel that CPUs without AVX-512 run, at 1 thread), a plain
 device copy; writes bench/results/kernel.json with the keys the issue names. Bandwidth counts bytes read
 plus bytes written (8 per element for both the copy and the kernel). Like the copy into an existing
 tensor, the kernel rows write into a preallocated output (`out=`); the table also shows the allocating
-call, whose fresh 64 MiB output pays page faults. Each timing is the best of several repeats, all within
+call, whose fresh 64 MiB output pays page faults. The last line is the cost of a small call (1024 values,
+1 thread): what checks and the op dispatch add per call, which a model's many small layers pay. Each timing is the best of several repeats, all within
 one run, so the ratios are fair even on a busy machine.
 
     PYTHONPATH=$PWD python bench/bench_kernel.py [--out bench/results/kernel.json] [--repeats 5]
@@ -26,6 +27,7 @@ from trainer.runfiles import atomic_write_json
 
 N, BITS, BUCKET = 1 << 24, 3, 8192
 BYTES_PER_ELEMENT = 8  # 4 read + 4 written
+SMALL, SMALL_CALLS = 1024, 2000  # the small call: values, calls per timing
 
 
 def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -68,6 +70,9 @@ def measure(repeats: int) -> tuple[dict[str, float], float]:
     res["cpu_kernel"] = kernel.cpu_kernel(lv)
     res["copy_gbps_2t"] = copy_gbps(x, y, 2, repeats)
     alloc = N / best_time(lambda: kernel.quantize(x, lv, BUCKET, "l2", 1, 0, num_threads=1), repeats) / 1e6
+    small = x[:SMALL].clone()
+    res["small_call_us"] = 1e6 / SMALL_CALLS * best_time(
+        lambda: [kernel.quantize(small, lv, 512, "l2", 1, 0, num_threads=1) for _ in range(SMALL_CALLS)], repeats)
     if torch.cuda.is_available():
         xc, yc, lc = x.cuda(), torch.empty_like(x, device="cuda"), lv.cuda()
         sync = torch.cuda.synchronize
@@ -100,6 +105,7 @@ def report(res: dict[str, float], alloc: float) -> str:
     if "cuda_kernel_melem_s" in res:
         lines.append(f"CUDA kernel bandwidth / CUDA copy_: "
                      f"{gbps(res['cuda_kernel_melem_s']) / res['cuda_copy_gbps']:.0%} (target >= 60%)")
+    lines.append(f"small call ({SMALL} values, 1 thread): {res['small_call_us']:.1f} us")
     return "\n".join(lines)
 
 

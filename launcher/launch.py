@@ -12,7 +12,7 @@ import sys
 from launcher.display import fit_last_column, format_table, terminal_width
 from launcher.errors import UsageError
 from launcher.executors.base import get_executor, load_executors
-from launcher.rundirs import check_runs, prepare_runs
+from launcher.rundirs import check_runs, prepare_runs, unreadable_message
 from launcher.naming import grid_title, swept_keys
 from launcher.selection import RunSpec, Selection, add_selection_arguments, select_runs, unknown_arch_text
 from launcher.state import DONE, RUNNING, run_state
@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print the selected runs as JSON ([{name, dir, config}]) and do nothing else")
     group.add_argument("--jobs-dir", default=DEFAULT_JOBS_DIR, metavar="DIR",
                        help=f"where job scripts are written (default {DEFAULT_JOBS_DIR})")
+    group.add_argument("--repair-config", action="store_true",
+                       help="rewrite an unreadable config.yaml from the grid (keeps the checkpoint); without it "
+                            "such runs are skipped with a message")
     group.add_argument("--prefix", default=None, help="job script name prefix (default <grid>_<run>)")
     for executor in executors.values():
         executor.add_arguments(group)
@@ -86,7 +89,11 @@ def main(args: argparse.Namespace) -> int:
         print(runs_json(selection.runs))
         return 0
     executor = get_executor("dryrun" if args.dry_run else args.cluster)
-    check_runs(selection.runs)
+    unreadable = check_runs(selection.runs)
+    if not args.repair_config:
+        for run in selection.runs:
+            if run.index in unreadable:
+                print(f"launch: warning: {unreadable_message(run, unreadable[run.index])}", file=sys.stderr)
     states = {r.index: run_state(r.dir) for r in selection.runs}
     meta = selection.meta
     print(f"grid {grid_title(meta.grid, meta.run)}: {len(selection.runs)} of {meta.total} runs -> {meta.results_dir}")
@@ -94,16 +101,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(runs_table(selection, states))
     skip = {DONE, RUNNING}
-    todo = [r for r in selection.runs if states[r.index] not in skip]
+    todo = [r for r in selection.runs if states[r.index] not in skip
+            and (args.repair_config or r.index not in unreadable)]
     skipped = len(selection.runs) - len(todo)
     if skipped:
-        print(f"skipping {skipped} runs that are done or running (never overwritten)")
+        print(f"skipping {skipped} runs that are done, running or have an unreadable config.yaml")
     if not todo and not executor.selects_runs:
         print("nothing to launch")
         return 0
     if executor.checks_data:
         check_data(todo, executor.name)
     if executor.writes_run_folders:
-        todo, _ = prepare_runs(todo)
+        todo, _ = prepare_runs(todo, repair=args.repair_config)
     sys.stdout.flush()
     return executor.launch(todo, selection, args)

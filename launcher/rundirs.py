@@ -1,4 +1,5 @@
-"""Preparing run folders before anything runs: write config.yaml, refuse a folder holding another config.
+"""Preparing run folders before anything runs: write config.yaml, refuse a folder holding another config,
+skip (or with --repair-config rewrite) an unreadable config.yaml.
 
 Every selected run is checked before any file is written, so a refused launch changes nothing.
 """
@@ -65,39 +66,54 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _conflict(run: RunSpec) -> str | None:
-    """Why the folder cannot take this run's config, or None when it can."""
+def _conflict(run: RunSpec) -> tuple[str, bool] | None:
+    """(why the folder cannot take this run's config, whether only because config.yaml is unreadable),
+    or None when it can."""
     path = run.dir / runfiles.CONFIG
     if not path.exists():
         return None
     try:
         stored = runfiles.read_config(path)
-    except ValueError as err:
-        return f"its config.yaml is unreadable ({err})"
+    except ValueError as err:  # the reason names the file
+        return str(err), True
     if stored == run.config:
         return None
-    return f"its config.yaml differs ({config_diff(stored, run.config)})"
+    return f"its config.yaml differs ({config_diff(stored, run.config)})", False
 
 
-def check_runs(runs: list[RunSpec]) -> None:
-    """Refuse (UsageError) if any run folder holds a different config; writes nothing."""
-    conflicts = [(run, why) for run in runs if (why := _conflict(run)) is not None]
+def check_runs(runs: list[RunSpec]) -> dict[int, str]:
+    """Refuse (UsageError) if any run folder holds a different config; writes nothing.
+
+    Returns {run index: why} for the runs whose config.yaml is unreadable: those are skipped (the others
+    still run) unless `--repair-config` rewrites them from the grid, keeping the checkpoint.
+    """
+    found = [(run, conflict) for run in runs if (conflict := _conflict(run)) is not None]
+    conflicts = [(run, why) for run, (why, unreadable) in found if not unreadable]
     if conflicts:
         run, why = conflicts[0]
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise UsageError(f"refusing run {run.index} in {run.dir}: {why}{more}; it is never overwritten - "
                          "move the folder away or use another --root")
+    return {run.index: why for run, (why, unreadable) in found if unreadable}
 
 
-def prepare_runs(runs: list[RunSpec]) -> tuple[list[RunSpec], list[RunSpec]]:
-    """Check all runs, write missing config.yaml files; return (runs to launch, done runs skipped)."""
-    check_runs(runs)
+def unreadable_message(run: RunSpec, why: str) -> str:
+    return (f"skipping run {run.index}: {why}; launch again with --repair-config to rewrite it from the grid "
+            "(the checkpoint and the other files of the folder are kept)")
+
+
+def prepare_runs(runs: list[RunSpec], repair: bool = False) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Check all runs, write missing config.yaml files (and unreadable ones when `repair`); return
+    (runs to launch, done runs skipped). Runs with an unreadable config.yaml are left out unless `repair`."""
+    unreadable = check_runs(runs)
     todo, done = [], []
     for run in runs:
         if runfiles.is_done(run.dir):
             done.append(run)
             continue
-        if not (run.dir / runfiles.CONFIG).exists():
+        if run.index in unreadable and not repair:
+            continue
+        if run.index in unreadable or not (run.dir / runfiles.CONFIG).exists():
             runfiles.atomic_write_text(run.dir / runfiles.CONFIG, dump_config(run.config))
         todo.append(run)
     return todo, done

@@ -16,7 +16,8 @@ from launcher.naming import grid_title
 from launcher.slurm import query as slurm_query
 from launcher.selection import RunSpec, add_selection_arguments, positive_int, select_runs
 from launcher.stages import BLOCKED, INIT_RUN, WAITING, stage_of
-from launcher.state import DONE, FAILED, INTERRUPTED, NOT_SUBMITTED, PENDING, RUNNING, STALE, run_state
+from launcher.state import (CORRUPT, DONE, FAILED, INTERRUPTED, NOT_SUBMITTED, PENDING, RUNNING, STALE,
+                            run_state_note)
 from trainer import runfiles
 
 # What SLURM says about a job whose run folder is not done/failed -> (state, note). Keys are sacct/squeue states.
@@ -59,19 +60,19 @@ def _slurm_job(run_dir: Path) -> dict[str, Any]:
     return job if job.get("cluster") == "slurm" and job.get("job_id") else {}
 
 
-def _files_state(run_dir: Path, job: dict[str, Any], status: dict[str, Any]) -> str:
-    """run_state, except that a run resubmitted after it failed or stopped is pending until it starts again."""
-    state = run_state(run_dir)
+def _files_state(run_dir: Path, job: dict[str, Any], status: dict[str, Any]) -> tuple[str, str | None]:
+    """run_state_note, except that a run resubmitted after it failed or stopped is pending until it starts again."""
+    state, note = run_state_note(run_dir)
     submitted, heartbeat = job.get("submitted"), status.get("heartbeat")
     if state in (FAILED, INTERRUPTED, STALE) and isinstance(submitted, (int, float)) \
             and isinstance(heartbeat, (int, float)) and submitted > heartbeat:
-        return PENDING
-    return state
+        return PENDING, None
+    return state, note
 
 
 def refine(state: str, slurm_state: str | None, job_id: str | None, queue_answered: bool) -> tuple[str, str | None]:
     """Combine the folder's state with SLURM's view of its job -> (state, note or None)."""
-    if state in (DONE, FAILED, NOT_SUBMITTED) or job_id is None:
+    if state in (DONE, FAILED, NOT_SUBMITTED, CORRUPT) or job_id is None:
         return state, None
     if slurm_state in slurm_query.QUEUED:
         return PENDING, "requeued" if state == INTERRUPTED else None
@@ -171,7 +172,9 @@ def _collect(runs: list[RunSpec]) -> tuple[list[RunStatus], bool]:
         slurm_state = (queue or {}).get(job_id)
         if slurm_state in (None, "COMPLETING"):  # a completing job's outcome (e.g. CANCELLED) is in sacct
             slurm_state = (accounting or {}).get(job_id) or slurm_state
-        state, note = refine(_files_state(run.dir, job, status), slurm_state, job_id, queue is not None)
+        files_state, files_note = _files_state(run.dir, job, status)
+        state, note = refine(files_state, slurm_state, job_id, queue is not None)
+        note = note or (files_note if state == files_state else None)
         error = status.get("error") if state == FAILED else None
         out.append(RunStatus(run, state, job_id, status.get("iteration"), status.get("niters"),
                              status.get("Vacc"), note if note and not error else error, _log_path(run.dir, job)))

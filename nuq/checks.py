@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from nuq.limits import MAX_BUCKET_SIZE
+
 ACCEPTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 NORMS = ("l2", "linf")
 MAX_LEVELS = 256  # indices are uint8
@@ -21,6 +23,15 @@ def _int(name: str, value: object, low: int, high: int | None = None) -> int:
     return value
 
 
+def check_bucket_size(bucket_size: object) -> int:
+    """An int in [1, MAX_BUCKET_SIZE] (nuq.limits): what the kernels take, checked before they see it."""
+    if isinstance(bucket_size, bool) or not isinstance(bucket_size, int):
+        raise TypeError(f"bucket_size must be an int, got {type(bucket_size).__name__} {bucket_size!r}")
+    if not 1 <= bucket_size <= MAX_BUCKET_SIZE:
+        raise ValueError(f"bucket_size must be in [1, {MAX_BUCKET_SIZE}] (2^31 - 1), got {bucket_size}")
+    return bucket_size
+
+
 def check_x(x: object) -> torch.Tensor:
     """The input gradient as a contiguous float32 tensor (a copy only when needed)."""
     if not isinstance(x, torch.Tensor):
@@ -30,20 +41,27 @@ def check_x(x: object) -> torch.Tensor:
     return x.contiguous().to(torch.float32)
 
 
-# The last level set that passed check_levels: (the tensor, its version counter, device, the result). A
-# model's layers are quantized with one level set, call after call: this skips ~10 us of checks per call.
-_last_levels: tuple[torch.Tensor, int, torch.device, torch.Tensor] | None = None
+# The last level set that passed check_levels: (a private copy of the values as given, device, the result).
+# A model's layers are quantized with one level set, call after call: comparing the values with the copy
+# (<= 256 numbers, ~2 us) skips ~10 us of checks per call. By value, not by tensor identity and version:
+# writes through .numpy() or .data bump no version counter.
+_last_levels: tuple[torch.Tensor, torch.device, torch.Tensor] | None = None
 
 
 def check_levels(levels: object, device: torch.device) -> torch.Tensor:
     """Levels as a contiguous float32 1-D tensor on `device`: 2..256 finite sorted values in [-1, 1]."""
     global _last_levels
     last = _last_levels
-    if last is not None and last[0] is levels and last[1] == levels._version and last[2] == device:
-        return last[3]  # the same tensor, not modified in place since it was checked
-    lv = _check_levels(levels, device)
-    _last_levels = (levels, levels._version, device, lv)
+    if last is not None and last[1] == device and _same_values(levels, last[0]):
+        return last[2]  # the values checked before
+    lv = _check_levels(levels, device).clone()  # private: never shares memory with the caller's tensor
+    _last_levels = (levels.detach().clone(), device, lv)
     return lv
+
+
+def _same_values(levels: object, copy: torch.Tensor) -> bool:
+    return (isinstance(levels, torch.Tensor) and levels.dtype == copy.dtype and levels.shape == copy.shape
+            and levels.device == copy.device and torch.equal(levels, copy))
 
 
 def _check_levels(levels: object, device: torch.device) -> torch.Tensor:
@@ -75,8 +93,8 @@ def _check_levels(levels: object, device: torch.device) -> torch.Tensor:
 
 
 def check_args(bucket_size: object, norm: object, seed: object, offset: object, n: int) -> None:
-    """bucket_size >= 1, norm in NORMS, 0 <= seed < 2^63, 0 <= offset with offset + n < 2^63."""
-    _int("bucket_size", bucket_size, 1)
+    """1 <= bucket_size <= MAX_BUCKET_SIZE, norm in NORMS, 0 <= seed < 2^63, 0 <= offset with offset + n < 2^63."""
+    check_bucket_size(bucket_size)
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     _int("seed", seed, 0, MAX_INDEX)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nuq import kernel, packing
+from nuq import checks, kernel, packing
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,7 @@ def message_nbytes(n: int, bits: int, bucket_size: int) -> int:
 
 def layout(n: int, levels: torch.Tensor, bucket_size: int) -> Layout:
     """The message layout of n values quantized to `levels` (ceil(log2(#levels)) bits per index)."""
-    if isinstance(bucket_size, bool) or not isinstance(bucket_size, int) or bucket_size < 1:
-        raise ValueError(f"bucket_size must be a positive int, got {bucket_size!r}")
+    checks.check_bucket_size(bucket_size)
     return Layout(n, packing.bits_for_levels(int(levels.numel())), bucket_size)
 
 

@@ -1,7 +1,7 @@
 """The quantize-dequantize API every caller uses; it checks inputs and dispatches by the tensor's device.
 
-Backends are a registry: 'cpu' and 'cuda' run the compiled extension `nuq._quant` (C++/OpenMP, CUDA),
-'reference' runs the pure-PyTorch oracle `nuq.reference` (any device). All three compute the same
+Backends are a registry: 'cpu' and 'cuda' run the compiled ops torch.ops.nuq.* of the extension `nuq._quant`
+(C++/OpenMP, CUDA; registered with torch.library, see `nuq.ops`), 'reference' runs the pure-PyTorch oracle `nuq.reference` (any device). All three compute the same
 arithmetic and the same Philox stream (see `nuq.reference` and `nuq.philox`), so a given
 (seed, offset) gives bit-identical results on every backend and thread count.
 
@@ -11,6 +11,7 @@ with one seed give them disjoint ranges (offset += numel) so no two elements sha
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -32,10 +33,15 @@ _loaded: ModuleType | None = None  # nuq._quant once imported (import_module cos
 
 
 def _extension(device_type: str) -> ModuleType:
-    """nuq._quant, or a clear error saying how to build it for this device."""
+    """nuq._quant (its torch.ops.nuq ops registered, their fakes too), or a clear error saying how to build
+    it for this device."""
     global _loaded
     try:
-        ext = _loaded = _loaded or importlib.import_module("nuq._quant")
+        if _loaded is None:
+            ext = importlib.import_module("nuq._quant")
+            importlib.import_module("nuq.ops")
+            _loaded = ext
+        ext = _loaded
     except ImportError as err:
         raise RuntimeError(
             f"the compiled kernel nuq._quant is not built ({err}); build it with "
@@ -50,36 +56,34 @@ def _threads(num_threads: int | None) -> int:
     return torch.get_num_threads() if num_threads is None else max(1, int(num_threads))
 
 
-def _stream(t: torch.Tensor) -> int:
-    """torch's current CUDA stream handle for t's device (0 on CPU): the kernel runs in stream order."""
-    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+def _ops(device_type: str = "cpu"):
+    """torch.ops.nuq once nuq._quant is loaded (the ops guard the device and take its current stream)."""
+    _extension(device_type)
+    return torch.ops.nuq
 
 
-def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
+@functools.cache  # one Backend per device type: building its closures cost ~3 us a call
 def _compiled(device_type: str) -> Backend:
     def q(x, levels, bucket_size, norm, seed, offset, num_threads=None, out=None):
-        ext = _extension(device_type)
-        with _on_device(x):
-            args = (x, levels, bucket_size, norm == "linf", seed, offset, _threads(num_threads), _stream(x))
-            return ext.quantize(*args) if out is None else ext.quantize_out(out, *args)
+        kw = dict(bucket_size=bucket_size, linf=norm == "linf", seed=seed, offset=offset,
+                  num_threads=_threads(num_threads))
+        if out is None:
+            return _ops(device_type).quantize.default(x, levels, **kw)
+        _ops(device_type).quantize_out.default(out, x, levels, **kw)
+        return out
 
     def qi(x, levels, bucket_size, norm, seed, offset, num_threads=None):
-        ext = _extension(device_type)
-        with _on_device(x):
-            return tuple(ext.quantize_indices(x, levels, bucket_size, norm == "linf", seed, offset,
-                                              _threads(num_threads), _stream(x)))
+        return tuple(_ops(device_type).quantize_indices.default(
+            x, levels, bucket_size=bucket_size, linf=norm == "linf", seed=seed, offset=offset,
+            num_threads=_threads(num_threads)))
 
     def dq(indices, norms, levels, bucket_size, num_threads=None):
-        ext = _extension(device_type)
-        with _on_device(indices):
-            return ext.dequantize_indices(indices, norms, levels, bucket_size, _threads(num_threads),
-                                          _stream(indices))
+        return _ops(device_type).dequantize_indices.default(indices, norms, levels, bucket_size=bucket_size,
+                                                            num_threads=_threads(num_threads))
     return Backend(q, qi, dq)
 
 
+@functools.cache
 def _reference() -> Backend:
     def q(x, levels, bucket_size, norm, seed, offset, num_threads=None, out=None):
         res = reference.quantize(x, levels, bucket_size, norm, seed, offset)
@@ -165,8 +169,9 @@ def quantize_pieces(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, nor
     if (flat.device.type if backend is None else backend) == "cpu" and flat.device.type == "cpu":
         table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 2)
         try:
-            return _extension("cpu").quantize_pieces(out, flat, lv, bucket_size, norm == "linf", seed, offset,
-                                                     table, _threads(num_threads))
+            _ops().quantize_pieces.default(out, flat, lv, table, bucket_size=bucket_size, linf=norm == "linf",
+                                           seed=seed, offset=offset, num_threads=_threads(num_threads))
+            return out
         except RuntimeError as err:
             raise ValueError(str(err).splitlines()[0]) from None
     last = 0
@@ -201,7 +206,7 @@ def fused_codec_supported(n: int, device: torch.device, bucket_size: int, backen
     if bucket_size < 1 or (bucket_size % 8 and n > bucket_size):
         return False
     try:
-        return hasattr(_extension("cpu"), "encode")
+        return hasattr(_ops(), "encode")
     except RuntimeError:
         return False
 
@@ -218,8 +223,9 @@ def encode_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int, norm:
                          f"{flat.numel()} values on {flat.device}); use quantize_indices and nuq.packing")
     if flat.numel() == 0:
         return out
-    return _extension("cpu").encode(out, flat, lv, bucket_size, norm == "linf", seed, offset,
-                                    _threads(num_threads))
+    _ops().encode.default(out, flat, lv, bucket_size=bucket_size, linf=norm == "linf", seed=seed, offset=offset,
+                          num_threads=_threads(num_threads))
+    return out
 
 
 def longest_piece(pieces: list[tuple[int, ...]]) -> int:
@@ -241,8 +247,9 @@ def encode_pieces_packed(x: torch.Tensor, levels: torch.Tensor, bucket_size: int
                          f"on {flat.device}); use encode_packed, or quantize_indices and nuq.packing")
     table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 3)
     try:
-        return _extension("cpu").encode_pieces(out, flat, lv, bucket_size, norm == "linf", seed, offset, table,
-                                               _threads(num_threads))
+        _ops().encode_pieces.default(out, flat, lv, table, bucket_size=bucket_size, linf=norm == "linf", seed=seed,
+                                     offset=offset, num_threads=_threads(num_threads))
+        return out
     except RuntimeError as err:
         raise ValueError(str(err).splitlines()[0]) from None
 
@@ -254,13 +261,15 @@ def decode_pieces_packed(message: torch.Tensor, levels: torch.Tensor, bucket_siz
     (start, end, pos) written by `encode_pieces_packed` (the bits of `decode_packed(..., add_to=)`); returns
     add_to. Only where `fused_decode_supported` for every piece."""
     lv = checks.check_levels(levels, torch.device("cpu"))
-    checks._int("bucket_size", bucket_size, 1)
+    checks.check_bucket_size(bucket_size)
     if not fused_decode_supported(longest_piece(pieces), message.device, lv, bucket_size):
         raise ValueError(f"decode_pieces_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} "
                          f"on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels")
     table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 3)
     try:
-        return _extension("cpu").decode_pieces_add(add_to, message, lv, bucket_size, table, _threads(num_threads))
+        _ops().decode_pieces_add.default(add_to, message, lv, table, bucket_size=bucket_size,
+                                         num_threads=_threads(num_threads))
+        return add_to
     except RuntimeError as err:
         raise ValueError(str(err).splitlines()[0]) from None
 
@@ -281,7 +290,7 @@ def decode_packed(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_si
     `add_to` (contiguous float32 [n]): the values are added to it instead (the bits of `add_to += values`,
     with no decoded vector in between) and it is returned; a corrupt message raises after adding."""
     lv = checks.check_levels(levels, torch.device("cpu"))
-    checks._int("bucket_size", bucket_size, 1)
+    checks.check_bucket_size(bucket_size)
     if not fused_decode_supported(n, message.device, lv, bucket_size):
         raise ValueError(f"decode_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} for {n} "
                          f"values on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels; "
@@ -289,9 +298,11 @@ def decode_packed(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_si
     if add_to is not None and add_to.numel() != n:
         raise ValueError(f"add_to must hold the message's {n} values, got shape {tuple(add_to.shape)}")
     try:
+        kw = dict(bucket_size=bucket_size, num_threads=_threads(num_threads))
         if add_to is not None:
-            return _extension("cpu").decode_add(add_to, message, lv, bucket_size, _threads(num_threads))
-        return _extension("cpu").decode(message, n, lv, bucket_size, _threads(num_threads))
+            _ops().decode_add.default(add_to, message, lv, **kw)
+            return add_to
+        return _ops().decode.default(message, lv, n=n, **kw)
     except RuntimeError as err:
         raise ValueError(str(err).splitlines()[0]) from None
 
@@ -302,7 +313,7 @@ def dequantize_indices(indices: torch.Tensor, norms: torch.Tensor, levels: torch
     if not isinstance(levels, torch.Tensor):
         raise TypeError(f"levels must be a torch.Tensor, got {type(levels).__name__}")
     lv = checks.check_levels(levels, levels.device)
-    checks._int("bucket_size", bucket_size, 1)
+    checks.check_bucket_size(bucket_size)
     checks.check_indices(indices, norms, lv, bucket_size)
     if indices.numel() == 0:
         return torch.empty(0, dtype=torch.float32, device=lv.device)

@@ -5,8 +5,9 @@ byte would waste 8/b of the wire. The layout is one little-endian bit stream: va
 [i*b, (i+1)*b) of the stream, bit 0 being the least significant bit of byte 0. So 8 values always fill
 exactly b bytes, and the packed length of n values is ceil(n*b/8) bytes.
 
-`pack`/`unpack` use the C++ extension `nuq._pack` for CPU tensors when it is built (fast, OpenMP) and
-vectorised torch ops otherwise (any device, e.g. CUDA); both produce the same bytes.
+`pack`/`unpack` use the ops torch.ops.nuq.pack/unpack of the C++ extension `nuq._pack` for CPU tensors when
+it is built (fast, OpenMP; see `nuq.ops`) and vectorised torch ops otherwise (any device, e.g. CUDA); both
+produce the same bytes.
 """
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ import sys
 
 import torch
 
-try:  # built by `python setup.py build_ext --inplace` from csrc/pack/
-    from nuq import _pack as _ext
-except ImportError:  # pragma: no cover - depends on whether the extension was built
-    _ext = None
+from nuq import ops  # registers torch.ops.nuq.pack/unpack where `python setup.py build_ext --inplace` built them
+
+_ext = ops._pack  # None where the extension is not built
 
 MIN_BITS, MAX_BITS = 1, 8
 
@@ -51,7 +51,7 @@ def pack(indices: torch.Tensor, bits: int, use_ext: bool | None = None) -> torch
     _check_bits(bits)
     _check_uint8_1d(indices, "indices")
     if _pick_ext(indices, use_ext):
-        return _ext.pack(indices.contiguous(), bits)
+        return torch.ops.nuq.pack.default(indices.contiguous(), bits=bits)
     return _pack_torch(indices, bits)
 
 
@@ -63,7 +63,7 @@ def unpack(packed: torch.Tensor, bits: int, n: int, use_ext: bool | None = None)
     if packed.numel() < need:
         raise ValueError(f"{n} values of {bits} bits need {need} bytes, got {packed.numel()}")
     if _pick_ext(packed, use_ext):
-        return _ext.unpack(packed.contiguous(), bits, n)
+        return torch.ops.nuq.unpack.default(packed.contiguous(), bits=bits, n=n)
     return _unpack_torch(packed, bits, n)
 
 

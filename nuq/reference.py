@@ -7,8 +7,10 @@ arithmetic, which the C++ and CUDA kernels repeat operation for operation so res
 2. Bucket norm, float32: `linf` = max |x|; `l2` = sqrt of the sum of squares in float64, summed in a
    fixed order: with L = min(256, the smallest power of two >= bucket_size) lanes, element t of a bucket
    goes to lane t % L; each lane sums its squares in element order; the L lane sums are then added as a
-   pairwise tree (lane 2i + lane 2i+1, repeated); sqrt in float64, rounded once to float32. (The shape
-   suits CPU SIMD and a CUDA block alike.)
+   pairwise tree (lane 2i + lane 2i+1, repeated); sqrt in float64, rounded once to float32, saturated at the
+   largest float32 where a finite root exceeds it (values near 3e38: the float64 sum is fine, its float32
+   root is not; every |x| is still <= the norm, so a finite bucket gives finite values). (The shape suits
+   CPU SIMD and a CUDA block alike.)
 3. inv = 1 / norm in float32 (0 for a zero bucket, which therefore gives zeros, never NaN).
 4. u = clamp(x * inv, levels[0], levels[-1]) in float32 (values beyond the outer levels are clipped).
 5. j = number of inner levels levels[1..K-2] that are <= u (so levels[j] <= u <= levels[j+1]; 0 for a NaN u,
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from nuq.philox import uniforms
 
 MAX_LANES = 256  # the fixed summation order of the L2 norm (see the module docstring)
+FLOAT32_MAX = torch.finfo(torch.float32).max  # where a finite L2 norm saturates
 
 
 def norm_lanes(bucket_size: int) -> int:
@@ -51,7 +54,8 @@ def bucket_norms(x: torch.Tensor, bucket_size: int, norm: str) -> torch.Tensor:
     lanes = sq.cumsum(dim=1)[:, -1, :]  # cumsum: a strictly sequential sum per lane
     while lanes.shape[1] > 1:
         lanes = lanes[:, 0::2] + lanes[:, 1::2]
-    return lanes[:, 0].sqrt().to(torch.float32)
+    root = lanes[:, 0].sqrt()
+    return torch.where(root < torch.inf, root.clamp(max=FLOAT32_MAX), root).to(torch.float32)
 
 
 def _per_element(values: torch.Tensor, bucket_size: int, n: int) -> torch.Tensor:

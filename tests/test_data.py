@@ -47,6 +47,28 @@ def test_cifar_malformed_batch_is_named(tmp_path):
         load_dataset("cifar10", str(tmp_path))
 
 
+class _RunsCode:  # a hostile batch file: plain pickle.load would run the shell command
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_cifar_batch_holding_code_is_refused_without_running_it(tmp_path):
+    _write_cifar(tmp_path, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], 2, b"labels", 10)
+    marker = tmp_path / "ran"
+    with open(tmp_path / "data_batch_2", "wb") as fh:
+        pickle.dump({b"data": _RunsCode(marker), b"labels": [1]}, fh)
+    with pytest.raises(DataError, match=r"data_batch_2.*system.*not allowed in a CIFAR batch"):
+        load_dataset("cifar10", str(tmp_path))
+    assert not marker.exists()
+    with open(tmp_path / "data_batch_2", "wb") as fh:  # the python-2 era format of the real files
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2]}, fh, protocol=2)
+    assert len(load_dataset("cifar10", str(tmp_path)).train) == 10
+
+
 def test_missing_folder_names_folder_files_and_source(tmp_path):
     with pytest.raises(DataError, match=r"'.*nowhere'.*data_batch_1.*test_batch.*cs.toronto.edu"):
         load_dataset("cifar10", str(tmp_path / "nowhere"))

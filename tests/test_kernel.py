@@ -10,6 +10,7 @@ from nuq.levels import get_method
 from nuq.philox import philox4x32, uniforms
 
 FIXED = ["q", "qinf", "nuq", "trn"]
+QUANT_KW = {"bucket_size": 4, "linf": False, "seed": 1, "offset": 0, "num_threads": 1}  # torch.ops.nuq quantize
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -360,7 +361,7 @@ LV = torch.tensor([-1.0, 0.0, 1.0])
     (lambda: kernel.quantize(torch.randn(10), torch.tensor([-1.0, float("nan")]), 4), ValueError, "finite"),
     (lambda: kernel.quantize(torch.randn(10), torch.tensor([-1, 1]), 4), TypeError, "levels has dtype"),
     (lambda: kernel.quantize(torch.randn(10), LV.to("meta"), 4), ValueError, "levels is on meta"),
-    (lambda: kernel.quantize(torch.randn(10), LV, 0), ValueError, "bucket_size must be >= 1"),
+    (lambda: kernel.quantize(torch.randn(10), LV, 0), ValueError, r"bucket_size must be in \[1, 2147483647\]"),
     (lambda: kernel.quantize(torch.randn(10), LV, 2.5), TypeError, "bucket_size must be an int"),
     (lambda: kernel.quantize(torch.randn(10), LV, 4, "l3"), ValueError, "norm must be one of l2, linf"),
     (lambda: kernel.quantize(torch.randn(10), LV, 4, "l2", -1), ValueError, "seed must be"),
@@ -395,15 +396,80 @@ def test_levels_changed_in_place_are_checked_again():
         checks.check_levels(lv, torch.device("meta"))
 
 
+def test_levels_changed_through_numpy_or_data_are_checked_again():
+    """Writes through .numpy() or .data move no version counter: the levels check compares values, so
+    levels made unsorted that way are refused instead of reaching the kernel unchecked."""
+    x = torch.randn(10)
+    for write in (lambda lv: lv.numpy().__setitem__(slice(None), [1.0, 5.0, -1.0]),
+                  lambda lv: lv.data.copy_(torch.tensor([1.0, 5.0, -1.0]))):
+        lv = torch.tensor([-1.0, 0.0, 1.0])
+        kernel.quantize(x, lv, 4)
+        write(lv)
+        with pytest.raises(ValueError, match="sorted"):
+            kernel.quantize(x, lv, 4)
+
+
+def test_levels_check_never_hands_out_a_changed_tensor():
+    """A second tensor with the values checked before passes on the cached check, and the kernel gets those
+    values even after the first tensor was changed behind the check's back."""
+    x = torch.randn(1000)
+    first, second = torch.tensor([-1.0, 0.0, 1.0]), torch.tensor([-1.0, 0.0, 1.0])
+    kernel.quantize(x, first, 64)
+    first.numpy()[:] = [-1.0, 0.9, 1.0]
+    assert torch.equal(kernel.quantize(x, second, 64, seed=3),
+                       kernel.quantize(x, second, 64, seed=3, backend="reference"))
+
+
+@pytest.mark.parametrize("bucket", [2 ** 31, 2 ** 63 - 1, 2 ** 63, 2 ** 64 + 5])
+def test_bucket_size_beyond_the_bound_is_a_one_line_value_error(bucket):
+    """Every entry point names the value and the accepted range (2^63 and up was a pybind TypeError that
+    dumped the tensors; 2^63 - 1 returned uninitialised memory)."""
+    x, lv = torch.zeros(10), _levels("q")
+    message = torch.zeros(100, dtype=torch.uint8)
+    idx, norms = torch.zeros(10, dtype=torch.uint8), torch.ones(1)
+    calls = [lambda: kernel.quantize(x, lv, bucket), lambda: kernel.quantize_indices(x, lv, bucket),
+             lambda: kernel.dequantize_indices(idx, norms, lv, bucket),
+             lambda: kernel.quantize_pieces(x, lv, bucket, "l2", 0, 0, [(0, 10)]),
+             lambda: kernel.encode_packed(x, lv, bucket, "l2", 0, 0, message),
+             lambda: kernel.decode_packed(message, 10, lv, bucket),
+             lambda: kernel.encode_pieces_packed(x, lv, bucket, "l2", 0, 0, [(0, 10, 0)], message),
+             lambda: kernel.decode_pieces_packed(message, lv, bucket, [(0, 10, 0)], torch.zeros(10)),
+             lambda: codec.encode(x, lv, bucket, "l2", 0, 0), lambda: codec.decode(message, 10, lv, bucket)]
+    for call in calls:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == f"bucket_size must be in [1, 2147483647] (2^31 - 1), got {bucket}"
+
+
+@pytest.mark.parametrize("bucket", [8, 512])  # the generic norm's lanes, and the AVX-512 kernel's 256 lanes
+def test_bucket_whose_l2_norm_overflows_float32_stays_finite(cpu_kernel, bucket):
+    """Values near 3e38: the float64 sum of squares is fine, its root is not a float32. The norm saturates
+    at the largest float32, so a finite bucket gives finite values (it was NaN), with the reference's bits;
+    every |x| <= norm still, so the rounding stays unbiased."""
+    torch.manual_seed(4)
+    x = torch.rand(3 * bucket) * 3.4e38 * torch.where(torch.rand(3 * bucket) < 0.5, -1.0, 1.0)
+    x[2 * bucket:] /= 1e30  # an ordinary bucket beside them
+    lv = _levels("q")
+    ref = kernel.quantize(x, lv, bucket, "l2", 5, 0, backend="reference")
+    got = kernel.quantize(x, lv, bucket, "l2", 5, 0)
+    assert torch.isfinite(got).all() and torch.equal(got, ref)
+    idx, norms = kernel.quantize_indices(x, lv, bucket, "l2", 5, 0)
+    assert norms[0] == torch.finfo(torch.float32).max and norms[2] < 1e10
+    decoded = codec.decode(codec.encode(x, lv, bucket, "l2", 5, 0), x.numel(), lv, bucket)
+    assert torch.equal(decoded, ref)
+    x[3] = float("inf")  # a bucket holding inf keeps its infinite norm (and NaN values) as before
+    assert torch.isinf(kernel.quantize_indices(x, lv, bucket, "l2", 5, 0)[1][0])
+
+
 def test_extension_direct_call_checks_do_not_crash():
-    """A caller bypassing nuq.kernel gets a RuntimeError from the extension, never a crash."""
-    from nuq import _quant
+    """A caller bypassing nuq.kernel gets a RuntimeError from the op, never a crash."""
     with pytest.raises(RuntimeError, match="contiguous float32"):
-        _quant.quantize(torch.randn(4, 4).t(), LV, 4, False, 0, 0, 1, 0)
+        torch.ops.nuq.quantize(torch.randn(4, 4).t(), LV, **QUANT_KW)
     with pytest.raises(RuntimeError, match="out must be"):
-        _quant.quantize_out(torch.empty(3), torch.randn(4), LV, 4, False, 0, 0, 1, 0)
+        torch.ops.nuq.quantize_out(torch.empty(3), torch.randn(4), LV, **QUANT_KW)
     with pytest.raises(RuntimeError, match="exceeds"):
-        _quant.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, 4, 1, 0)
+        torch.ops.nuq.dequantize_indices(torch.tensor([9], dtype=torch.uint8), torch.ones(1), LV, bucket_size=4,
+                                         num_threads=1)
 
 
 def test_missing_extension_is_a_clear_error(monkeypatch):
@@ -502,9 +568,8 @@ def test_pieces_bad_input_is_named():
         kernel.encode_pieces_packed(x, lv, 64, "l2", 1, 0, [(0, 100, 190)], out)
     with pytest.raises(ValueError, match="bucket_size % 8 == 0"):
         kernel.encode_pieces_packed(x, lv, 12, "l2", 1, 0, [(0, 100, 0)], out)
-    from nuq import _quant
     with pytest.raises(RuntimeError, match="pieces must be a contiguous int64 CPU tensor"):
-        _quant.encode_pieces(out, x, lv, 64, False, 1, 0, torch.zeros(2, 2, dtype=torch.int64), 1)
+        torch.ops.nuq.encode_pieces(out, x, lv, torch.zeros(2, 2, dtype=torch.int64), **QUANT_KW)
 
 
 def test_encode_packed_bad_input_is_named():
@@ -515,11 +580,10 @@ def test_encode_packed_bad_input_is_named():
     assert not kernel.fused_codec_supported(100, x.device, 16, backend="reference")
     with pytest.raises(ValueError, match="bucket_size % 8 == 0"):
         kernel.encode_packed(x, lv, 12, "l2", 1, 0, torch.empty(1000, dtype=torch.uint8))
-    from nuq import _quant
     with pytest.raises(RuntimeError, match="message must be a contiguous 1-D uint8 CPU tensor of 66 bytes"):
-        _quant.encode(torch.empty(65, dtype=torch.uint8), x, lv, 16, False, 1, 0, 1)  # 7 norms + 300 bits
-    with pytest.raises(RuntimeError, match="bucket_size % 8 == 0"):
-        _quant.encode(torch.empty(100, dtype=torch.uint8), x, lv, 12, False, 1, 0, 1)
+        torch.ops.nuq.encode(torch.empty(65, dtype=torch.uint8), x, lv, **{**QUANT_KW, "bucket_size": 16})
+    with pytest.raises(RuntimeError, match="bucket_size % 8 == 0"):  # (above: 7 norms + 300 bits)
+        torch.ops.nuq.encode(torch.empty(100, dtype=torch.uint8), x, lv, **{**QUANT_KW, "bucket_size": 12})
 
 
 @pytest.mark.parametrize("method,bits", [("q", 1), ("trn", 2), ("nuq", 3), ("qinf", 4), ("q", 5), ("nuq", 6),
@@ -561,11 +625,11 @@ def test_decode_packed_add_to_bad_input_is_named():
     kernel.encode_packed(x, lv, 128, "l2", 1, 0, message)
     with pytest.raises(ValueError, match="add_to must hold the message's 100 values, got shape \\(99,\\)"):
         kernel.decode_packed(message, 100, lv, 128, add_to=torch.zeros(99))
-    from nuq import _quant
+    kw = {"bucket_size": 128, "num_threads": 1}
     with pytest.raises(RuntimeError, match="add_to must be a contiguous 1-D float32 CPU tensor, got Double"):
-        _quant.decode_add(torch.zeros(100, dtype=torch.float64), message, lv, 128, 1)
+        torch.ops.nuq.decode_add(torch.zeros(100, dtype=torch.float64), message, lv, **kw)
     with pytest.raises(RuntimeError, match="not contiguous"):
-        _quant.decode_add(torch.zeros(200)[::2], message, lv, 128, 1)
+        torch.ops.nuq.decode_add(torch.zeros(200)[::2], message, lv, **kw)
 
 
 @pytest.mark.skipif(not _cpu_has_avx512(), reason="the one-pass decode exists only on AVX-512 CPUs (tested above)")

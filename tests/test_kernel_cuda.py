@@ -2,6 +2,7 @@
 GPU-machine half of the kernel tests; the CPU half is tests/test_kernel.py). The compile checks run on any
 machine with nvcc and are skipped only where nvcc is absent."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,12 +45,22 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
 
 @needs_nvcc
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not on PATH")
-def test_cuda_glue_compiles():
-    """quant.cpp's CUDA section (compiled only in CUDA builds) type-checks against torch's headers."""
+@pytest.mark.parametrize("source", ["quant.cpp", "quant_cuda_ops.cpp"])
+def test_cuda_glue_compiles(source, tmp_path):
+    """The ops' CUDA kernels (quant_cuda_ops.cpp, compiled only in CUDA builds: device guard, current
+    stream) and the op library they register into type-check against torch's and the CUDA toolkit's
+    headers. A CPU build of torch lacks the one header its CUDA build generates (c10's CUDA build macros);
+    the test writes that one line itself."""
     from torch.utils.cpp_extension import include_paths
-    inc = [f"-I{p}" for p in include_paths()] + [f"-I{sysconfig.get_paths()['include']}", f"-I{SRC}"]
+    dryrun = subprocess.run([NVCC, "--dryrun", "-c", "x.cu"], capture_output=True, text=True).stderr
+    cuda_include = re.search(r'INCLUDES="(-I[^"]*)"', dryrun).group(1)  # the toolkit's headers, as nvcc has them
+    generated = tmp_path / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+    generated.parent.mkdir(parents=True)
+    generated.write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+    inc = [f"-I{p}" for p in include_paths()] + [f"-I{sysconfig.get_paths()['include']}", f"-I{SRC}", cuda_include,
+                                                 f"-I{tmp_path}"]
     proc = subprocess.run(["g++", "-fsyntax-only", "-std=c++17", "-DNUQ_WITH_CUDA=1",
-                           "-DTORCH_EXTENSION_NAME=_quant", *inc, str(SRC / "quant.cpp")],
+                           "-DTORCH_EXTENSION_NAME=_quant", *inc, str(SRC / source)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
 

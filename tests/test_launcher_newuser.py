@@ -29,11 +29,11 @@ def write_grid(tmp_path, body: str, name: str = "g") -> str:
 # ---- 2: ranges and combinations are checked at expansion ------------------------------------------------
 
 @pytest.mark.parametrize("assignment, expected", [
-    ("nuq_bits=99", "bad value for 'nuq_bits': 99 is out of range; expected 1..8"),
-    ("nuq_bits=0", "expected 1..8"),
-    ("batch_size=0", "bad value for 'batch_size': 0 is out of range; expected >= 1"),
-    ("nuq_mul=1.5", "expected (0, 1)"),
-    ("lr=-0.1", "expected >= 0"),
+    ("nuq_bits=99", "bad value for 'nuq_bits': 99 is outside the accepted range 1..8"),
+    ("nuq_bits=0", "the accepted range 1..8"),
+    ("batch_size=0", "bad value for 'batch_size': 0 is outside the accepted range >= 1"),
+    ("nuq_mul=1.5", "the accepted range (0, 1)"),
+    ("lr=-0.1", "the accepted range >= 0"),
     ("optim=rmsprop", "bad value for 'optim': 'rmsprop' is not one of sgd, adam"),
 ])
 def test_out_of_range_values_fail_the_dry_run_in_one_line(tmp_path, assignment, expected):

@@ -182,9 +182,13 @@ def test_prepare_writes_configs_refuses_changed_ones_and_skips_done(tmp_path):
     assert {r.index: (r.dir / runfiles.CONFIG).read_bytes() for r in runs} == before
     assert not any(r.dir.exists() for r in fresh)  # a refused launch writes nothing
 
-    path.write_text("- not a mapping\n")
-    with pytest.raises(UsageError, match="unreadable"):
-        check_runs(runs)
+    path.write_text("- not a mapping\n")  # unreadable: that run is skipped, the others are not refused
+    path_ok = runs[2].dir / runfiles.CONFIG
+    assert check_runs(runs) == {3: f"config file {str(path)!r} must hold a mapping of option: value, got list"}
+    todo, _ = prepare_runs(runs)
+    assert runs[3] not in todo and runs[2] in todo and path.read_text() == "- not a mapping\n"
+    todo, _ = prepare_runs(runs, repair=True)  # rewritten from the grid
+    assert runs[3] in todo and runfiles.read_config(path) == runs[3].config and runfiles.read_config(path_ok) == runs[2].config
 
 
 def test_grid_metadata_reaches_the_selection(tmp_path):

@@ -66,3 +66,14 @@ def test_schema_module_does_not_import_torch():
     code = "import sys, trainer.options, trainer.runfiles; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bucket_size_is_bounded_by_what_the_kernel_takes():
+    """A bucket beyond the kernel's bound (2^31 - 1) is refused before anything runs; a run with 2^63 - 1
+    used to end `done` with loss NaN."""
+    from nuq.limits import MAX_BUCKET_SIZE
+    assert validate_config({"nuq_bucket_size": MAX_BUCKET_SIZE}) == {"nuq_bucket_size": MAX_BUCKET_SIZE}
+    for bad in (0, MAX_BUCKET_SIZE + 1, 2 ** 63 - 1):
+        with pytest.raises(ConfigError, match=f"'nuq_bucket_size': {bad} is outside the accepted range "
+                                              f"1..{MAX_BUCKET_SIZE}"):
+            validate_config({"nuq_bucket_size": bad}, run="r1")

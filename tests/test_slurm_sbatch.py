@@ -177,7 +177,7 @@ def test_children_split_the_task_cpus(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     env = slurm_task.child_env(4)
     assert env["OMP_NUM_THREADS"] == "2" and env["PYTHONPATH"].split(os.pathsep)[0] == str(slurm_task.REPO_ROOT)
-    assert slurm_task.child_command("/r/x")[-2:] == ["--config", "/r/x/config.yaml"]
+    assert slurm_task.trainer_command("/r/x")[-2:] == ["--config", "/r/x/config.yaml"]
 
 
 def test_distributed_runs_become_multi_task_jobs_one_rank_per_gpu():

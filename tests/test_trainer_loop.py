@@ -1,5 +1,6 @@
 """The training loop end to end on digits: files, exact resume, corrupt-checkpoint fallback, failures."""
 import json
+import os
 
 import pytest
 import torch
@@ -108,12 +109,32 @@ class NotData:  # a pickled class: weights_only loading must refuse it
     pass
 
 
+class RunsCode:  # a hostile checkpoint: unpickling it would run a shell command
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
 def test_checkpoint_holding_code_is_refused(tmp_path):
     torch.save({"version": 1, "payload": NotData()}, tmp_path / runfiles.CHECKPOINT)
     messages = []
     with pytest.raises(checkpoint.CheckpointError):
         checkpoint.load(tmp_path, warn=messages.append)
     assert "checkpoint.pt" in messages[0]
+    assert "NotData" in messages[0]  # the real reason, not the first line of PyTorch's advice
+
+
+def test_hostile_checkpoint_message_names_the_reason_and_never_suggests_an_unsafe_load(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"version": 1, "payload": RunsCode(marker)}, tmp_path / runfiles.CHECKPOINT)
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.load(tmp_path, warn=lambda _: None)
+    message = str(info.value)
+    assert "GLOBAL posix.system" in message and "refused" in message
+    assert "weights_only" not in message.replace("weights_only=True", "") and "False" not in message
+    assert "\n" not in message and not marker.exists()
 
 
 def test_failing_run_marks_status_failed(tmp_path):

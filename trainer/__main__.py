@@ -2,7 +2,7 @@
 
 Exit codes: 0 done (or already done), 1 the run failed (status.json says why, traceback in train.log),
 2 the config file is missing or unreadable, 3 interrupted by SIGUSR2/SIGTERM after saving a checkpoint
-(run the same command again to resume).
+(run the same command again to resume), 4 another live trainer holds the run folder (nothing was written).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from trainer.runfiles import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, read_config
+from trainer.runfiles import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, read_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,12 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"trainer: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    from trainer import loop
+    from trainer import loop, runlock
     for sig in (signal.SIGUSR2, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: loop.request_stop())
     run_dir = args.config.resolve().parent
     try:
         results = loop.run(config, run_dir)
+    except runlock.RunLocked as err:
+        print(f"trainer: error: {err}", file=sys.stderr)
+        return EXIT_LOCKED
     except loop.Interrupted as err:
         print(f"trainer: interrupted: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -25,7 +25,8 @@ class CheckpointError(RuntimeError):
 
 def save(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     run_dir = Path(run_dir)
-    fd, tmp = tempfile.mkstemp(prefix=f".{runfiles.CHECKPOINT}.", suffix=".tmp", dir=run_dir)
+    fd, tmp = tempfile.mkstemp(prefix=runfiles.temp_prefix(runfiles.CHECKPOINT), suffix=runfiles.TEMP_SUFFIX,
+                               dir=run_dir)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
@@ -53,6 +54,27 @@ def _read(path: Path) -> dict[str, Any]:
     return state
 
 
+_ADVICE = ("weights_only", "Weights only load failed", "Check the documentation")  # PyTorch's advice, not the reason
+
+
+def load_error_reason(err: BaseException) -> str:
+    """Why a checkpoint did not load, in one line. For a refused pickle that is the unpickler's own reason
+    (e.g. 'unsupported GLOBAL posix.system'), without PyTorch's advice around it to load with
+    weights_only=False or to allowlist the global: both would run the file's code."""
+    kept = []
+    for line in str(err).splitlines():
+        line = line.strip()
+        if not line or any(a in line for a in _ADVICE):
+            continue
+        line = line.removeprefix("WeightsUnpickler error:").split(" Please use", 1)[0].strip()
+        if line:
+            kept.append(line)
+    if "Weights only load failed" in str(err):
+        reason = "; ".join(kept).rstrip(".") or "it holds more than plain data"
+        return f"{type(err).__name__}: {reason}; refused by the data-only loader, nothing in it was run"
+    return f"{type(err).__name__}: {kept[0]}" if kept else type(err).__name__
+
+
 def load(run_dir: str | os.PathLike, warn: Callable[[str], None]) -> dict[str, Any] | None:
     """The newest readable checkpoint of run_dir, None when there is none; `warn` gets fallback messages."""
     run_dir = Path(run_dir)
@@ -65,7 +87,7 @@ def load(run_dir: str | os.PathLike, warn: Callable[[str], None]) -> dict[str, A
         try:
             state = _read(path)
         except Exception as err:  # truncated zip, unpickling error, wrong content
-            msg = f"checkpoint {str(path)!r} is unreadable or corrupt ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            msg = f"checkpoint {str(path)!r} is unreadable or corrupt ({load_error_reason(err)})"
             errors.append(msg)
             warn(msg + ("; falling back to the previous checkpoint" if path != present[-1] else ""))
             continue

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import checkpoint, rng, runfiles
+from trainer import checkpoint, rng, runfiles, runlock
 from trainer.init_from import CARRY, evaluate_only, start_from
 from trainer.data import BatchStream, TensorSplit, load_dataset
 from trainer.dist import is_main, rank, stop_signalled
@@ -327,14 +327,47 @@ def run(config: dict[str, Any], run_dir: str | os.PathLike,
     A run whose results.json says done is returned unchanged. On an exception status.json says failed
     with the error's last line, the traceback goes to train.log, and the exception propagates.
     `on_iteration(it)` is called after each completed iteration (tests use it to stop at a given step).
+    One trainer per folder: rank 0 holds the run lock throughout; when another live trainer holds it,
+    `runlock.RunLocked` is raised before anything is written.
     """
     run_dir = Path(run_dir)
     if runfiles.is_done(run_dir):
         return runfiles.read_json(run_dir / runfiles.RESULTS) or {}
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, tty=sys.stderr.isatty())
-    status = StatusWriter(run_dir, niters=0)  # the real niters is known once the data is loaded
+    lock = runlock.RunLock(run_dir).acquire() if is_main() else None  # RunLocked: nothing written
     try:
+        return _run_locked(config, run_dir, on_iteration, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _set_aside_corrupt_results(run_dir: Path, log: RunLog) -> dict[str, Any] | None:
+    """A done results.json (another trainer finished just before we got the lock), else None; an unreadable
+    one is renamed to results.json.corrupt-<time> (kept, not deleted) so the run finishes again."""
+    path = run_dir / runfiles.RESULTS
+    if not path.exists():
+        return None
+    results = runfiles.read_json(path)
+    if results is not None:
+        return results if results.get("status") == runfiles.DONE else None
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    log.warning(f"{path} was unreadable; moved to {aside.name}, finishing from the checkpoint")
+    return None
+
+
+def _run_locked(config: dict[str, Any], run_dir: Path, on_iteration: Callable[[int], None] | None,
+                lock: runlock.RunLock | None) -> dict[str, Any]:
+    """`run` once this process holds the run folder (rank 0) or is a rank of its holder."""
+    if lock is not None:
+        runfiles.remove_stale_temps(run_dir)
+    log = RunLog(run_dir, tty=sys.stderr.isatty())
+    status = StatusWriter(run_dir, niters=0, lease=lock)  # the real niters is known once the data is loaded
+    try:
+        done = _set_aside_corrupt_results(run_dir, log) if lock is not None else None
+        if done is not None:
+            return done
         status.write(runfiles.RUNNING)
         opt = full_config(config, run=run_dir.name)
         status.niters = opt["niters"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from estim.names import ESTIMATORS
+from nuq.limits import MAX_BUCKET_SIZE
 from nuq.names import METHODS as NUQ_METHODS
 from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
 from trainer.names import DATASETS, OPTIMIZERS
@@ -34,15 +35,16 @@ class Option:
 
     def range_text(self) -> str:
         """'1..8', '>= 1', '> 0', '(0, 1)' or '' when unbounded."""
-        lo, hi = self.min, self.max
+        lo, hi = (None if b is None else str(int(b)) if float(b).is_integer() else f"{b:g}"
+                  for b in (self.min, self.max))
         if lo is not None and hi is not None:
             if self.open_min or self.open_max:
-                return f"{'(' if self.open_min else '['}{lo:g}, {hi:g}{')' if self.open_max else ']'}"
-            return f"{lo:g}..{hi:g}"
+                return f"{'(' if self.open_min else '['}{lo}, {hi}{')' if self.open_max else ']'}"
+            return f"{lo}..{hi}"
         if lo is not None:
-            return f"{'>' if self.open_min else '>='} {lo:g}"
+            return f"{'>' if self.open_min else '>='} {lo}"
         if hi is not None:
-            return f"{'<' if self.open_max else '<='} {hi:g}"
+            return f"{'<' if self.open_max else '<='} {hi}"
         return ""
 
 
@@ -111,7 +113,8 @@ _OPTIONS = [
     # quantization
     Option("nuq_method", "str", "q", "Quantization method.", NUQ_METHODS),
     Option("nuq_bits", "int", 4, "Bits per coordinate (2^bits levels).", min=1, max=8),
-    Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm.", min=1),
+    Option("nuq_bucket_size", "int", 1024, "Values per bucket; each bucket has its own norm.",
+           min=1, max=MAX_BUCKET_SIZE),
     Option("nuq_ngpu", "int", 1, "Simulated workers: minibatches quantized independently and averaged.", min=1),
     Option("nuq_mul", "float", 0.5, "Multiplier of the exponential (NUQSGD) levels.",
            min=0, max=1, open_min=True, open_max=True),
@@ -187,7 +190,7 @@ def _in_range(opt: Option, value: float) -> Any:
     lo_bad = opt.min is not None and (value <= opt.min if opt.open_min else value < opt.min)
     hi_bad = opt.max is not None and (value >= opt.max if opt.open_max else value > opt.max)
     if lo_bad or hi_bad or value != value:  # value != value: NaN
-        raise ValueError(f"{value!r} is out of range; expected {opt.range_text()}")
+        raise ValueError(f"{value!r} is outside the accepted range {opt.range_text()}")
     return value
 
 

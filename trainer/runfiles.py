@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -17,27 +18,62 @@ CONFIG = "config.yaml"        # the run's validated config (written by the launc
 STATUS = "status.json"        # {"state", "iteration", "niters", "heartbeat", "host", "pid", "slurm_job_id", "slurm_array_task_id", "error", "Vacc"}
 RESULTS = "results.json"      # written once at the end: {"status": "done", "final": {...}, "best": {...}, ...}
 METRICS = "metrics.jsonl"     # one {"tag", "step", "value", "wall"} object per line
-JOB = "job.json"              # written by the launcher: {"cluster", "job_id", "array_index", "submitted", "stdout", "stderr"}
+JOB = "job.json"              # written by the launcher: {"cluster", "job_id", "array_index", "submitted", "stdout", "stderr", "host"}
 REPRO = "repro.json"          # git commit, dirty flag, package versions, host, GPU
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
 LOG = "train.log"
+LOCK = "run.lock"             # flock'ed by the live trainer for its whole life (trainer/runlock.py)
+LEASE = "run.lease"           # the lock's fallback where flock is unavailable: O_EXCL file, refreshed with the heartbeat
+SUBMIT_LOCK = "submit.lock"   # held by a launcher for the moment it checks a run and starts it
+LAUNCHER_FILES = (CONFIG, JOB)  # written by the launcher, possibly while a trainer starts
+TEMP_STALE_S = 60.0           # a launcher's temp file younger than this may still be in flight
 
 # status.json "state" values (launcher/state.py derives stale, pending and not submitted from the files)
 RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
 
 # exit codes of `python -m trainer`, of a rank (`python -m trainer.distributed`) and of the launchers
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 # the checkout holding the packages: child processes (submitit, SLURM tasks, job scripts) put it on PYTHONPATH
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """Temp files of an atomic write of `name` are `.<name>.<random>.tmp` in the same folder."""
+    return f".{name}."
+
+
+def remove_stale_temps(run_dir: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Delete the temp files that interrupted atomic writes left in run_dir; return them.
+
+    Call only while holding the run's lock (no trainer writes then); the launcher's own files are
+    spared while younger than TEMP_STALE_S since a launch may be writing them this moment.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for path in Path(run_dir).glob(f".*{TEMP_SUFFIX}"):
+        name = path.name[1:-len(TEMP_SUFFIX)].rpartition(".")[0]
+        if not name:
+            continue
+        try:
+            if name in LAUNCHER_FILES and now - path.stat().st_mtime < TEMP_STALE_S:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write data to path via a temp file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -82,7 +118,8 @@ def write_job(run_dir: str | os.PathLike, cluster: str, job_id: str, stdout: str
     """job.json: where the launcher sent the run (a run folder with it but no status.json is pending);
     `after`/`after_runs`: the SLURM jobs (of those upstream runs) it waits on, for a chained stage."""
     job = {"cluster": cluster, "job_id": job_id, "array_index": array_index,
-           "submitted": time.time() if submitted is None else submitted, "stdout": stdout, "stderr": stderr}
+           "submitted": time.time() if submitted is None else submitted, "stdout": stdout, "stderr": stderr,
+           "host": socket.gethostname()}
     if after is not None:
         job.update(after=after, after_runs=after_runs or [])
     atomic_write_json(Path(run_dir) / JOB, job)

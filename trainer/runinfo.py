@@ -12,6 +12,7 @@ from typing import Any
 
 from trainer import runfiles
 from trainer.dist import is_main
+from trainer.runlock import RunLock
 
 HEARTBEAT_S = 30.0
 
@@ -19,7 +20,8 @@ HEARTBEAT_S = 30.0
 class StatusWriter:
     """Writes status.json atomically; `beat` rewrites it when HEARTBEAT_S has passed (cheap to call every step)."""
 
-    def __init__(self, run_dir: str | os.PathLike, niters: int) -> None:
+    def __init__(self, run_dir: str | os.PathLike, niters: int, lease: RunLock | None = None) -> None:
+        self.lease = lease  # the run lock; its lease fallback is refreshed with every write
         self.path = Path(run_dir) / runfiles.STATUS
         self.niters = niters
         self.enabled = is_main()
@@ -32,6 +34,8 @@ class StatusWriter:
         self._last = time.monotonic()
         if not self.enabled:
             return
+        if self.lease is not None:
+            self.lease.refresh()
         runfiles.atomic_write_json(self.path, {
             "state": state, "iteration": self.iteration, "niters": self.niters, "heartbeat": time.time(),
             "started": self.started,

@@ -12,6 +12,10 @@
 namespace nuq {
 namespace bitpack {
 
+// ceil(n * bits / 8): the bytes of n values of `bits` (1..8) bits, without forming n * bits (8 values fill
+// `bits` whole bytes), so any n >= 0 gives its exact size.
+inline int64_t packed_bytes(int64_t n, int64_t bits) { return n / 8 * bits + (n % 8 * bits + 7) / 8; }
+
 constexpr uint64_t kLanes16 = 0x00FF00FF00FF00FFull;
 constexpr uint64_t kLanes32 = 0x0000FFFF0000FFFFull;
 constexpr uint64_t kLow32 = 0x00000000FFFFFFFFull;

@@ -1,4 +1,6 @@
-// Bit packing of b-bit level indices (b in 1..8) into bytes: the CPU fast path of nuq/packing.py.
+// Bit packing of b-bit level indices (b in 1..8) into bytes: the CPU fast path of nuq/packing.py, as the
+// ops torch.ops.nuq.pack(indices, *, bits) and torch.ops.nuq.unpack(packed, *, bits, n) (fake
+// implementations in nuq/ops.py).
 //
 // Layout (same as the torch fallback; see csrc/common/bitpack.h): one little-endian bit stream, value i in
 // bits [i*b, (i+1)*b). 8 values fill exactly b bytes, so each group of 8 is packed independently, which
@@ -92,7 +94,7 @@ auto dispatch(int64_t bits, Fn&& fn) {
 torch::Tensor pack(const torch::Tensor& indices, int64_t bits) {
   check_args(indices, bits, "indices");
   const int64_t n = indices.numel();
-  const int64_t nbytes = (n * bits + 7) / 8;
+  const int64_t nbytes = nuq::bitpack::packed_bytes(n, bits);
   auto out = torch::empty({nbytes}, indices.options());
   const uint8_t* in = indices.data_ptr<uint8_t>();
   uint8_t* dst = out.data_ptr<uint8_t>();
@@ -114,7 +116,7 @@ torch::Tensor pack(const torch::Tensor& indices, int64_t bits) {
 torch::Tensor unpack(const torch::Tensor& packed, int64_t bits, int64_t n) {
   check_args(packed, bits, "packed");
   TORCH_CHECK(n >= 0, "number of values must be >= 0, got ", n);
-  const int64_t need = (n * bits + 7) / 8;
+  const int64_t need = nuq::bitpack::packed_bytes(n, bits);
   TORCH_CHECK(packed.numel() >= need, n, " values of ", bits, " bits need ", need, " bytes, got ",
               packed.numel());
   auto out = torch::empty({n}, packed.options());
@@ -135,10 +137,17 @@ torch::Tensor unpack(const torch::Tensor& packed, int64_t bits, int64_t n) {
 
 }  // namespace
 
+// A fragment of the nuq op library (quant.cpp defines the library and points torch at nuq/ops.py).
+TORCH_LIBRARY_FRAGMENT(nuq, m) {
+  m.def("pack(Tensor indices, *, int bits) -> Tensor");    // uint8 values < 2**bits -> ceil(n*bits/8) bytes
+  m.def("unpack(Tensor packed, *, int bits, int n) -> Tensor");  // the first n values of `bits` bits
+}
+
+TORCH_LIBRARY_IMPL(nuq, CPU, m) {
+  m.impl("pack", &pack);
+  m.impl("unpack", &unpack);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Bit packing of b-bit quantization level indices (nuq/packing.py's CPU fast path)";
-  m.def("pack", &pack, "Pack uint8 values < 2**bits into ceil(n*bits/8) bytes", py::arg("indices"),
-        py::arg("bits"));
-  m.def("unpack", &unpack, "Unpack n values of `bits` bits", py::arg("packed"), py::arg("bits"),
-        py::arg("n"));
+  m.doc() = "Bit packing of quantization level indices: importing this registers torch.ops.nuq.pack and unpack";
 }

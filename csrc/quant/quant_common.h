@@ -17,6 +17,22 @@ constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
 constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
 constexpr int kMaxLanes = 256;  // the L2 norm sums in min(256, next_pow2(bucket)) lanes
 constexpr int kMaxLevels = 256; // indices are uint8
+// The largest bucket the kernels take (nuq/limits.py's MAX_BUCKET_SIZE): a CUDA block sums one bucket with
+// int lane strides, and every size computed from a bucket (bucket + n, pointers a bucket ahead) stays far
+// from int64 overflow.
+constexpr int64_t kMaxBucket = 2147483647;
+constexpr float kMaxFloat = 3.40282346638528859812e+38f;  // FLT_MAX
+
+// ceil(n / bucket) without forming n + bucket - 1 (which overflows for buckets near 2^63).
+NUQ_HD int64_t num_buckets(int64_t n, int64_t bucket) { return n / bucket + (n % bucket != 0 ? 1 : 0); }
+
+// The float32 L2 norm of a bucket from its float64 root: rounded once, saturated at FLT_MAX where the root
+// of finite values exceeds float32 (values near 3e38: the float64 sum cannot overflow, its float32 root
+// can), so a finite bucket keeps a finite norm and finite outputs; an infinite or NaN root stays as it is.
+NUQ_HD float l2_norm_float(double root) {
+  constexpr double kMaxDouble = 1.7976931348623157e+308;  // DBL_MAX: only inf is above it
+  return static_cast<float>(root > static_cast<double>(kMaxFloat) && root <= kMaxDouble ? kMaxFloat : root);
+}
 
 // Philox4x32-10 of counter (q & 0xffffffff, q >> 32, 0, 0) under key (k0, k1); writes the 4 words.
 NUQ_HD void philox4x32_10(uint64_t q, uint32_t k0, uint32_t k1, uint32_t out[4]) {

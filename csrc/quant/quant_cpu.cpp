@@ -70,7 +70,7 @@ bool use_avx512(const float* levels, int num_levels) {
 
 // Runs the job over all its buckets on up to `threads` threads (contiguous ranges of buckets per thread).
 void run_job(const BucketJob& job, int64_t threads) {
-  const int64_t nb = (job.n + job.bucket - 1) / job.bucket;
+  const int64_t nb = num_buckets(job.n, job.bucket);
   const int nthreads = thread_count(job.n, threads);
 #if NUQ_HAVE_AVX512_KERNEL
   if (use_avx512(job.levels, job.num_levels)) {
@@ -111,7 +111,7 @@ namespace {
 
 // Decodes one message's buckets on up to `threads` threads; the largest index read.
 uint32_t run_decode(const DecodeJob& job, int64_t threads) {
-  const int64_t nb = (job.n + job.bucket - 1) / job.bucket;
+  const int64_t nb = num_buckets(job.n, job.bucket);
   uint32_t max_index = 0;
 #if NUQ_HAVE_AVX512_KERNEL
 #pragma omp parallel num_threads(thread_count(job.n, threads)) reduction(max : max_index)
@@ -129,7 +129,7 @@ uint32_t run_decode(const DecodeJob& job, int64_t threads) {
 // The job decoding the message at `bytes` (nbytes long) of n values into out.
 DecodeJob decode_job(const uint8_t* bytes, int64_t nbytes, int64_t n, const torch::Tensor& levels, int64_t bucket,
                      int64_t bits, float* out, bool accumulate) {
-  const int64_t nb = (n + bucket - 1) / bucket;
+  const int64_t nb = num_buckets(n, bucket);
   DecodeJob job{bytes, bytes + 4 * nb, n, bucket, levels.data_ptr<float>(), static_cast<int>(levels.numel()),
                 static_cast<int>(bits), out, bytes + nbytes};
   job.accumulate = accumulate;
@@ -184,7 +184,7 @@ void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int6
     if (piece.end == piece.start) continue;
     BucketJob job = piece_job(x, levels, bucket, linf, seed, offset, piece);
     job.norms = message.data_ptr<uint8_t>() + piece.pos;
-    job.packed = message.data_ptr<uint8_t>() + piece.pos + 4 * ((job.n + bucket - 1) / bucket);
+    job.packed = message.data_ptr<uint8_t>() + piece.pos + 4 * num_buckets(job.n, bucket);
     job.bits = static_cast<int>(bits);
     run_job(job, threads);
   }
@@ -227,7 +227,7 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tenso
                                                               int64_t bucket, bool linf, int64_t seed,
                                                               int64_t offset, int64_t threads) {
   auto idx = torch::empty({x.numel()}, x.options().dtype(at::kByte));
-  auto norms = torch::empty({(x.numel() + bucket - 1) / bucket}, x.options());
+  auto norms = torch::empty({num_buckets(x.numel(), bucket)}, x.options());
   BucketJob job = make_job(x, levels, bucket, linf, seed, offset);
   job.idx = idx.data_ptr<uint8_t>();
   job.norms = norms.data_ptr<float>();
@@ -237,7 +237,7 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tenso
 
 void encode_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,
                 int64_t offset, int64_t threads, int64_t bits, torch::Tensor& message) {
-  const int64_t nb = (x.numel() + bucket - 1) / bucket;
+  const int64_t nb = num_buckets(x.numel(), bucket);
   BucketJob job = make_job(x, levels, bucket, linf, seed, offset);
   job.norms = message.data_ptr<uint8_t>();
   job.packed = message.data_ptr<uint8_t>() + 4 * nb;
@@ -256,7 +256,7 @@ torch::Tensor dequantize_indices_cpu(const torch::Tensor& idx, const torch::Tens
   const int64_t nb = norms.numel();
 #pragma omp parallel for schedule(static) num_threads(thread_count(n, threads))
   for (int64_t b = 0; b < nb; ++b) {
-    const int64_t start = b * bucket, end = std::min(n, start + bucket);
+    const int64_t start = b * bucket, end = start + std::min(n - start, bucket);
     const float nf = np[b];
     for (int64_t i = start; i < end; ++i) op[i] = lv[ip[i]] * nf;
   }

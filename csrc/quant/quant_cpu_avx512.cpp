@@ -13,6 +13,10 @@
 // percent (the same Philox and search; narrowing and packing instead of a permute and wider stores):
 // bench/bench_ddp.py. Measured in bench/bench_kernel.py too. quant_cpu.cpp calls this file where the CPU
 // has AVX-512 (checked at run time), else the generic kernel.
+//
+// This file is the driver: buckets, norms, outputs and the decode. Its parts are headers of their own:
+// quant_cpu_avx512_philox.h (the random words), quant_cpu_avx512_search.h (the level search) and
+// quant_cpu_avx512_pack.h (packing for the fused encode).
 #include "quant_cpu_avx512.h"
 
 #if NUQ_HAVE_AVX512_KERNEL
@@ -21,80 +25,21 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
+#include <cstring>
 #include <type_traits>
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,bmi2")
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives in avx512fintrin.h
-#pragma GCC diagnostic ignored "-Wuninitialized"        // (_mm512_reduce_max_epu32 extracts from an undefined vector)
-
+NUQ_AVX512_BEGIN
 #include "quant_cpu_kernel.h"
+#include "quant_cpu_avx512_pack.h"
+#include "quant_cpu_avx512_philox.h"
+#include "quant_cpu_avx512_search.h"
 
 namespace nuq {
 namespace avx512 {
 namespace {
 
-constexpr int kGroups = 8;                // Philox groups of 8 blocks computed together
-constexpr int kWords = 32 * kGroups;      // random words per chunk: 256 elements
-constexpr int kMaxPermuteLevels = 16;     // level sets up to this: levels and gaps in one permute table
-constexpr int kMaxSteps = 4;              // their binary search steps: up to 15 inner levels
 constexpr int64_t kStreamValues = 1 << 21; // outputs this big (8 MiB) bypass the cache: streaming stores
                                            // skip reading each line before writing it (+12% at 64 MiB)
-
-struct RoundKeys {
-  uint32_t k0[10], k1[10];
-};
-
-RoundKeys round_keys(uint32_t k0, uint32_t k1) {
-  RoundKeys keys;
-  for (int r = 0; r < 10; ++r) {
-    keys.k0[r] = k0;
-    keys.k1[r] = k1;
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-  return keys;
-}
-
-// The kWords words of Philox blocks q, q+1, .. in stream order (block b's word w at 4 b + w), as
-// quant_common.h's philox4x32_10 computes them one block at a time. Each 64-bit lane holds one block's
-// (c0, c1) in register a and (c2, c3) in register b, so vpmuludq multiplies c0 and c2 in place; a round
-// is then p = c * M, the high word xored with the other word and the key (one masked ternary logic op),
-// and a swap of the 32-bit halves that brings the new c0 (c2) back to the low half.
-inline void philox_words(uint64_t q, const RoundKeys& keys, uint32_t* __restrict out) {
-  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0), m1 = _mm512_set1_epi64(kPhiloxM1);
-  const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-  __m512i a[kGroups], b[kGroups];  // b (c2, c3) starts at zero
-  for (int g = 0; g < kGroups; ++g) {  // the 64-bit counter q + i is exactly (c0, c1) = (low, high) words
-    a[g] = _mm512_add_epi64(_mm512_set1_epi64(static_cast<int64_t>(q + 8 * static_cast<uint64_t>(g))), lane);
-  }
-  {  // round 0, where c2 = c3 = 0: c0 = c1 ^ k0, c1 = 0 need no multiply
-    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(keys.k0[0]));
-    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(keys.k1[0]));
-    for (int g = 0; g < kGroups; ++g) {
-      const __m512i p0 = _mm512_mul_epu32(a[g], m0);
-      b[g] = _mm512_shuffle_epi32(_mm512_mask_xor_epi32(p0, 0xAAAA, p0, k1), _MM_PERM_CDAB);
-      a[g] = _mm512_maskz_xor_epi32(0x5555, _mm512_shuffle_epi32(a[g], _MM_PERM_CDAB), k0);
-    }
-  }
-  for (int r = 1; r < 10; ++r) {
-    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(keys.k0[r]));
-    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(keys.k1[r]));
-    for (int g = 0; g < kGroups; ++g) {
-      const __m512i p0 = _mm512_mul_epu32(a[g], m0), p1 = _mm512_mul_epu32(b[g], m1);
-      // high halves: hi(p1) ^ c1 ^ k0 and hi(p0) ^ c3 ^ k1; low halves keep lo(p1), lo(p0); then swap halves
-      // (the swap is a 32-bit shuffle, not a 64-bit rotate: rotates compete with vpmuludq for one pipe)
-      a[g] = _mm512_shuffle_epi32(_mm512_mask_ternarylogic_epi32(p1, 0xAAAA, a[g], k0, 0x96), _MM_PERM_CDAB);
-      b[g] = _mm512_shuffle_epi32(_mm512_mask_ternarylogic_epi32(p0, 0xAAAA, b[g], k1, 0x96), _MM_PERM_CDAB);
-    }
-  }
-  const __m512i first = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), second = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-  for (int g = 0; g < kGroups; ++g) {  // blocks as (c0 c1 | c2 c3) 128-bit units in counter order
-    _mm512_storeu_si512(out + 32 * g, _mm512_permutex2var_epi64(a[g], first, b[g]));
-    _mm512_storeu_si512(out + 32 * g + 16, _mm512_permutex2var_epi64(a[g], second, b[g]));
-  }
-}
 
 // The L2 norm of a bucket with kMaxLanes (256) lanes, as cpu::bucket_norm sums it: lane k adds the squares of
 // elements k, k + 256, .. in order (in float64), then the lanes are added as a pairwise tree. Each half of
@@ -123,63 +68,10 @@ inline float l2_norm_256(const float* x, int64_t len) {
   for (int w = kMaxLanes / 2; w >= 1; w /= 2) {
     for (int i = 0; i < w; ++i) acc[i] = acc[2 * i] + acc[2 * i + 1];
   }
-  return static_cast<float>(std::sqrt(acc[0]));
-}
-
-// The level set as permute tables: levels[j], and gap[j] = (levels[j + 1] - levels[j]) * 2^-32 so that
-// r * gap, r = (w >> 8) * 2^-24, is one multiply ((w >> 8) << 8) * gap[j] with the same rounding (every
-// factor is exact, so both round the same real product once, given that no scaled gap is subnormal: see
-// `handles`). Masking the low byte instead of shifting keeps the shift pipe free for Philox's multiplies. For the binary
-// search step s (of `steps`), probe[s][j] = inner[j + 2^(steps-1-s) - 1], inner = levels[1..K-2] padded
-// with +inf; the first step's probe is the same for every lane.
-struct LevelTables {
-  __m512 levels, gap, lmin, lmax, first_probe;
-  __m512 probe[kMaxSteps];
-  int steps;
-};
-
-LevelTables level_tables(const float* lv, int k) {
-  LevelTables t;
-  alignas(64) float levels[16], gap[16], inner[32];
-  for (int j = 0; j < 16; ++j) {
-    levels[j] = lv[std::min(j, k - 1)];
-    gap[j] = j + 1 < k ? (lv[j + 1] - lv[j]) * 0x1p-32f : 0.0f;
-  }
-  const int n_inner = k - 2;
-  for (int j = 0; j < 32; ++j) inner[j] = j < n_inner ? lv[j + 1] : std::numeric_limits<float>::infinity();
-  t.levels = _mm512_load_ps(levels);
-  t.gap = _mm512_load_ps(gap);
-  t.lmin = _mm512_set1_ps(lv[0]);
-  t.lmax = _mm512_set1_ps(lv[k - 1]);
-  t.steps = 0;
-  while ((1 << t.steps) - 1 < n_inner) ++t.steps;  // 2^steps - 1 probes cover every count 0..n_inner
-  for (int s = 0; s < t.steps; ++s) t.probe[s] = _mm512_loadu_ps(inner + (1 << (t.steps - 1 - s)) - 1);
-  t.first_probe = _mm512_set1_ps(t.steps ? inner[(1 << (t.steps - 1)) - 1] : 0.0f);
-  return t;
+  return l2_norm_float(std::sqrt(acc[0]));
 }
 
 enum class Output { kValues, kIndices, kPacked };
-
-// The level indices of 16 elements of one bucket (kFull), or of the lanes in `mask` of a partial vector
-// (other lanes: some valid index).
-template <int kSteps, bool kFull>
-NUQ_CPU_INLINE __m512i snap_index16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, const LevelTables& t) {
-  const __m512 xv = kFull ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(mask, x);
-  // clamp(x * inv, lmin, lmax) with NaN kept, as `u < l0 ? l0 : u` then `u > lmax ? lmax : u`
-  const __m512 u = _mm512_min_ps(t.lmax, _mm512_max_ps(t.lmin, _mm512_mul_ps(xv, inv)));
-  __m512i j = _mm512_setzero_si512();
-  for (int s = 0; s < kSteps; ++s) {  // j = number of inner levels <= u
-    const __m512 probe = s == 0 ? t.first_probe : _mm512_permutexvar_ps(j, t.probe[s]);
-    const __mmask16 le = _mm512_cmp_ps_mask(probe, u, _CMP_LE_OQ);
-    j = _mm512_mask_add_epi32(j, le, j, _mm512_set1_epi32(1 << (kSteps - 1 - s)));
-  }
-  const __m512 lo = _mm512_permutexvar_ps(j, t.levels), gap = _mm512_permutexvar_ps(j, t.gap);
-  const __m512i w = kFull ? _mm512_loadu_si512(words) : _mm512_maskz_loadu_epi32(mask, words);
-  const __m512i top24 = _mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xFFFFFF00u)));  // (w >> 8) << 8
-  const __m512 r_gap = _mm512_mul_ps(_mm512_cvtepu32_ps(top24), gap);
-  const __mmask16 up = _mm512_cmp_ps_mask(r_gap, _mm512_sub_ps(u, lo), _CMP_LT_OQ);
-  return _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
-}
 
 // Writes 16 values (kFull), or the lanes in `mask`, at out: plain stores for full vectors (masked stores are
 // slow on some CPUs), or streaming stores (kStream: 64-byte aligned `out` only).
@@ -217,232 +109,6 @@ NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask
   }
 }
 
-// The indices of the 32 elements at x (the first m <= 32 of them; the rest read as zeros) as 16 bytes at
-// `dst`: byte i holds element i in its low nibble and element 16 + i in its high one. Two groups share one
-// narrowing (vpmovdb, two uops on the shuffle port that Philox and the search keep busy): one uop per
-// group, as quantize's one permute per group.
-template <int kSteps>
-NUQ_CPU_INLINE void snap_nibbles32(const float* x, const uint32_t* words, int64_t m, __m512 inv, const LevelTables& t,
-                           uint8_t* dst) {
-  __m512i first, second;
-  if (m >= 32) {
-    first = snap_index16<kSteps, true>(x, words, 0xFFFF, inv, t);
-    second = snap_index16<kSteps, true>(x + 16, words + 16, 0xFFFF, inv, t);
-  } else {
-    const __mmask16 m1 = m >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << m) - 1);
-    const __mmask16 m2 = m > 16 ? __mmask16((1u << (m - 16)) - 1) : __mmask16(0);
-    first = _mm512_maskz_mov_epi32(m1, snap_index16<kSteps, false>(x, words, m1, inv, t));
-    second = m2 ? _mm512_maskz_mov_epi32(m2, snap_index16<kSteps, false>(x + 16, words + 16, m2, inv, t))
-                : _mm512_setzero_si512();
-  }
-  const __m512i pairs = _mm512_or_si512(first, _mm512_slli_epi32(second, 4));  // indices < 16: 4 bits
-  _mm_store_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(pairs));
-}
-
-// Stores the low ceil(count * kBits / 8) bytes of `word` at dst + at, as one 8-byte store where the
-// bucket's `room` bytes have them (the next group overwrites the extra ones).
-template <int kBits>
-NUQ_CPU_INLINE void store_group(uint8_t* dst, int64_t at, uint64_t word, int64_t count, int64_t room) {
-  if (at + 8 <= room) {
-    std::memcpy(dst + at, &word, 8);
-  } else {
-    std::memcpy(dst + at, &word, static_cast<size_t>((count * kBits + 7) / 8));
-  }
-}
-
-// Packs 128 indices into 16 * kBits bytes at dst, kBits = 2, 3 or 4, all in vector registers (3 to 7 uops
-// for 128 values): 128-bit lane L of `first` holds elements 32L..32L+15 as bytes, of `second` elements
-// 32L+16..32L+31; neighbours are merged by multiply-adds (vpmaddubsw: pairs of bytes, vpmaddwd: pairs of
-// 16-bit words), then packed down and gathered in stream order.
-template <int kBits>
-NUQ_CPU_INLINE void pack_halves128(__m512i first, __m512i second, uint8_t* dst) {
-  const __m512i byte_pairs = _mm512_set1_epi16(static_cast<int16_t>(1 | (1 << (8 + kBits))));  // v0 + v1 << kBits
-  const __m512i f2 = _mm512_maddubs_epi16(first, byte_pairs), s2 = _mm512_maddubs_epi16(second, byte_pairs);
-  if (kBits == 4) {  // 16-bit words hold bytes of the stream: per lane, 8 of the first half then 8 of the second
-    _mm512_storeu_si512(dst, _mm512_packus_epi16(f2, s2));
-    return;
-  }
-  if (kBits == 3) {  // 6-bit fields as bytes (per lane 8 of the first half, 8 of the second), merged into
-    // 12-bit then 24-bit fields; per lane bytes 0-2, 4-6, 8-10, 12-14 and the lanes' 12 bytes gathered
-    const __m512i f6 = _mm512_maddubs_epi16(_mm512_packus_epi16(f2, s2), _mm512_set1_epi16(1 | (64 << 8)));
-    const __m512i f12 = _mm512_madd_epi16(f6, _mm512_set1_epi32(1 | (4096 << 16)));
-    const __m512i order = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
-    const __m512i lanes = _mm512_permutexvar_epi32(
-        _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 3, 7, 11, 15), _mm512_shuffle_epi8(f12, order));
-    _mm512_mask_storeu_epi32(dst, 0x0FFF, lanes);
-    return;
-  }
-  // kBits == 2: 4-bit fields as bytes, merged into bytes of the stream (per lane 4 + 4, in 16-bit words),
-  // then the lanes' low 8 bytes gathered
-  const __m512i f8 = _mm512_maddubs_epi16(_mm512_packus_epi16(f2, s2), _mm512_set1_epi16(1 | (16 << 8)));
-  const __m512i bytes = _mm512_packus_epi16(f8, _mm512_setzero_si512());
-  const __m512i lanes = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), bytes);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(lanes));
-}
-
-// Four vectors of indices (< 256) as 64 bytes in element order: two dword packs and a word pack leave
-// elements 4L..4L+3 of the four in 128-bit lane L, and a dword permute puts them in order (4 shuffle
-// uops, against 8 for four vpmovdb).
-NUQ_CPU_INLINE __m512i narrow4(__m512i a, __m512i b, __m512i c, __m512i d) {
-  const __m512i packed = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
-  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), packed);
-}
-
-// Snaps 128 elements (eight full vectors) and packs them kBits (2..4) bits each into 16 * kBits bytes at
-// dst, in registers: pack_halves128's halves are the even and the odd vectors, narrowed four at a time.
-template <int kSteps, int kBits>
-NUQ_CPU_INLINE void snap_pack128(const float* x, const uint32_t* words, __m512 inv, const LevelTables& t,
-                                 uint8_t* dst) {
-  __m512i v[8];
-  for (int k = 0; k < 8; ++k) v[k] = snap_index16<kSteps, true>(x + 16 * k, words + 16 * k, 0xFFFF, inv, t);
-  pack_halves128<kBits>(narrow4(v[0], v[2], v[4], v[6]), narrow4(v[1], v[3], v[5], v[7]), dst);
-}
-
-// Packs the m indices of a chunk's tail (after its groups of 128: snap_pack128), in snap_nibbles32's layout
-// at `nibbles`, kBits bits each into `dst` (csrc/common/bitpack.h's stream), where `room` bytes belong to
-// this bucket, by bit-extracts (BMI2 pext); all of a chunk at 1 bit.
-template <int kBits>
-NUQ_CPU_INLINE void pack_chunk(const uint8_t* nibbles, int64_t m, uint8_t* dst, int64_t room) {
-  constexpr uint64_t kLow = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull, kHigh = kLow << 4;
-  for (int64_t e = 0; e < m; e += 32) {
-    uint64_t q0, q1;
-    std::memcpy(&q0, nibbles + e / 2, 8);
-    std::memcpy(&q1, nibbles + e / 2 + 8, 8);
-    const uint64_t first = _pext_u64(q0, kLow) | _pext_u64(q1, kLow) << (8 * kBits);
-    const uint64_t second = _pext_u64(q0, kHigh) | _pext_u64(q1, kHigh) << (8 * kBits);
-    const int64_t at = e / 8 * kBits;  // 16 values are 2 * kBits whole bytes
-    store_group<kBits>(dst, at, first, std::min<int64_t>(16, m - e), room);
-    if (m - e > 16) store_group<kBits>(dst, at + 2 * kBits, second, std::min<int64_t>(16, m - e - 16), room);
-  }
-}
-
-// Fetches `lines` cache lines of the next bucket from element `ahead` into cache while this one is snapped:
-// two lines per 16 elements snapped, so it has arrived well before its norm pass (the snapping is
-// compute-bound, so this hides the memory latency entirely).
-NUQ_CPU_INLINE void prefetch_next(const float* next, int64_t next_len, int64_t ahead, int lines) {
-  for (int k = 0; k < lines && ahead + 16 * k < next_len; ++k) {
-    _mm_prefetch(reinterpret_cast<const char*>(next + ahead + 16 * k), _MM_HINT_T0);
-  }
-}
-
-// Level sets of 17..256 values ("wide"): the binary search looks up step s's 2^s probes by the step's
-// outcomes so far, r = sum of (probe t <= u) << t over steps t < s, in a table stored in that bit-reversed
-// order: r's low bits are what a permute reads, so r grows by one masked add per step (no shifts) and the
-// bits above 5 (tables of 64 and 128) are the compare masks of steps 5 and 6 themselves. The bracketing
-// levels need no lookup: lo is the last probe accepted (lmin if none) and hi the last one rejected (lmax
-// if none; the +inf padding capped at lmax), since the probes accepted rise and those rejected fall.
-constexpr int kMaxWideSteps = 8;  // up to 254 inner levels
-constexpr int wide_probe_offset(int s) { return s <= 4 ? 16 * s : (1 << s) + 48; }  // tables of max(16, 2^s)
-constexpr int kWideProbes = wide_probe_offset(kMaxWideSteps);
-
-struct WideTables {
-  alignas(64) float probe[kWideProbes];
-  __m512 lmin, lmax, first_probe;
-  __m512i reverse_low, reverse_high;  // j from r: see wide_index16
-  __m512i reverse_low_bytes, reverse_high_bytes;  // the same as bytes in each 128-bit lane: snap_wide64
-  int steps;
-};
-
-WideTables wide_tables(const float* lv, int k) {
-  WideTables t;
-  const int n_inner = k - 2;
-  t.steps = 0;
-  while ((1 << t.steps) - 1 < n_inner) ++t.steps;
-  const int steps = t.steps;
-  auto inner = [&](int i) { return i < n_inner ? lv[i + 1] : std::numeric_limits<float>::infinity(); };
-  std::fill(t.probe, t.probe + kWideProbes, std::numeric_limits<float>::infinity());
-  auto reverse = [](int r, int bits) {
-    int m = 0;
-    for (int b = 0; b < bits; ++b) m |= ((r >> b) & 1) << (bits - 1 - b);
-    return m;
-  };
-  for (int s = 1; s < steps; ++s) {
-    for (int r = 0; r < (1 << s); ++r) {  // the prefix of j found so far is r reversed
-      t.probe[wide_probe_offset(s) + r] = inner(reverse(r, s) * (1 << (steps - s)) + (1 << (steps - 1 - s)) - 1);
-    }
-  }
-  alignas(64) int32_t low[16], high[16];  // steps >= 4: r's low 4 bits go to j's top 4, the rest to j's bottom
-  for (int i = 0; i < 16; ++i) {
-    low[i] = reverse(i, 4) << (steps - 4);
-    high[i] = reverse(i, steps - 4);
-  }
-  t.reverse_low = _mm512_load_si512(low);
-  t.reverse_high = _mm512_load_si512(high);
-  alignas(16) int8_t low_bytes[16], high_bytes[16];
-  for (int i = 0; i < 16; ++i) {
-    low_bytes[i] = static_cast<int8_t>(low[i]);
-    high_bytes[i] = static_cast<int8_t>(high[i]);
-  }
-  t.reverse_low_bytes = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(low_bytes)));
-  t.reverse_high_bytes = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(high_bytes)));
-  t.lmin = _mm512_set1_ps(lv[0]);
-  t.lmax = _mm512_set1_ps(lv[k - 1]);
-  t.first_probe = _mm512_set1_ps(inner((1 << (steps - 1)) - 1));
-  return t;
-}
-
-// table[index] for a table of kEntries (a power of two, up to 256) floats at 64-byte aligned `table`, by
-// the low log2(kEntries) bits of each index lane; high[i] holds lanes whose index bit 5 + i is set.
-template <int kEntries>
-NUQ_CPU_INLINE __m512 lookup(__m512i index, const float* table, const __mmask16* high) {
-  if constexpr (kEntries <= 16) {
-    return _mm512_permutexvar_ps(index, _mm512_load_ps(table));
-  } else if constexpr (kEntries == 32) {
-    return _mm512_permutex2var_ps(_mm512_load_ps(table), index, _mm512_load_ps(table + 16));
-  } else {
-    constexpr int kBit = kEntries == 64 ? 0 : kEntries == 128 ? 1 : 2;
-    static_assert(kEntries <= 256, "tables of at most 256 entries");
-    const __m512 low = lookup<kEntries / 2>(index, table, high);
-    const __m512 up = lookup<kEntries / 2>(index, table + kEntries / 2, high);
-    return _mm512_mask_blend_ps(high[kBit], low, up);
-  }
-}
-
-// Step kS.. of the wide search (see WideTables) for 16 lanes at u.
-template <int kS, int kSteps>
-NUQ_CPU_INLINE void wide_search(__m512 u, const WideTables& t, __m512i& r, __m512& lo, __m512& hi, __mmask16* le) {
-  if constexpr (kS < kSteps) {
-    const __m512 probe = kS == 0 ? t.first_probe : lookup<(1 << kS)>(r, t.probe + wide_probe_offset(kS), le + 5);
-    le[kS] = _mm512_cmp_ps_mask(probe, u, _CMP_LE_OQ);
-    lo = _mm512_mask_mov_ps(lo, le[kS], probe);
-    hi = _mm512_mask_blend_ps(le[kS], probe, hi);
-    r = _mm512_mask_add_epi32(r, le[kS], r, _mm512_set1_epi32(1 << kS));  // (dropped after the last step
-    wide_search<kS + 1, kSteps>(u, t, r, lo, hi, le);                       // when only values are written)
-  }
-}
-
-struct Snapped {
-  __m512i r;     // the search's outcomes: the inner levels <= u counted with its bits reversed (WideTables)
-  __mmask16 up;  // lanes that round up
-  __m512 level;  // the level snapped to
-};
-
-// The level index of 16 snapped lanes: r's bits reversed (two 16-entry permutes), plus one if up.
-NUQ_CPU_INLINE __m512i wide_index16(const Snapped& s, const WideTables& t) {
-  const __m512i j = _mm512_add_epi32(_mm512_permutexvar_epi32(s.r, t.reverse_low),
-                                     _mm512_permutexvar_epi32(_mm512_srli_epi32(s.r, 4), t.reverse_high));
-  return _mm512_mask_add_epi32(j, s.up, j, _mm512_set1_epi32(1));
-}
-
-// The level (and its index) of 16 elements of one bucket (kFull), or of the lanes in `mask`, for 17..256
-// levels: the reference's arithmetic, r * (hi - lo) < u - lo, with lo and hi from the search (no scaled gap,
-// so any gaps are exact).
-template <int kSteps, bool kFull>
-NUQ_CPU_INLINE Snapped snap_wide16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv,
-                                   const WideTables& t) {
-  const __m512 xv = kFull ? _mm512_loadu_ps(x) : _mm512_maskz_loadu_ps(mask, x);
-  const __m512 u = _mm512_min_ps(t.lmax, _mm512_max_ps(t.lmin, _mm512_mul_ps(xv, inv)));
-  __m512i r = _mm512_setzero_si512();
-  __m512 lo = t.lmin, hi = t.lmax;
-  __mmask16 le[kMaxWideSteps];
-  wide_search<0, kSteps>(u, t, r, lo, hi, le);
-  hi = _mm512_min_ps(hi, t.lmax);
-  const __m512i w = kFull ? _mm512_loadu_si512(words) : _mm512_maskz_loadu_epi32(mask, words);
-  const __m512 rand = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(w, 8)), _mm512_set1_ps(0x1p-24f));
-  const __mmask16 up = _mm512_cmp_ps_mask(_mm512_mul_ps(rand, _mm512_sub_ps(hi, lo)), _mm512_sub_ps(u, lo), _CMP_LT_OQ);
-  return {r, up, _mm512_mask_blend_ps(up, lo, hi)};
-}
-
 // snap16 for 17..256 levels (`scaled` holds the norm).
 template <int kSteps, Output kOut, bool kFull, bool kStream = false>
 NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask, __m512 inv, __m512 scaled,
@@ -455,61 +121,12 @@ NUQ_CPU_INLINE void snap16(const float* x, const uint32_t* words, __mmask16 mask
   }
 }
 
-// The indices of 64 elements (four full vectors) as 64 bytes in element order (narrow4).
-template <int kSteps>
-NUQ_CPU_INLINE __m512i snap_wide64(const float* x, const uint32_t* words, __m512 inv, const WideTables& t) {
-  Snapped s[4];
-  for (int v = 0; v < 4; ++v) s[v] = snap_wide16<kSteps, true>(x + 16 * v, words + 16 * v, 0xFFFF, inv, t);
-  // r narrowed, then reversed bytewise (a pshufb per nibble), then plus one where up: a few ops per 64
-  const __m512i r = narrow4(s[0].r, s[1].r, s[2].r, s[3].r), low4 = _mm512_set1_epi8(0x0F);
-  const __m512i j = _mm512_or_si512(_mm512_shuffle_epi8(t.reverse_low_bytes, _mm512_and_si512(r, low4)),
-                                    _mm512_shuffle_epi8(t.reverse_high_bytes,
-                                                        _mm512_and_si512(_mm512_srli_epi16(r, 4), low4)));
-  const __mmask64 up = _mm512_kunpackd(_mm512_kunpackw(s[3].up, s[2].up), _mm512_kunpackw(s[1].up, s[0].up));
-  return _mm512_mask_add_epi8(j, up, j, _mm512_set1_epi8(1));
-}
-
-// Byte i of a 128-bit lane of packed output: the low `bits` bytes of its first 64-bit word, then of its second.
-constexpr char lane_byte(int i, int bits) { return static_cast<char>(i < bits ? i : i < 2 * bits ? 8 + i - bits : -1); }
-
-// Packs 64 byte indices (kBits = 5..7 bits each) into 8 * kBits bytes at dst, of which `room` bytes belong to
-// the bucket: multiply-adds merge neighbours (pairs of bytes, then of 16-bit words), a bit-select the 32-bit
-// halves of each 64-bit word, which then holds kBits bytes of the stream; each 128-bit lane's 2 * kBits
-// bytes are stored in turn (each store's spare bytes are overwritten by the next, or by the next group).
-template <int kBits>
-NUQ_CPU_INLINE void pack64(__m512i bytes, uint8_t* dst, int64_t room) {
-  // vpmaddubsw: the constant as the unsigned operand, so 2^7 fits; indices < 2^7 are the signed one
-  const __m512i f2 = _mm512_maddubs_epi16(_mm512_set1_epi16(static_cast<int16_t>(1 | (1 << (8 + kBits)))), bytes);
-  const __m512i f4 = _mm512_madd_epi16(f2, _mm512_set1_epi32(1 | (1 << (16 + 2 * kBits))));
-  const __m512i keep = _mm512_set1_epi64((int64_t{1} << (4 * kBits)) - 1);
-  const __m512i f8 = _mm512_ternarylogic_epi64(keep, f4, _mm512_srli_epi64(f4, 32 - 4 * kBits), 0xCA);  // keep ? f4 : hi
-  const __m512i lanes = _mm512_shuffle_epi8(f8, _mm512_broadcast_i32x4(_mm_setr_epi8(
-      lane_byte(0, kBits), lane_byte(1, kBits), lane_byte(2, kBits), lane_byte(3, kBits), lane_byte(4, kBits),
-      lane_byte(5, kBits), lane_byte(6, kBits), lane_byte(7, kBits), lane_byte(8, kBits), lane_byte(9, kBits),
-      lane_byte(10, kBits), lane_byte(11, kBits), lane_byte(12, kBits), lane_byte(13, kBits),
-      lane_byte(14, kBits), lane_byte(15, kBits))));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_castsi512_si128(lanes));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * kBits), _mm512_extracti32x4_epi32(lanes, 1));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * kBits), _mm512_extracti32x4_epi32(lanes, 2));
-  const __m128i last = _mm512_extracti32x4_epi32(lanes, 3);
-  if (6 * kBits + 16 <= room) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 6 * kBits), last);
-  } else {
-    _mm_mask_storeu_epi8(dst + 6 * kBits, static_cast<__mmask16>((1u << (2 * kBits)) - 1), last);
-  }
-}
-
-// Packs the m byte indices at idx kBits (5..7) bits each into `dst`, whose `room` bytes belong to the bucket:
-// one bit-extract (BMI2 pext) per 8 values.
-template <int kBits>
-NUQ_CPU_INLINE void pack_bytes(const uint8_t* idx, int64_t m, uint8_t* dst, int64_t room) {
-  constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
-  for (int64_t e = 0; e < m; e += 8) {
-    const int64_t count = std::min<int64_t>(8, m - e);
-    uint64_t w;
-    std::memcpy(&w, idx + e, 8);
-    if (count < 8) w &= (uint64_t{1} << (8 * count)) - 1;  // the padding bits of a last byte are zero
-    store_group<kBits>(dst, e / 8 * kBits, _pext_u64(w, kFields), count, room);
+// Fetches `lines` cache lines of the next bucket from element `ahead` into cache while this one is snapped:
+// two lines per 16 elements snapped, so it has arrived well before its norm pass (the snapping is
+// compute-bound, so this hides the memory latency entirely).
+NUQ_CPU_INLINE void prefetch_next(const float* next, int64_t next_len, int64_t ahead, int lines) {
+  for (int k = 0; k < lines && ahead + 16 * k < next_len; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(next + ahead + 16 * k), _MM_HINT_T0);
   }
 }
 
@@ -772,5 +389,5 @@ void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t*
 }  // namespace avx512
 }  // namespace nuq
 
-#pragma GCC pop_options
+NUQ_AVX512_END
 #endif  // NUQ_HAVE_AVX512_KERNEL

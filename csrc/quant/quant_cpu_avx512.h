@@ -9,6 +9,19 @@
 #define NUQ_HAVE_AVX512_KERNEL 0
 #endif
 
+#if NUQ_HAVE_AVX512_KERNEL
+// The code between these is compiled for AVX-512 whatever the build's flags (the driver checks the CPU at run
+// time): quant_cpu_avx512.cpp and its part headers (_philox.h, _search.h, _pack.h) each open and close it.
+#define NUQ_AVX512_BEGIN                                                             \
+  _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512bw,avx512dq,avx512vl,bmi2\")") \
+      _Pragma("GCC diagnostic push")                                                 \
+      _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")                   \
+      _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+// (the two warnings: GCC 12 false positives in avx512fintrin.h; _mm512_reduce_max_epu32 extracts from an
+// undefined vector)
+#define NUQ_AVX512_END _Pragma("GCC diagnostic pop") _Pragma("GCC pop_options")
+#endif
+
 namespace nuq {
 
 // One quantize call over flat x: buckets of `bucket` values, the last possibly partial. Exactly one of

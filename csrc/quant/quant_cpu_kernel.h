@@ -76,7 +76,7 @@ NUQ_CPU_INLINE float bucket_norm(const float* __restrict x, int64_t len, int64_t
   for (int w = lanes / 2; w >= 1; w /= 2) {
     for (int i = 0; i < w; ++i) acc[i] = acc[2 * i] + acc[2 * i + 1];
   }
-  return static_cast<float>(std::sqrt(acc[0]));
+  return l2_norm_float(std::sqrt(acc[0]));
 }
 
 // Random words of elements g .. g+kChunk-1 (words[e] belongs to element g + e): Philox blocks first .. first+kBlocks-1

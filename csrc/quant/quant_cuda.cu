@@ -60,7 +60,7 @@ __global__ void bucket_norms_kernel(const float* __restrict__ x, int64_t n, int6
     src = dst;
     dst = tmp;
   }
-  if (t == 0) norms[blockIdx.x] = __double2float_rn(__dsqrt_rn(src[0]));
+  if (t == 0) norms[blockIdx.x] = l2_norm_float(__dsqrt_rn(src[0]));  // rounds as __double2float_rn
 }
 
 // One thread per Philox block q: it snaps the (up to 4) elements whose stream positions are 4q .. 4q+3.
@@ -134,8 +134,9 @@ const char* last_error() {
 
 const char* cuda_quantize(const float* x, int64_t n, int64_t bucket, bool linf, const float* levels, int k,
                           uint64_t seed, uint64_t offset, float* norms, float* out, uint8_t* idx, void* stream) {
+  if (n == 0) return nullptr;  // (a launch of no blocks is an error)
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const int64_t nb = (n + bucket - 1) / bucket;
+  const int64_t nb = num_buckets(n, bucket);
   if (nb > 0x7fffffff) return "too many buckets for one CUDA launch (more than 2^31 - 1)";
   bucket_norms_kernel<<<static_cast<unsigned>(nb), kThreads, 0, s>>>(x, n, bucket, norm_lanes(bucket), linf, norms);
   if (const char* err = last_error()) return err;
@@ -153,6 +154,7 @@ const char* cuda_quantize(const float* x, int64_t n, int64_t bucket, bool linf, 
 
 const char* cuda_dequantize(const uint8_t* idx, int64_t n, int64_t bucket, const float* norms, const float* levels,
                             float* out, void* stream) {
+  if (n == 0) return nullptr;
   dequantize_kernel<<<grid_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(idx, n, bucket, norms, levels,
                                                                                       out);
   return last_error();

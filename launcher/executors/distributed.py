@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from trainer import runfiles
+from trainer import runfiles, runlock
 from trainer.distributed import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, ENV_BACKEND, ENV_PARENT, ENV_TIMEOUT, worker_command
 from trainer.runfiles import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
@@ -230,7 +230,8 @@ def run_local(config_path: str | os.PathLike, nprocs: int, *, timeout_s: float =
 
 
 def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
-    """What the local executor submits for a run with --procs-per-run N (instead of launcher.executors.entry.run_one):
+    """What the local executor submits for a run with --procs-per-run N (instead of
+    launcher.executors.entry.run_trainer_child):
     train the run in run_dir on N local ranks and return its results.json dict.
 
     Raises DistributedRunError on a rank failure, and InterruptedError when the ranks stopped on request
@@ -242,7 +243,10 @@ def run_one_distributed(run_dir: str, nprocs: int) -> dict[str, Any]:
 
 
 def mark_failed(run_dir: Path, message: str) -> None:
-    """Record a rank failure in status.json (rank 0 may have died before it could write anything)."""
+    """Record a rank failure in status.json (rank 0 may have died before it could write anything);
+    never over the status of a live trainer that holds the folder (a second launch's trainer)."""
+    if runlock.is_held(run_dir):
+        return
     status = runfiles.read_json(run_dir / runfiles.STATUS) or {}
     if status.get("state") == runfiles.DONE:
         return

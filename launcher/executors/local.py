@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
+import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,10 +18,13 @@ from launcher.errors import UsageError
 from launcher.executors.base import Executor, register_executor, summary
 from launcher.selection import RunSpec, Selection, positive_float, positive_int
 from launcher.stages import require_upstreams, take_ready
-from launcher.state import is_done, run_state
-from trainer import runfiles
+from launcher.state import DONE, INTERRUPTED, RUNNING, is_done, run_state
+from trainer import runfiles, runlock
+from trainer.runlock import RunLock
 
 POLL_S = 0.5
+SUBMIT_WAIT_S = 60.0  # another launch holds a run's submit lock only while it checks and starts that run
+RESULT_WAIT_S = 2.0   # a finished job's result file may lag its process on a slow file system
 DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
 
 
@@ -77,7 +82,7 @@ class LocalExecutor(Executor):
         queue = list(runs)
         running: dict[Any, tuple[RunSpec, tuple[int, ...]]] = {}
         free = list(gpus)
-        failed = done = 0
+        counts: Counter[str] = Counter()
         blocked_by: dict[str, str] = {}  # run name -> the failed run it cannot start without
         print(f"running {len(runs)} runs locally, {cap} at a time", flush=True)
         progress = Progress(len(runs))
@@ -88,29 +93,35 @@ class LocalExecutor(Executor):
                     run, blocked = take_ready(queue, unfinished, blocked_by)
                     for skipped, by in blocked:
                         progress.write(f"[{skipped.index}] BLOCKED by {by} (failed): not started")
-                    failed += len(blocked)
+                    counts["failed"] += len(blocked)
                     if run is None:  # the rest wait on upstream runs still running
                         break
                     mine = tuple(free[:procs]) if gpus else ()
-                    del free[:len(mine)]
-                    running[self._submit(submitit, target, run, mine, args, progress)] = (run, mine)
-                progress.show(done + failed, len(running))
+                    with RunLock(run.dir, runfiles.SUBMIT_LOCK).acquire(wait_s=SUBMIT_WAIT_S):
+                        taken = taken_by_other(run)  # by another launch since this one listed the runs
+                        if taken:
+                            progress.write(f"[{run.index}] skipped: {taken}")
+                            counts["skipped"] += 1
+                            continue
+                        del free[:len(mine)]
+                        running[self._submit(submitit, target, run, mine, args, progress)] = (run, mine)
+                progress.show(sum(counts.values()), len(running))
                 time.sleep(POLL_S)
                 for job in [j for j in running if j.done()]:
                     run, mine = running.pop(job)
                     free.extend(mine)
-                    if self._report(job, run, progress):
-                        done += 1
-                    else:
-                        failed += 1
+                    outcome = self._report(job, run, progress)
+                    counts[outcome] += 1
+                    if outcome != "finished":  # its downstream stages cannot start from it in this launch
                         blocked_by[run.name] = run.name
         except KeyboardInterrupt:
             progress.close()
             return _interrupted(running, queue)
-        progress.show(done + failed, 0)
+        progress.show(sum(counts.values()), 0)
         progress.close()
-        print(f"local: {len(runs) - failed} finished, {failed} failed or blocked", flush=True)
-        return 1 if failed else 0
+        extra = "".join(f", {counts[k]} {k}" for k in ("interrupted", "skipped") if counts[k])
+        print(f"local: {counts['finished']} finished, {counts['failed']} failed or blocked{extra}", flush=True)
+        return 1 if counts["failed"] or counts["interrupted"] else 0
 
     @staticmethod
     def _submit(submitit: Any, target: tuple, run: RunSpec, gpus: tuple[int, ...], args: argparse.Namespace,
@@ -129,14 +140,50 @@ class LocalExecutor(Executor):
         return job
 
     @staticmethod
-    def _report(job: Any, run: RunSpec, progress: "Progress") -> bool:
+    def _report(job: Any, run: RunSpec, progress: "Progress") -> str:
+        """Print how the run ended; 'finished', 'failed', 'interrupted' or 'skipped'."""
+        if not _wait_for_file(job.paths.result_pickle, RESULT_WAIT_S):  # the job process itself was killed
+            progress.write(f"[{run.index}] FAILED: its job process ended without a result (killed?); "
+                           f"log: {job.paths.stderr}")
+            return "failed"
         try:
             results = job.result()
         except Exception as err:  # submitit wraps the run's exception; show its last line, not the traceback
+            state = run_state(run.dir)
+            if state == INTERRUPTED:
+                iteration = (runfiles.read_json(run.dir / runfiles.STATUS) or {}).get("iteration")
+                progress.write(f"[{run.index}] interrupted: checkpoint saved at iteration {iteration}; "
+                               "launch again to resume")
+                return "interrupted"
+            if state == RUNNING:
+                progress.write(f"[{run.index}] skipped: another trainer holds {run.dir}")
+                return "skipped"
             progress.write(f"[{run.index}] FAILED: {_error_line(run, err)} (log: {job.paths.stderr})")
-            return False
+            return "failed"
         progress.write(f"[{run.index}] done: {summary(results)}")
-        return True
+        return "finished"
+
+
+def taken_by_other(run: RunSpec) -> str | None:
+    """Why another launch owns the run now (done, a trainer holds it, its local job is starting), or None."""
+    state = run_state(run.dir)
+    if state in (DONE, RUNNING):
+        return f"{state} (another launch took it)"
+    job = runfiles.read_json(run.dir / runfiles.JOB) or {}
+    controller = job.get("job_id")
+    if job.get("cluster") == "local" and job.get("host") == socket.gethostname() and str(controller).isdigit() \
+            and not runlock.pid_gone(job.get("host"), int(controller)):
+        return f"local job {controller} of another launch is starting it"
+    return None
+
+
+def _wait_for_file(path: Path, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 CONTROLLER_LOG = "controller.log"
@@ -207,10 +254,11 @@ def _interrupted(running: dict[Any, tuple[RunSpec, tuple[int, ...]]], queue: lis
 
 
 def _run_target(procs: int) -> tuple[Callable[..., Any], tuple]:
-    """What each local job runs: launcher.executors.entry.run_one, or run_one_distributed for N processes per run."""
+    """What each local job runs: launcher.executors.entry.run_trainer_child, or run_one_distributed for N
+    processes per run."""
     if procs == 1:
-        from launcher.executors.entry import run_one
-        return run_one, ()
+        from launcher.executors.entry import run_trainer_child
+        return run_trainer_child, ()
     try:
         from launcher.executors.distributed import run_one_distributed
     except ModuleNotFoundError as err:

@@ -390,7 +390,10 @@ class SlurmExecutor(Executor):
                     (run.dir / f).exists() for f in (runfiles.STATUS, runfiles.RESULTS, runfiles.CHECKPOINT)):
                 print(f"moved {run.dir} aside to {move_aside(run)}")
         after = upstream_jobs(todo, {row.run.dir: (row.state, row.job_id) for row in rows})
-        todo, _ = prepare_runs(todo)
+        todo, _ = prepare_runs(todo, repair=args.repair_config)
+        if not todo:
+            print(f"nothing to submit (--mode {args.mode})")
+            return 0
         job_of: dict[str, str] = {}  # run name -> job id, of the runs submitted now
         for group in stage_groups(todo):  # one array per stage, upstream stages first
             self._submit_stage(group, selection, opts, after, job_of)

@@ -25,20 +25,17 @@ from pathlib import Path
 import submitit
 
 from launcher.executors.distributed import describe_exit, mark_failed
+from launcher.executors.entry import trainer_command
 from trainer import runfiles
 from trainer.distributed import ENV_PARENT, export_slurm_environment, worker_command
-from trainer.runfiles import EXIT_INTERRUPTED, EXIT_OK, REPO_ROOT  # noqa: F401  (REPO_ROOT: tests, executor)
+from trainer.runfiles import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, REPO_ROOT  # noqa: F401  (REPO_ROOT: tests, executor)
+
 STOP_GRACE_S = 60.0  # how long checkpoint() waits for the children to checkpoint and exit
 # Preemption sends SIGTERM then SIGUSR2 to every process of the task. A child may checkpoint and exit on the
 # SIGTERM before this process has handled its SIGUSR2; waiting a little lets submitit's handler requeue the
 # task instead of the task ending as failed. (A cancelled task is killed by SLURM during this wait.)
 SIGNAL_GRACE_S = 10.0
 FAILURE_GRACE_S = 10.0  # how long rank 0 of a failed distributed run waits for the other ranks' exit files
-
-
-def child_command(run_dir: str | Path) -> list[str]:
-    """The command that trains one run folder (resuming it if it holds a checkpoint)."""
-    return [sys.executable, "-u", "-m", "trainer", "--config", str(Path(run_dir) / runfiles.CONFIG)]
 
 
 def child_env(n_children: int) -> dict[str, str]:
@@ -95,7 +92,7 @@ class PackedRuns(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(type(self)(), run_dirs)
 
     def _child_command(self, run_dir: str) -> list[str]:
-        return child_command(run_dir)
+        return trainer_command(run_dir)
 
     def _child_env(self, n_children: int) -> dict[str, str]:
         return child_env(n_children)
@@ -122,6 +119,8 @@ def _reap(child: subprocess.Popen, run_dir: str) -> None:
 
 def _final_state(run_dir: str, code: int) -> str:
     """done, or the state the trainer left (failed/interrupted) with its error, or the exit code."""
+    if code == EXIT_LOCKED:  # the status files belong to the other, live trainer
+        return "not started: another trainer holds the run folder"
     if runfiles.is_done(run_dir):
         return runfiles.DONE
     status = runfiles.read_json(Path(run_dir) / runfiles.STATUS) or {}

@@ -56,10 +56,26 @@ def load_digits(folder: str) -> Dataset:
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
+# What the CIFAR python batches hold besides dicts, lists, ints and bytes: numpy arrays (written by the
+# numpy of their time or of today), and bytes as re-encoded by Python 3's protocol-2 pickles.
+_CIFAR_GLOBALS = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that builds only the objects of a CIFAR batch, so a planted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch "
+                                         "(only numpy arrays, lists, dicts, numbers and bytes)")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path, dataset: str) -> dict:
     try:
         with open(path, "rb") as fh:
-            obj = pickle.load(fh, encoding="bytes")
+            obj = _CifarUnpickler(fh, encoding="bytes").load()
     except Exception as err:  # a truncated or foreign file: name it
         raise DataError(f"{dataset}: cannot read {str(path)!r} as a CIFAR pickle batch ({err}). {CIFAR_HOW}") from None
     if not isinstance(obj, dict) or b"data" not in obj:
