@@ -11,9 +11,10 @@ from typing import Callable, Sequence
 from torch import nn
 
 from nuq.registry import Registry
+from trainer.names import MODEL_PATTERNS, MODELS
 
 Factory = Callable[..., nn.Module]
-_MODELS = Registry("model")
+_MODELS = Registry("model", MODELS, "trainer/names.py MODELS")
 _PATTERNS: list[tuple[re.Pattern[str], str, Factory]] = []
 
 
@@ -28,6 +29,10 @@ def register_model(*names: str) -> Callable[[Factory], Factory]:
 
 def register_pattern(regex: str, shown: str) -> Callable[[Factory], Factory]:
     """Register `factory(num_classes, in_shape, *int groups)` for names matching regex (shown as `shown`)."""
+    if (shown, regex) not in MODEL_PATTERNS:
+        raise ValueError(f"model pattern {shown!r} ({regex}) is not in trainer/names.py MODEL_PATTERNS; "
+                         "add it there so configs can select it")
+
     def wrap(factory: Factory) -> Factory:
         _PATTERNS.append((re.compile(regex), shown, factory))
         return factory
