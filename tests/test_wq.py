@@ -12,11 +12,10 @@ from torch import nn
 from launcher.grid import expand
 from trainer import loop, runfiles
 from trainer.models import create_model
-from trainer.options import ConfigError, full_config, validate_config
+from trainer.options import ConfigError, full_config, ineffective_keys, validate_config
 from trainer.plugins.base import get_plugin_class
 from trainer.plugins.wq_ops import (QuantConv2d, dorefa_input, dorefa_weight, make_quantizer, quantize_k, quantized,
                                     ste_round, ste_sign, ternarize, twn_weight, xnor_input, xnor_weight)
-from trainer.plugins.wq_options import check
 
 
 @pytest.fixture(autouse=True)
@@ -249,8 +248,8 @@ def test_options_are_checked_with_one_line_errors():
         validate_config({"plugins": "wq", "wq_method": "dorefa", "wq_a_bits": 0})
     with pytest.raises(ConfigError, match=r"'wq_w_bits'.*33 is outside the accepted range 1..32"):
         validate_config({"plugins": "wq", "wq_method": "dorefa", "wq_w_bits": 33})
-    with pytest.raises(ValueError, match=r"wq_w_bits=2 applies to wq_method=dorefa only \(wq_method='xnor'"):
-        check({"wq_method": "xnor", "wq_w_bits": 2})
+    assert ineffective_keys({"plugins": "wq", "wq_method": "xnor", "wq_w_bits": 2}) == {"wq_w_bits": "wq_method=dorefa"}
+    assert ineffective_keys({"plugins": "wq", "wq_method": "dorefa", "wq_w_bits": 2}) == {}
     with pytest.raises(ValueError, match="no conv besides the stem"):
         _plugin(create_model("digits_mlp", 10, (1, 8, 8)), wq_method="xnor")
 
@@ -265,7 +264,7 @@ def test_cifar10_grid_is_the_studys_8_configs_and_recipe():
                     ("dorefa", 1, 1, 0.1), ("dorefa", 2, 2, 0.01), ("dorefa", 4, 4, 0.1), ("dorefa", 8, 8, 0.1),
                     ("dorefa", 16, 16, 0.1)]
     for c in configs:
-        check(c)
+        assert ineffective_keys(c) == {}
         assert (c["arch"], c["batch_size"], c["momentum"], c["weight_decay"], c["epochs"]) == \
             ("resnet20_mcts", 100, 0.9, 1e-4, 100)
         assert c["lr_decay_epoch"] == "25000,37500" and c["chkpt_iter"] == 500  # epochs 50, 75; eval every epoch
@@ -274,7 +273,7 @@ def test_cifar10_grid_is_the_studys_8_configs_and_recipe():
     digits_configs = [validate_config(c) for c in expand(digits().grid)]
     assert [c["wq_method"] for c in digits_configs] == [c["wq_method"] for c in configs]
     for c in digits_configs:
-        check(c)
+        assert ineffective_keys(c) == {}
 
 
 # ---- exact resume --------------------------------------------------------------------------------------------------

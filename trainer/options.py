@@ -153,7 +153,7 @@ PLUGIN_OF: dict[str, str] = {}  # option key -> the plugin that declared it
 def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
     """Add plugin `name` to the `plugins` choices and its options to the schema.
 
-    `options`: key -> (kind, default, help[, choices[, bounds]]); every key is `<name>_...`. Shipped plugins are
+    `options`: key -> (kind, default, help[, choices[, min, max]]); every key is `<name>_...`. Shipped plugins are
     declared from their torch-free `trainer/plugins/<name>_options.py`; tests declare their own here.
     """
     if not name.isidentifier() or name in PLUGINS:
@@ -178,9 +178,10 @@ def declare_plugin(name: str, options: Mapping[str, tuple]) -> None:
 
 
 def _declare_shipped_plugins() -> None:
-    from trainer.plugins import shipped_options  # torch-free: only the <name>_options modules
+    from trainer.plugins import shipped_effects, shipped_options  # torch-free: only the <name>_options modules
     for name, options in shipped_options().items():
         declare_plugin(name, options)
+    EFFECT_RULES.extend(EffectRule(key, applies, needs) for key, (applies, needs) in shipped_effects().items())
 
 
 def defaults() -> dict[str, Any]:
@@ -312,11 +313,11 @@ def _adapts(methods: tuple[str, ...]) -> Callable[[Mapping[str, Any]], bool]:
 
 
 _AMQ, _ALQ = ("amq", "amq_nb"), ("alq", "alq_nb", "alqg", "alqg_nb")
-EFFECT_RULES = (
+EFFECT_RULES = [  # shipped plugins add theirs (their options module's EFFECTS) when they are declared
     EffectRule("nuq_amq_lr", _adapts(_AMQ), "g_optim (and nuq_method amq or amq_nb)"),
     EffectRule("nuq_amq_epochs", _adapts(_AMQ), "g_optim (and nuq_method amq or amq_nb)"),
     EffectRule("nuq_cd_epochs", _adapts(_ALQ), "g_optim (and nuq_method alq, alq_nb, alqg or alqg_nb)"),
-)
+]
 
 
 class _WithDefaults(dict):

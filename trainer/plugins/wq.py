@@ -17,7 +17,6 @@ from torch import nn
 from trainer.models.macs import COUNTED, MacCounter
 from trainer.plugins.base import Plugin, register_plugin
 from trainer.plugins.wq_ops import FULL_BITS, make_quantizer, quantized
-from trainer.plugins.wq_options import check
 
 
 def _set_module(model: nn.Module, name: str, layer: nn.Module) -> None:
@@ -31,10 +30,6 @@ class WeightQuant(Plugin):
 
     def __init__(self, opt: dict[str, Any]) -> None:
         super().__init__(opt)
-        try:
-            check(opt)
-        except ValueError as err:
-            raise ValueError(f"wq: {err}") from None
         method = opt["wq_method"]
         self.quantizer = None if method == "none" else make_quantizer(
             method, twn_alpha=opt["wq_twn_alpha"], w_bits=opt["wq_w_bits"], a_bits=opt["wq_a_bits"],

@@ -1,8 +1,7 @@
 """Options of the `wq` plugin (weight/activation quantization; torch-free: they join the option schema).
 
-The bits ranges (1..32) are schema bounds, checked at expansion. `check(opt)` holds the rule between keys
-(bits only with dorefa); the plugin applies it to the full config when it is built and `grids/wq.py` to
-each of its configs.
+The bits ranges (1..32) are schema bounds and the rule between keys (bits only with dorefa) is an effect
+rule (`EFFECTS`): both are checked when a grid is expanded, before anything runs.
 """
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ MIN_BITS, MAX_BITS = 1, 32
 OPTIONS = {
     "wq_method": ("str", "none", "Quantize weights and conv inputs (simulated; latent weights stay full precision): "
                   "xnor is a1w1 (XNOR-Net), ternary a32w2 (TWN), dorefa takes wq_a_bits and wq_w_bits.", METHODS),
-    "wq_w_bits": ("int", 32, "DoReFa weight bits (32: full precision).", None, (MIN_BITS, MAX_BITS)),
-    "wq_a_bits": ("int", 32, "DoReFa activation (conv input) bits (32: full precision).", None, (MIN_BITS, MAX_BITS)),
+    "wq_w_bits": ("int", 32, "DoReFa weight bits (32: full precision).", None, MIN_BITS, MAX_BITS),
+    "wq_a_bits": ("int", 32, "DoReFa activation (conv input) bits (32: full precision).", None, MIN_BITS, MAX_BITS),
     "wq_twn_alpha": ("str", "repo", "Ternary scale: repo (the study's code: the sum of the kept absolute weights "
                      "over the count of the zeroed ones) or paper (TWN: over the count of the kept ones).", VARIANTS),
     "wq_dorefa_variant": ("str", "repo", "DoReFa: repo (the study's code: activations tanh-normalised by the "
@@ -27,11 +26,10 @@ OPTIONS = {
 }
 
 
-def check(opt: Mapping[str, Any]) -> None:
-    """Raise ValueError naming the bad value and what is accepted: bits set without dorefa (the 1..32
-    range is the schema's)."""
-    for key in ("wq_w_bits", "wq_a_bits"):
-        bits = opt.get(key, OPTIONS[key][1])
-        if bits != MAX_BITS and opt.get("wq_method", "none") != "dorefa":
-            raise ValueError(f"{key}={bits} applies to wq_method=dorefa only (wq_method="
-                             f"{opt.get('wq_method', 'none')!r} has fixed bits); leave it at 32")
+def _dorefa(config: Mapping[str, Any]) -> bool:
+    return config["wq_method"] == "dorefa"
+
+
+# the bits change a run only under dorefa (xnor and ternary have fixed bits): a grid that sweeps them
+# under another method is an error at expansion, one that sets them there a warning (trainer/options.py)
+EFFECTS = {"wq_w_bits": (_dorefa, "wq_method=dorefa"), "wq_a_bits": (_dorefa, "wq_method=dorefa")}
