@@ -111,6 +111,7 @@ def _plugin(model, **options):
     ("v2q", 18 * 32 + 8 * (1 + 32 + 32)),  # the reference at ilkp_qb=4 bits: set below
     ("v2qq", 18 * 4 + 32 + 8 * (1 + 5 + 6) + 2 * 32),
     ("v2nb", 18 * 32 + 8 * (1 + 32)),
+    ("q", 90 * 4 + 2 * 32),  # the linear-quantization baseline: both layers at 4 bits plus a scale each
 ])
 def test_compression_ratio_by_hand_for_a_small_model(version, expected):
     if version == "v2q":
@@ -174,6 +175,16 @@ def test_q_versions_quantize_the_chosen_layers_each_epoch_and_refit_every_n():
     assert torch.equal(model.pw.weight, pw)  # 1x1 convs are not touched
     plugin.on_epoch_end(2)
     assert plugin.n_fits == 1
+
+
+def test_the_q_baseline_quantizes_without_sharing():
+    torch.manual_seed(0)
+    model = Tiny()
+    plugin = _plugin(model, ilkp_version="q", ilkp_qb=2, ilkp_every=1)
+    plugin.on_epoch_end(1)
+    plugin.after_load()
+    assert plugin.n_fits == 0 and "err" not in plugin.scalars()
+    assert len(torch.unique(model.c2.weight)) <= 4 and len(torch.unique(model.c2.weight.reshape(-1, 9), dim=0)) > 2
 
 
 # ---- through the training loop on the digits ----------------------------------------------------------

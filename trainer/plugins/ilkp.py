@@ -7,7 +7,8 @@ conv inside the residual blocks (their 1x1 shortcuts are excluded by their size)
 the first, for ImageNet ResNets (7x7 stem) layer1's first conv is the reference, as in the study's code.
 Each epoch trains normally; the q versions then quantize the layers' weights to ilkp_qb bits, and every
 ilkp_every epochs the fit is redone (alpha, beta quantized for v2qq/v2f) and alpha R_k + beta written back
-into the weights. A run started from another run's weights fits once at the start (the post-hoc use).
+into the weights. Version `q` is the study's comparison: the same layers only quantized, no sharing.
+A run started from another run's weights fits once at the start (the post-hoc use).
 Logged: `ilkp/compression` (bits of the chosen layers at 32 bits over their ILKP storage),
 `ilkp/compression_model` (all parameters), `ilkp/err` and `ilkp/err_L<i>` (relative L2 reconstruction
 error of the last fit, over all shared layers and per shared layer i = 1, 2, ...).
@@ -43,7 +44,8 @@ class ILKP(Plugin):
     def __init__(self, opt: dict[str, Any]) -> None:
         super().__init__(opt)
         self.version = opt["ilkp_version"]
-        self.quant_weights = self.version in ("v2q", "v2qq", "v2f")
+        self.quant_weights = self.version in ("v2q", "v2qq", "v2f", "q")
+        self.shares = self.version != "q"  # q: the linear-quantization baseline, no sharing
         self.quant_ab = self.version in ("v2qq", "v2f")
         self.has_beta = self.version != "v2nb"
         self.fixed_index = self.version == "v2f"
@@ -103,12 +105,13 @@ class ILKP(Plugin):
         if self.opt["ilkp_fit_on_start"]:
             if self.quant_weights:
                 self.quantize_weights()
-            self.refit()
+            if self.shares:
+                self.refit()
 
     def on_epoch_end(self, epoch: int) -> bool:
         if self.quant_weights:
             self.quantize_weights()
-        if epoch % self.opt["ilkp_every"] == 0:
+        if self.shares and epoch % self.opt["ilkp_every"] == 0:
             self.refit()
         return False
 
@@ -122,6 +125,8 @@ class ILKP(Plugin):
         o = self.opt
         ref_n = self.layers[0].weight.numel()
         original = sum(layer.weight.numel() for layer in self.layers) * FP_BITS
+        if not self.shares:  # q: every layer at ilkp_qb bits plus its scale
+            return original, original // FP_BITS * o["ilkp_qb"] + FP_BITS * len(self.layers)
         stored = ref_n * (o["ilkp_qb"] if self.quant_weights else FP_BITS) + (FP_BITS if self.quant_weights else 0)
         a_bits = o["ilkp_qba"] if self.quant_ab else FP_BITS
         b_bits = (o["ilkp_qbb"] if self.quant_ab else FP_BITS) if self.has_beta else 0

@@ -4,8 +4,10 @@ OPTIONS = {
     "ilkp_version": ("str", "v2qq",
                      "v2: fp alpha, beta; v2q: + weights quantized to ilkp_qb bits each epoch; v2qq: + alpha, beta "
                      "quantized to ilkp_qba, ilkp_qbb bits; v2nb: no beta (alpha = <c,r>/<r,r>), fp; v2f: v2qq with "
-                     "each kernel's reference index fixed after its first fit (only alpha, beta refit).",
-                     ("v2", "v2q", "v2qq", "v2nb", "v2f")),
+                     "each kernel's reference index fixed after its first fit (only alpha, beta refit); q: no sharing, the "
+                     "chosen layers only quantized to ilkp_qb bits each epoch (the study's linear-quantization "
+                     "baseline).",
+                     ("v2", "v2q", "v2qq", "v2nb", "v2f", "q")),
     "ilkp_match": ("str", "l1",
                    "How a kernel's reference is chosen: l1 = smallest L1 residual of the least-squares fit (the "
                    "study's published code); abs_pcc = largest |Pearson correlation| (its later code).",
