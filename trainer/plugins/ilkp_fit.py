@@ -55,9 +55,13 @@ def abs_pcc(cur: torch.Tensor, ref: torch.Tensor, eps_mode: str = "add", eps: fl
     return _safe_div((cc @ rc.T).abs(), norms, eps_mode, eps).nan_to_num(0.0)
 
 
-def l1_residuals(cur: torch.Tensor, ref: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+def l1_residuals(cur: torch.Tensor, ref: torch.Tensor, alpha: torch.Tensor,
+                 beta: torch.Tensor | float) -> torch.Tensor:
     """|alpha_ij r_j + beta_ij - c_i|_1 for every pair, [n, m]."""
-    return (alpha[:, :, None] * ref[None] + beta[:, :, None] - cur[:, None]).abs().sum(2)
+    out = alpha[:, :, None] * ref[None] - cur[:, None]
+    if isinstance(beta, torch.Tensor):
+        out += beta[:, :, None]
+    return out.abs_().sum(2)
 
 
 def fit(cur: torch.Tensor, ref: torch.Tensor, match: str = "l1", beta: bool = True, eps_mode: str = "add",
@@ -70,12 +74,15 @@ def fit(cur: torch.Tensor, ref: torch.Tensor, match: str = "l1", beta: bool = Tr
         chosen = ref[idx]
         a, b = pair_fits_rows(cur, chosen, beta, eps_mode, eps)
         return Fit(idx.clone(), a, b)
+    ref_centred = ref - ref.mean(1, keepdim=True)
     step = max(1, CHUNK_ELEMENTS // max(1, ref.shape[0] * ref.shape[1]))
     parts = []
     for start in range(0, cur.shape[0], step):
         c = cur[start:start + step]
         alpha, b = pair_fits(c, ref, beta, eps_mode, eps)
-        if match == "l1":
+        if match == "l1" and beta:  # alpha r + beta - c = alpha (r - r_bar) - (c - c_bar): no beta term
+            k = l1_residuals(c - c.mean(1, keepdim=True), ref_centred, alpha, 0.0).argmin(1)
+        elif match == "l1":
             k = l1_residuals(c, ref, alpha, b).argmin(1)
         else:
             k = abs_pcc(c, ref, eps_mode, eps).argmax(1)
