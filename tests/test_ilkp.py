@@ -238,3 +238,26 @@ def test_post_hoc_fit_of_another_runs_weights_in_an_eval_only_run(trained, tmp_p
     assert post["final"]["Vacc"] != base["final"]["Vacc"]  # the shared kernels changed the function
     state = torch.load(tmp_path / "post" / runfiles.CHECKPOINT, weights_only=True)
     assert state["carry"]["ilkp"]["idx"][0].shape == (512,)  # the fit carries into a retraining stage
+
+
+def test_after_load_may_change_values_only():
+    """The hook's guard (trainer/plugins/enabled.py): a plugin replacing a parameter there is an error."""
+    from trainer.options import declare_plugin
+    from trainer.plugins.base import Plugin, register_plugin
+    from trainer.plugins.enabled import EnabledPlugins
+    declare_plugin("swapload", {})
+
+    @register_plugin("swapload")
+    class SwapLoad(Plugin):
+        def configure_model(self, model):
+            self.model = model
+            return model
+
+        def after_load(self):
+            self.model.c1.weight = nn.Parameter(self.model.c1.weight.detach().clone())
+
+    model = Tiny()
+    plugins = EnabledPlugins(full_config({"plugins": "swapload"}))
+    plugins.configure_model(model)
+    with pytest.raises(RuntimeError, match="swapload.*after_load"):
+        plugins.after_load(model)
