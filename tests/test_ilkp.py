@@ -261,3 +261,29 @@ def test_after_load_may_change_values_only():
     plugins.configure_model(model)
     with pytest.raises(RuntimeError, match="swapload.*after_load"):
         plugins.after_load(model)
+
+
+def test_the_resnet110_chain_expands_with_the_studys_recipe_and_each_run_finds_its_upstream(tmp_path):
+    import argparse
+    from launcher.selection import select_runs
+    sel = select_runs(argparse.Namespace(grid="ilkp", run="cifar10_resnet110", only=[], set=[], limit=None,
+                                         root=str(tmp_path)))
+    by_stage = {}
+    for r in sel.runs:
+        by_stage.setdefault(r.config.get("stage"), []).append(r.config)
+    assert {k: len(v) for k, v in by_stage.items()} == {"base": 1, "posthoc": 11, "retrain": 11}
+    base = by_stage["base"][0]
+    assert (base["nesterov"], base["momentum"], base["weight_decay"], base["lr"], base["epochs"]) == \
+        (True, 0.9, 5e-4, 0.1, 200)
+    # lr 0.1 x 0.98^epoch: one decay by 0.98 per epoch of epoch_iters iterations
+    from trainer.schedule import lr_at
+    e = base["epoch_iters"]
+    assert e == 50000 // 128
+    for it, epoch in [(0, 0), (e - 1, 0), (e, 1), (7 * e + 5, 7), (200 * e - 1, 199)]:
+        assert lr_at(it, base["lr"], base["lr_decay_epoch"], base["lr_decay_rate"]) == pytest.approx(0.1 * 0.98 ** epoch)
+    assert all(c["eval_only"] and c["init_from"] == "base" for c in by_stage["posthoc"])
+    assert sorted(c.get("ilkp_qb", 0) for c in by_stage["posthoc"] if c["ilkp_version"] == "v2qq") == [2, 3, 4, 6, 8]
+    retrain = by_stage["retrain"]
+    assert all(c["lr"] == 0.01 and c["init_from"] == "posthoc" for c in retrain)
+    upstreams = {c["init_run"] for c in retrain}
+    assert len(upstreams) == 11  # each retraining run starts from its own post-hoc run
