@@ -189,7 +189,7 @@ def test_the_q_baseline_quantizes_without_sharing():
 
 # ---- through the training loop on the digits ----------------------------------------------------------
 
-RUN = {"dataset": "digits", "arch": "digits_cnn", "niters": 30, "batch_size": 32, "epoch_iters": 5,
+RUN = {"dataset": "digits", "arch": "digits_cnn", "niters": 20, "batch_size": 32, "epoch_iters": 5,
        "chkpt_iter": 10, "tblog_interval": 5, "log_interval": 10, "lr": 0.05, "plugins": "ilkp",
        "ilkp_version": "v2qq", "ilkp_every": 2, "ilkp_qb": 6}
 
@@ -205,20 +205,19 @@ def test_training_with_the_hook_logs_compression_and_refits(trained):
     final = results["final"]
     # digits_cnn: reference 1->16 (16 kernels, 4-bit index), shared 16->32 (512 kernels)
     expected = (144 + 4608) * 32 / (144 * 6 + 32 + 512 * (4 + 8 + 8) + 64)
-    assert final["ilkp/compression"] == pytest.approx(expected) and final["ilkp/fits"] == 3.0
-    assert 0 < final["ilkp/err"] < 1 and final["Vacc"] > 20  # chance is 10%; 30 steps at lr 0.05
+    assert final["ilkp/compression"] == pytest.approx(expected) and final["ilkp/fits"] == 2.0
+    assert 0 < final["ilkp/err"] < 1 and final["Vacc"] > 15  # chance is 10%; 20 steps at lr 0.05
     state = torch.load(run_dir / runfiles.CHECKPOINT, weights_only=True)
     f = state["plugins"]["ilkp"]
-    w = state["model"]["conv2.weight"].reshape(-1, 9)  # the last epoch (6) refit: weights are alpha R_k + beta
+    w = state["model"]["conv2.weight"].reshape(-1, 9)  # the last epoch (4) refit: weights are alpha R_k + beta
     ref = state["model"]["conv1.weight"].reshape(-1, 9)
     assert torch.allclose(w, f["alpha"][0][:, None] * ref[f["idx"][0]] + f["beta"][0][:, None])
 
 
-@pytest.mark.parametrize("stop", [10, 13])  # at a refit boundary (epoch 2) and mid-epoch after it
-def test_interrupt_and_resume_across_a_refit_epoch_is_exact(trained, tmp_path, stop):
+def test_interrupt_and_resume_across_a_refit_epoch_is_exact(trained, tmp_path):
     run_dir, results = trained
-    with pytest.raises(loop.Interrupted):
-        loop.run(RUN, tmp_path, on_iteration=_stop_at(stop))
+    with pytest.raises(loop.Interrupted):  # mid-epoch 3, after the refit at epoch 2 and before the one at 4
+        loop.run(RUN, tmp_path, on_iteration=_stop_at(13))
     resumed = loop.run(RUN, tmp_path)
     assert resumed["final"] == results["final"] and _metrics(tmp_path) == _metrics(run_dir)
     a = torch.load(run_dir / runfiles.CHECKPOINT, weights_only=True)
@@ -230,7 +229,7 @@ def test_interrupt_and_resume_across_a_refit_epoch_is_exact(trained, tmp_path, s
 def test_post_hoc_fit_of_another_runs_weights_in_an_eval_only_run(trained, tmp_path):
     run_dir, results = trained
     plain = {k: v for k, v in RUN.items() if not k.startswith("ilkp") and k != "plugins"}
-    base = loop.run(plain, tmp_path / "base")
+    base = loop.run({**plain, "niters": 10}, tmp_path / "base")
     post = loop.run({**plain, "plugins": "ilkp", "ilkp_version": "v2", "eval_only": True,
                      "init_checkpoint": str(tmp_path / "base" / runfiles.CHECKPOINT)}, tmp_path / "post")
     assert post["final"]["ilkp/fits"] == 1.0 and post["final"]["ilkp/err"] > 0
