@@ -93,6 +93,7 @@ def start_from(training: "Training", run_dir: Path) -> Path | None:
     apply_carry(training, carry)
     check_fit(training.model, weights, path)
     training.model.load_state_dict(weights)
+    training.plugins.after_load(training.model)
     training.log.info(f"starting from the weights of {path}")
     return path
 
@@ -104,6 +105,8 @@ def evaluate_only(training: "Training") -> dict[str, Any]:
     logger = RunLogger(training.run_dir)
     try:
         training.evaluate(logger, 0)
+        if training.plugins:
+            logger.scalars(training.plugins.scalars(), 0)
     finally:
         logger.close()
     training.save_checkpoint()

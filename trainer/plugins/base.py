@@ -36,6 +36,11 @@ class Plugin:
     def after_step(self, step: int) -> None:
         """After optimizer.step() of step `step` (0-based), e.g. to clamp parameters."""
 
+    def after_load(self) -> None:
+        """Once a fresh run has loaded the weights it starts from (init_from, init_checkpoint), before it
+        trains or evaluates: e.g. a post-hoc compression of a trained model. Not called on resume (the
+        checkpoint already holds its result) nor for a run from scratch. Change values in place only."""
+
     def on_epoch_end(self, epoch: int) -> bool:
         """At each epoch boundary (`epoch` epochs done). True: parameters changed shape or identity, and the
         trainer rebuilds the optimizer and the estimator."""
