@@ -138,23 +138,31 @@ def test_start_weights_convert_full_precision_and_turn_planes_into_fine_tuned_va
     w = fp["layers.0.conv1.weight"]
     s = w.abs().max()
     assert torch.equal(conv.layers["layers.0.conv1"].levels(), torch.round(w * 255 / s))
+    fc = conv.layers["fc"]
+    fc.set_levels(4 * (fc.levels() / 4).round().clamp(-31, 31), 8)
+    fc.requantize_and_prune(0.0)  # a pruned layer: its 5 bits carry into the next stage
     ft, ft_model = _plugin("finetune")
+    ft.load_state_dict(conv.carry_state())
     ft_model.load_state_dict(ft.start_weights(model.state_dict()))
-    assert ft.layers["fc"].form == VALUE
+    assert ft.layers["fc"].form == VALUE and ft.scheme() == conv.scheme() and ft.scheme()["fc"] == 5
     for name in ft.layers:
         assert torch.equal(ft.layers[name].weight(), conv.layers[name].weight()), name
 
 
 # ---- in the loop ---------------------------------------------------------------------------------------------
 
+FP = {"arch": "digits_cnn", "niters": 60, "batch_size": 32, "chkpt_iter": 60, "log_interval": 0, "lr": 0.05}
 RUN = {"arch": "digits_cnn", "niters": 30, "batch_size": 32, "epoch_iters": 10, "chkpt_iter": 15,
-       "tblog_interval": 5, "log_interval": 10, "lr": 0.05, "plugins": "bsq", "bsq_alpha": 0.05,
+       "tblog_interval": 5, "log_interval": 10, "lr": 0.01, "plugins": "bsq", "bsq_alpha": 3.0,
        "bsq_interval": 1, "bsq_nbits": 8}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("bsq")
+    """BSQ from a briefly trained full-precision run (converted to 8-bit planes at the start), as the study."""
+    fp_dir, run_dir = tmp_path_factory.mktemp("fp"), tmp_path_factory.mktemp("bsq")
+    loop.run(FP, fp_dir)
+    RUN["init_checkpoint"] = str(fp_dir / runfiles.CHECKPOINT)
     return run_dir, loop.run(RUN, run_dir)
 
 

@@ -59,7 +59,7 @@ def test_paper_format_grid_with_a_plugin_expands_and_plugin_options_are_checked_
 def test_launch_options_lists_plugin_options_and_the_readme_table_is_its_output():
     out = subprocess.run([sys.executable, "-m", "launcher", "options", "--markdown"], cwd=ROOT, check=True,
                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout
-    assert "| `plugins` | names | `''` |" in out and "Any of: l1clip." in out
+    assert "| `plugins` | names | `''` |" in out and "Any of: bsq, l1clip." in out
     assert "| `l1clip_l1` | float | `0.0001` | Plugin l1clip: " in out
     readme = (ROOT / "README.md").read_text()
     assert out.strip() in readme, "README's key table is stale: paste `launch options --markdown` into it"
