@@ -123,11 +123,112 @@ def rank_main(args_json: str, out_path: str) -> None:
                             "pack_ms": 1e3 * slowest(min(pck)), "unpack_ms": 1e3 * slowest(min(unp)),
                             "encode_vs_quantize": slowest(_paired_ratio(enc, qnt)),
                             "decode_vs_quantize": slowest(_paired_ratio(dec, qnt))}
+    hooks = {name: hook_row(name, args, device, slowest, together, sync) for name in args["hooks"]}
     if rank == 0:
         setup = {"world": world, "backend": backend, "device": str(device), "n": n, "bucket_size": bucket,
-                 "reps": reps, "threads_per_rank": torch.get_num_threads(), "torch": torch.__version__}
-        Path(out_path).write_text(json.dumps({"results": res, "extra": extra, "setup": setup}))
+                 "reps": reps, "threads_per_rank": torch.get_num_threads(), "torch": torch.__version__,
+                 "hook_batch": args["hook_batch"], "hook_reps": args["hook_reps"]}
+        Path(out_path).write_text(json.dumps({"results": res, "extra": extra, "hooks": hooks, "setup": setup}))
     dist.destroy_process_group()
+
+
+HOOK_ROWS = {"allreduce": {"ddp_hook": "allreduce"}, "fp16": {"ddp_hook": "fp16"}, "bf16": {"ddp_hook": "bf16"},
+             **{f"powersgd{r}": {"ddp_hook": "powersgd", "ddp_powersgd_rank": r} for r in (1, 2, 4)}}
+
+
+class _Done:
+    """What a loopback all_reduce returns: a finished Work whose future holds the tensor itself."""
+
+    def __init__(self, tensor) -> None:
+        import torch
+        self.fut = torch.futures.Future()
+        self.fut.set_result([tensor])
+
+    def get_future(self):
+        return self.fut
+
+    def wait(self) -> bool:
+        return True
+
+
+def _hook_codec_s(hook, state, buckets) -> tuple[float, float]:
+    """(encode, decode) seconds of `hook` on DDP's real buckets, its all-reduces replaced by a loopback
+    (a finished future holding the input, so every callback runs inline and only compute is timed).
+    decode: from the hook's last all_reduce call to its end; encode: everything before."""
+    import torch.distributed as dist
+    original, calls = dist.all_reduce, []
+
+    def loopback(tensor, *args, **kwargs):
+        calls.append(time.perf_counter())
+        return _Done(tensor)
+
+    enc = dec = 0.0
+    dist.all_reduce = loopback
+    try:
+        for b in buckets:
+            calls.clear()
+            t0 = time.perf_counter()
+            hook(state, b).wait()
+            t1 = time.perf_counter()
+            enc, dec = enc + calls[-1] - t0, dec + t1 - calls[-1]
+    finally:
+        dist.all_reduce = original
+    return enc, dec
+
+
+def hook_row(name: str, args: dict, device, slowest, together, sync) -> dict:
+    """One DDP communication hook (estim.ddp_hook) on the resnet32 model through a real
+    DistributedDataParallel: the bytes its all-reduces carry per step (counted at dist.all_reduce), the
+    exchange alone (the hook called on DDP's own gradient buckets, real all-reduces: encode + exchange +
+    decode, like the quantized rows' step_s), its encode/decode compute (the same calls, all-reduce
+    replaced by a loopback), and the whole DDP step (forward + backward + hook) beside its compute alone."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel
+
+    from estim.ddp_hook import BUCKET_CAP_MB, AllreduceCounter, count_allreduce_bytes, make_hook
+    from trainer.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet32", 10, (3, 32, 32)).to(device)
+    ddp = DistributedDataParallel(model, bucket_cap_mb=BUCKET_CAP_MB)  # as the estimator: one bucket
+    state, hook = make_hook({**HOOK_ROWS[name], "seed": 1})
+    buckets: dict[int, object] = {}
+
+    def capturing(state, bucket):
+        buckets[bucket.index()] = bucket
+        return hook(state, bucket)
+    ddp.register_comm_hook(state, capturing)
+    gen = torch.Generator().manual_seed(torch.distributed.get_rank())
+    x = torch.randn(args["hook_batch"], 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, 10, (args["hook_batch"],), generator=gen).to(device)
+
+    def ddp_step() -> None:
+        F.cross_entropy(ddp(x), y).backward()
+
+    def compute_only() -> None:
+        with ddp.no_sync():
+            ddp_step()
+
+    for _ in range(3):  # DDP rebuilds its buckets after step 1; PowerSGD compresses from step 2
+        buckets.clear()
+        ddp_step()
+    counter = AllreduceCounter()
+    with count_allreduce_bytes(counter):
+        ddp_step()
+    ordered = [buckets[i] for i in sorted(buckets)]
+
+    def exchange() -> None:
+        for b in ordered:
+            hook(state, b).wait()
+    reps = args["hook_reps"]
+    step_s = slowest(_best_time(exchange, reps, sync, together))
+    codec = min((_hook_codec_s(hook, state, ordered) for _ in range(reps)), key=sum)
+    ddp_s = slowest(_best_time(ddp_step, reps, sync, together))
+    compute_s = slowest(_best_time(compute_only, reps, sync, together))
+    return {"bytes_per_rank": counter.nbytes, "step_s": step_s, "encode_ms": 1e3 * slowest(codec[0]),
+            "decode_ms": 1e3 * slowest(codec[1]), "ddp_step_s": ddp_s, "compute_s": compute_s,
+            "buckets": len(ordered), "allreduce_calls": counter.calls}
 
 
 def model_comm_ms(entry: dict, extra: dict | None, n: int, workers: int, gbps: float, exchange_name: str) -> float:
@@ -142,8 +243,16 @@ def model_comm_ms(entry: dict, extra: dict | None, n: int, workers: int, gbps: f
     return enc + 1e3 * (workers - 1) / workers * (msg + 4 * n) / rate + dec
 
 
-def modelled(results: dict, extra: dict, n: int) -> dict:
+def hook_comm_ms(entry: dict, workers: int, gbps: float) -> float:
+    """Modelled communication time of a DDP hook: its encode/decode plus a ring all-reduce of its bytes."""
+    return entry["encode_ms"] + entry["decode_ms"] + 1e3 * 2 * (workers - 1) / workers * entry["bytes_per_rank"] / (
+        gbps * 1e9 / 8)
+
+
+def modelled(results: dict, extra: dict, n: int, hooks: dict) -> dict:
     out = {}
+    for key, entry in hooks.items():
+        out[f"hook_{key}"] = {f"{w}w_{g}gbps": hook_comm_ms(entry, w, g) for w in WORKERS for g in LINKS_GBPS}
     for key, entry in results.items():
         for workers in WORKERS:
             for gbps in LINKS_GBPS:
@@ -175,6 +284,16 @@ def print_tables(data: dict) -> None:
               f"{x.get('pack_ms', nan):>8.3f} {x.get('unpack_ms', nan):>9.3f}")
     print("(times: best of the rounds; enc/quant, dec/quant: median over rounds of the ratio of side-by-side "
           "calls, the slower rank's)")
+    hooks = data.get("hooks", {})
+    if hooks:
+        print(f"\nDDP communication hooks on resnet32 ({setup['hook_batch']} images per rank, best of "
+              f"{setup['hook_reps']}): step_s = the hook on DDP's buckets (encode + all-reduce + decode)")
+        print(f"{'':>10} {'bytes/rank':>11} {'vs fp32':>8} {'step_s':>9} {'encode_ms':>9} {'decode_ms':>9} "
+              f"{'ddp_step_s':>10} {'compute_s':>9} {'buckets':>7}")
+        for key, e in hooks.items():
+            print(f"{key:>10} {e['bytes_per_rank']:>11} {e['bytes_per_rank'] / fp32['bytes_per_rank']:>8.3f} "
+                  f"{e['step_s']:>9.5f} {e['encode_ms']:>9.3f} {e['decode_ms']:>9.3f} {e['ddp_step_s']:>10.4f} "
+                  f"{e['compute_s']:>9.4f} {e['buckets']:>7}")
     tags = list(next(iter(model.values())))
     print("\nmodelled communication time per step, ms (measured encode/decode + bytes at the link rate)")
     print(f"{'':>16} " + " ".join(f"{t:>13}" for t in tags))
@@ -189,13 +308,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", type=int, default=8192, help="values per bucket (one float32 norm each)")
     parser.add_argument("--bits", default="2,3,4,8")
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--hooks", default=",".join(HOOK_ROWS), help="DDP hook rows ('' for none): "
+                        + ", ".join(HOOK_ROWS))
+    parser.add_argument("--hook-batch", type=int, default=8, help="images per rank in the DDP steps of the hooks")
+    parser.add_argument("--hook-reps", type=int, default=8)
     parser.add_argument("--cuda", action="store_true", help="NCCL on GPUs (one per rank) instead of gloo on CPU")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ddp.json"))
     args = parser.parse_args(argv)
     from launcher.executors.distributed import spawn_local
     from trainer import runfiles
     conf = {"n": args.n, "bucket": args.bucket, "bits": [int(b) for b in args.bits.split(",")],
-            "reps": args.reps, "cuda": args.cuda}
+            "reps": args.reps, "cuda": args.cuda, "hooks": [h for h in args.hooks.split(",") if h],
+            "hook_batch": args.hook_batch, "hook_reps": args.hook_reps}
+    unknown = sorted(set(conf["hooks"]) - set(HOOK_ROWS))
+    if unknown:
+        parser.error(f"unknown --hooks {', '.join(unknown)}; known: {', '.join(HOOK_ROWS)}")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "rank0.json"
         result = spawn_local(args.ranks, [json.dumps(conf), str(raw)], log_dir=tmp, timeout_s=600,
@@ -204,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {result.message}", file=sys.stderr)
             return 1
         data = json.loads(raw.read_text())
-    data["modelled_comm_ms"] = modelled(data["results"], data["extra"], args.n)
+    data["modelled_comm_ms"] = modelled(data["results"], data["extra"], args.n, data["hooks"])
     print_tables(data)
     out = {**data.pop("results"), **data}  # per bits value and fp32 at the top level
     os.makedirs(Path(args.out).parent, exist_ok=True)

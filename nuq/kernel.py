@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -104,22 +105,37 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
 }
 
 
+CPU_KERNELS = ("auto", "avx512", "avx2", "generic")  # values of NUQ_CPU_KERNEL and forced_cpu_kernel
+
+
 def cpu_kernel(levels: torch.Tensor) -> str:
     """Which compiled CPU kernel a call with these (float32) levels runs: 'avx512' (hand-vectorised, on CPUs
-    with AVX-512, for 2..256 levels) or 'generic'. Both give identical bits; this is for benchmarks."""
+    with AVX-512, for 2..256 levels), 'avx2' (CPUs with AVX2, FMA and BMI2) or 'generic'. All give identical
+    bits; this is for benchmarks."""
     return _extension("cpu").cpu_kernel(levels.detach().to("cpu", torch.float32).contiguous())
 
 
 @contextlib.contextmanager
-def only_generic_cpu_kernel():
-    """Within the block the CPU backend runs its generic kernel even where AVX-512 is available (process-wide;
-    for tests and benchmarks that compare the two)."""
+def forced_cpu_kernel(name: str):
+    """Within the block the CPU backend starts its choice at kernel `name` (one of CPU_KERNELS; 'avx512' still
+    falls back for level sets it does not take), process-wide, for tests and benchmarks that compare the
+    paths; then back to $NUQ_CPU_KERNEL (default 'auto'). Raises ValueError for a path this CPU lacks."""
+    if name not in CPU_KERNELS:
+        raise ValueError(f"cpu kernel must be one of {', '.join(CPU_KERNELS)}, got {name!r}")
     ext = _extension("cpu")
-    ext.set_cpu_kernel("generic")
+    try:
+        ext.set_cpu_kernel(name)
+    except RuntimeError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
     try:
         yield
     finally:
-        ext.set_cpu_kernel("auto")
+        ext.set_cpu_kernel(os.environ.get("NUQ_CPU_KERNEL") or "auto")
+
+
+def only_generic_cpu_kernel():
+    """forced_cpu_kernel('generic'): the portable kernel even where a vectorised one runs."""
+    return forced_cpu_kernel("generic")
 
 
 def _backend(name: str | None, device: torch.device) -> Backend:
@@ -264,7 +280,7 @@ def decode_pieces_packed(message: torch.Tensor, levels: torch.Tensor, bucket_siz
     checks.check_bucket_size(bucket_size)
     if not fused_decode_supported(longest_piece(pieces), message.device, lv, bucket_size):
         raise ValueError(f"decode_pieces_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} "
-                         f"on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels")
+                         f"on {message.device}) and the AVX-512 or AVX2 kernel for these {lv.numel()} levels")
     table = torch.tensor(pieces, dtype=torch.int64).reshape(-1, 3)
     try:
         _ops().decode_pieces_add.default(add_to, message, lv, table, bucket_size=bucket_size,
@@ -276,7 +292,7 @@ def decode_pieces_packed(message: torch.Tensor, levels: torch.Tensor, bucket_siz
 
 def fused_decode_supported(n: int, device: torch.device, levels: torch.Tensor, bucket_size: int,
                            backend: str | None = None) -> bool:
-    """Whether `decode_packed` runs: `fused_codec_supported` and the AVX-512 kernel for these levels
+    """Whether `decode_packed` runs: `fused_codec_supported` and the AVX-512 or AVX2 kernel for these levels
     (elsewhere unpacking then `dequantize_indices` is as fast as a generic one-pass decode)."""
     if not fused_codec_supported(n, device, bucket_size, backend) or levels.device.type != "cpu":
         return False
@@ -293,7 +309,7 @@ def decode_packed(message: torch.Tensor, n: int, levels: torch.Tensor, bucket_si
     checks.check_bucket_size(bucket_size)
     if not fused_decode_supported(n, message.device, lv, bucket_size):
         raise ValueError(f"decode_packed needs a CPU message, bucket_size % 8 == 0 (got {bucket_size} for {n} "
-                         f"values on {message.device}) and the AVX-512 kernel for these {lv.numel()} levels; "
+                         f"values on {message.device}) and the AVX-512 or AVX2 kernel for these {lv.numel()} levels; "
                          f"use nuq.packing.unpack and dequantize_indices")
     if add_to is not None and add_to.numel() != n:
         raise ValueError(f"add_to must hold the message's {n} values, got shape {tuple(add_to.shape)}")

@@ -158,3 +158,33 @@ def train_digits(*argv: str) -> None:
         return step(self, it)
     loop.Training.fit, loop.Training.step = fit_and_save, step_or_die
     train_rank(*argv)
+
+
+HOOK_CASES = {"allreduce": {"ddp_hook": "allreduce"}, "fp16": {"ddp_hook": "fp16"}, "bf16": {"ddp_hook": "bf16"},
+              "powersgd_r1": {"ddp_hook": "powersgd", "ddp_powersgd_rank": 1}}
+HOOK_CALLS = 3  # PowerSGD compresses from its 2nd step (index 2): the first two are plain all-reduces
+
+
+def hook_grads(out_dir: str) -> None:
+    """HOOK_CALLS gradients of g_estim ddp_hook per HOOK_CASES on this rank, the bytes its all-reduces
+    carried in each call, and this rank's own (local) gradient; saved to out_dir/rank<r>.pt."""
+    import torch.nn.functional as F
+
+    from estim import get_estimator_class
+    from trainer.options import full_config
+    init_process_group_from_env(no_cuda=True)
+    rank = dist.get_rank()
+    torch.set_num_threads(1)
+    out = {}
+    for name, case in HOOK_CASES.items():
+        stream = FixedBatches([worker_batch(rank)])
+        est = get_estimator_class("ddp_hook")(full_config({**case, "g_estim": "ddp_hook", "seed": 5}),
+                                              small_model(), F.cross_entropy, stream, stream)
+        grads, nbytes = [], []
+        for _ in range(HOOK_CALLS):
+            grads.append(est.grad()[0])
+            nbytes.append(est.scalars()["comm/message_bytes"])
+        local = est.minibatch_grad(FixedBatches([worker_batch(rank)]))[0]
+        out[name] = {"grads": grads, "bytes": nbytes, "local": local}
+    torch.save(out, Path(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()

@@ -23,14 +23,28 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(params=["auto", "generic"])
+def _cpu_flags() -> set[str]:
+    try:
+        return set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def _cpu_has_avx512() -> bool:
+    return {"avx512f", "avx512bw", "avx512dq", "avx512vl", "bmi2"} <= _cpu_flags()
+
+
+def _cpu_has_avx2() -> bool:
+    return {"avx2", "fma", "bmi2"} <= _cpu_flags()
+
+
+@pytest.fixture(params=["auto", "avx2", "generic"])
 def cpu_kernel(request):
-    """Run a test with the CPU backend's default kernel (AVX-512 where the CPU has it) and with the generic
-    one forced: both must compute the reference's bits."""
-    if request.param == "generic":
-        with kernel.only_generic_cpu_kernel():
-            yield request.param
-    else:
+    """Run a test with the CPU backend's default kernel (AVX-512 where the CPU has it), with the AVX2 one
+    forced (where the CPU has AVX2) and with the generic one forced: all must compute the reference's bits."""
+    if request.param == "avx2" and not _cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2 + FMA + BMI2: the AVX2 kernel cannot run here")
+    with kernel.forced_cpu_kernel(request.param):
         yield request.param
 
 
@@ -286,33 +300,56 @@ def test_non_finite_values_poison_only_their_bucket(norm, bucket, cpu_kernel):
     torch.testing.assert_close(kernel.quantize(x, lv, bucket, norm, 1, 0), ref, rtol=0, atol=0, equal_nan=True)
 
 
-def _cpu_has_avx512() -> bool:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return all(f in flags for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl"))
-
-
 def test_cpu_kernel_selection():
-    """AVX-512 runs level sets (2..256 values) whose scaled gaps it computes exactly; the rest, and any call
-    within only_generic_cpu_kernel(), runs the generic kernel. Either way the bits are the reference's."""
-    fast = "avx512" if _cpu_has_avx512() else "generic"
+    """AVX-512 runs level sets (2..256 values) whose scaled gaps it computes exactly; the rest runs the AVX2
+    kernel (the generic one without AVX2), as does any call within forced_cpu_kernel('avx2'); within
+    only_generic_cpu_kernel() the generic kernel runs. Either way the bits are the reference's."""
+    second = "avx2" if _cpu_has_avx2() else "generic"
+    fast = "avx512" if _cpu_has_avx512() else second
     tiny_gap = torch.tensor([-1.0, 0.0, 1e-30, 1.0])
     assert kernel.cpu_kernel(_levels("q", 4)) == fast
     assert kernel.cpu_kernel(_levels("q", 5)) == fast  # 32 levels: the wide search
     assert kernel.cpu_kernel(_levels("q", 8)) == fast  # 256 levels
     assert kernel.cpu_kernel(_levels("nuq", 8)) == fast  # gaps down to 2^-126: the wide search has no scaled gaps
-    assert kernel.cpu_kernel(tiny_gap) == "generic"
+    assert kernel.cpu_kernel(tiny_gap) == second
     with kernel.only_generic_cpu_kernel():
         assert kernel.cpu_kernel(_levels("q", 4)) == "generic"
     assert kernel.cpu_kernel(_levels("q", 4)) == fast
+    if _cpu_has_avx2():
+        with kernel.forced_cpu_kernel("avx2"):
+            assert kernel.cpu_kernel(_levels("q", 4)) == kernel.cpu_kernel(tiny_gap) == "avx2"
     x = torch.randn(3000) * 1e-29
     ref = kernel.quantize(x, tiny_gap, 512, "linf", 4, 1, backend="reference")
     assert torch.equal(kernel.quantize(x, tiny_gap, 512, "linf", 4, 1), ref)
+    with pytest.raises(ValueError, match="one of auto, avx512, avx2, generic, got 'sse'"):
+        with kernel.forced_cpu_kernel("sse"):
+            pass
     from nuq import _quant
-    with pytest.raises(RuntimeError, match="'auto' or 'generic'"):
-        _quant.set_cpu_kernel("avx2")
+    with pytest.raises(RuntimeError, match="must be 'auto', 'avx512', 'avx2' or 'generic', got 'sse'"):
+        _quant.set_cpu_kernel("sse")
+    if not _cpu_has_avx512():
+        with pytest.raises(ValueError, match="no avx512 kernel"):
+            with kernel.forced_cpu_kernel("avx512"):
+                pass
+
+
+@pytest.mark.parametrize("value, path", [("generic", "generic"), ("avx2", "avx2"), ("bogus", None)])
+def test_environment_variable_forces_a_path(value, path):
+    """NUQ_CPU_KERNEL is read at the first kernel call of a process; a bad value is a clear error."""
+    import subprocess
+    import sys
+    if path == "avx2" and not _cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2 + FMA + BMI2")
+    code = ("import torch; from nuq import kernel; from nuq.levels import get_method; "
+            "print(kernel.cpu_kernel(get_method('q').init_levels(3, 0.5)))")
+    env = {**__import__("os").environ, "NUQ_CPU_KERNEL": value}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if path is None:
+        assert proc.returncode != 0
+        assert "NUQ_CPU_KERNEL must be 'auto', 'avx512', 'avx2' or 'generic', got 'bogus'" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == path
 
 
 @pytest.mark.parametrize("method,bits", [("nuq", 3), ("q", 6)])  # permute tables and the wide search
@@ -588,17 +625,15 @@ def test_encode_packed_bad_input_is_named():
 
 @pytest.mark.parametrize("method,bits", [("q", 1), ("trn", 2), ("nuq", 3), ("qinf", 4), ("q", 5), ("nuq", 6),
                                          ("q", 7), ("nuq", 8)])
-def test_decode_packed_equals_dequantized_reference(method, bits):
-    """One-pass decode runs where the AVX-512 kernel takes the levels (2..256 of them) and then gives
-    levels[index] * norm bit for bit, at 1 and 2 threads, tails included; elsewhere it is not offered (and
+def test_decode_packed_equals_dequantized_reference(method, bits, cpu_kernel):
+    """One-pass decode runs on the AVX-512 and AVX2 kernels (2..256 levels) and then gives levels[index] *
+    norm bit for bit, at 1 and 2 threads, tails included; on the generic one it is not offered (and
     nuq.codec unpacks, then dequantizes)."""
     torch.manual_seed(9)
     lv = _levels(method, bits)
     norm = get_method(method).norm
-    supported = _cpu_has_avx512()
+    supported = cpu_kernel != "generic" and (_cpu_has_avx2() or _cpu_has_avx512())
     assert kernel.fused_decode_supported(1000, torch.device("cpu"), lv, 128) == supported
-    with kernel.only_generic_cpu_kernel():
-        assert not kernel.fused_decode_supported(1000, torch.device("cpu"), lv, 128)
     for n, bucket in [(1000, 128), (20000, 8192), (5003, 8), (7, 1000), (70001, 4096)]:
         x = torch.randn(n)
         message = torch.empty(4 * -(-n // bucket) + -(-n * max(1, (lv.numel() - 1).bit_length()) // 8),
@@ -606,7 +641,7 @@ def test_decode_packed_equals_dequantized_reference(method, bits):
         kernel.encode_packed(x, lv, bucket, norm, 3, 1, message)
         want = kernel.quantize(x, lv, bucket, norm, 3, 1, backend="reference")
         if not supported:
-            with pytest.raises(ValueError, match="AVX-512 kernel"):
+            with pytest.raises(ValueError, match="AVX-512 or AVX2 kernel"):
                 kernel.decode_packed(message, n, lv, bucket)
             continue
         base = torch.randn(n)
@@ -617,7 +652,8 @@ def test_decode_packed_equals_dequantized_reference(method, bits):
             assert torch.equal(total, base + want)
 
 
-@pytest.mark.skipif(not _cpu_has_avx512(), reason="the one-pass decode exists only on AVX-512 CPUs (tested above)")
+@pytest.mark.skipif(not (_cpu_has_avx2() or _cpu_has_avx512()),
+                    reason="the one-pass decode exists only on AVX2 and AVX-512 CPUs (tested above)")
 def test_decode_packed_add_to_bad_input_is_named():
     lv = _levels("q", 3)
     x = torch.randn(100)
@@ -632,9 +668,12 @@ def test_decode_packed_add_to_bad_input_is_named():
         torch.ops.nuq.decode_add(torch.zeros(200)[::2], message, lv, **kw)
 
 
-@pytest.mark.skipif(not _cpu_has_avx512(), reason="the one-pass decode exists only on AVX-512 CPUs (tested above)")
-def test_decode_packed_rejects_an_index_beyond_the_levels():
+@pytest.mark.skipif(not (_cpu_has_avx2() or _cpu_has_avx512()),
+                    reason="the one-pass decode exists only on AVX2 and AVX-512 CPUs (tested above)")
+def test_decode_packed_rejects_an_index_beyond_the_levels(cpu_kernel):
     """trn has 3 levels in 2 bits: a message holding index 3 is corrupt, and says so instead of reading garbage."""
+    if cpu_kernel == "generic":
+        pytest.skip("the generic kernel has no one-pass decode (tested above)")
     lv = _levels("trn", 2)
     message = torch.zeros(4 + 4, dtype=torch.uint8)  # one bucket of 16 values: a norm, then 4 bytes
     message[:4] = torch.tensor([1.0]).view(torch.uint8)

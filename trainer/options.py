@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from estim.names import ESTIMATORS
+from estim.names import DDP_HOOKS, ESTIMATORS
 from nuq.limits import MAX_BUCKET_SIZE
 from nuq.names import METHODS as NUQ_METHODS
 from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
@@ -73,6 +73,8 @@ _OPTIONS = [
     Option("g_bsnap_iter", "int", 10000, "Paper flag: snapshot interval (kept for grid compatibility)."),
     Option("g_optim", "bool", False, "Adapt the quantization levels during training."),
     Option("g_optim_start", "int", 0, "Iteration from which the levels are adapted."),
+    Option("ddp_hook", "str", "allreduce", "g_estim=ddp_hook: PyTorch DDP communication hook.", DDP_HOOKS),
+    Option("ddp_powersgd_rank", "int", 1, "g_estim=ddp_hook, ddp_hook=powersgd: PowerSGD matrix approximation rank."),
     # quantization
     Option("nuq_method", "str", "q", "Quantization method.", NUQ_METHODS),
     Option("nuq_bits", "int", 4, "Bits per coordinate (2^bits levels)."),

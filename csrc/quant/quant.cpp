@@ -257,6 +257,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "nuqlab quantize kernels: importing this registers the torch.ops.nuq ops (see nuq/ops.py)";
   m.def("decode_supported", &nuq::decode_supported, "decode_supported(levels): whether decode runs for them");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");
-  m.def("cpu_kernel", &nuq::cpu_kernel_name, "cpu_kernel(levels): 'avx512' or 'generic', the CPU kernel a call with these levels runs");
-  m.def("set_cpu_kernel", &nuq::set_cpu_kernel, "set_cpu_kernel('auto' | 'generic'): allow AVX-512 or not");
+  m.def("cpu_kernel", &nuq::cpu_kernel_name, "cpu_kernel(levels): 'avx512', 'avx2' or 'generic', the CPU kernel a call with these levels runs");
+  m.def("set_cpu_kernel", &nuq::set_cpu_kernel, "set_cpu_kernel('auto' | 'avx512' | 'avx2' | 'generic'): the first CPU path allowed");
 }

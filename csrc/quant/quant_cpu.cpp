@@ -1,16 +1,20 @@
 // C++ CPU quantize kernel: OpenMP over buckets; each bucket is read once (norm, then snapping while it is
-// still in cache). Two implementations compute the same bits: the hand-vectorised AVX-512 kernel
-// (quant_cpu_avx512.cpp) where the CPU has AVX-512 (level sets of 2..256 values), and the generic
-// kernel (quant_cpu_kernel.h, auto-vectorised, cloned for AVX2 and baseline x86-64) everywhere else. The
-// arithmetic is exactly that of nuq/reference.py (its docstring lists it step by step).
+// still in cache). Three paths compute the same bits: the hand-vectorised AVX-512 kernel
+// (quant_cpu_avx512.cpp) where the CPU has AVX-512 (level sets of 2..256 values), the AVX2 kernel
+// (quant_cpu_avx2.cpp) where it has AVX2, FMA and BMI2, and the generic kernel (quant_cpu_kernel.h,
+// auto-vectorised, cloned for x86-64-v3 and baseline) everywhere else (aarch64...). NUQ_CPU_KERNEL
+// (auto | avx512 | avx2 | generic, read at the first call) or set_cpu_kernel forces a path and the slower
+// ones after it. The arithmetic is exactly that of nuq/reference.py (its docstring lists it step by step).
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include <omp.h>
 #include <torch/extension.h>
 
 #include "quant_cpu.h"
+#include "quant_cpu_avx2.h"
 #include "quant_cpu_avx512.h"
 #include "quant_cpu_kernel.h"
 
@@ -22,8 +26,6 @@
 
 namespace nuq {
 namespace {
-
-using cpu::Levels;
 
 constexpr int64_t kMinPerThread = 1 << 15;  // below this many values per thread, threads cost more than they save
 
@@ -37,47 +39,80 @@ bool cpu_has_avx512() {
 #endif
 }
 
-std::atomic<bool> g_allow_avx512{true};  // set_cpu_kernel("generic") clears it (tests compare both kernels)
+// The CPU kernel paths, fastest first. A call runs the first path from first_path() on that the CPU has and
+// that takes the levels (AVX-512: `handles`; the others: all level sets).
+enum Path { kAvx512, kAvx2, kGeneric, kPaths };
+constexpr const char* kPathNames[kPaths] = {"avx512", "avx2", "generic"};
+
+bool cpu_has(int path) {
+  static const bool has[kPaths] = {cpu_has_avx512(),
+#if NUQ_HAVE_AVX2_KERNEL
+                                   avx2::cpu_supported(),
+#else
+                                   false,
+#endif
+                                   true};
+  return has[path];
+}
+
+// 'auto' -> the fastest path; a path's name -> that path (which this CPU must have).
+int parse_path(const std::string& name, const char* what) {
+  if (name == "auto") return kAvx512;
+  for (int p = 0; p < kPaths; ++p) {
+    if (name != kPathNames[p]) continue;
+    TORCH_CHECK(cpu_has(p), what, " '", name, "': this CPU (or this build) has no ", name,
+                " kernel; use 'auto' or a path it has");
+    return p;
+  }
+  TORCH_CHECK(false, what, " must be 'auto', 'avx512', 'avx2' or 'generic', got '", name, "'");
+  return kAvx512;
+}
+
+// The first path allowed: NUQ_CPU_KERNEL at the first call (a bad value raises at every call), then set_cpu_kernel.
+std::atomic<int>& first_path() {
+  static std::atomic<int> first{[] {
+    const char* env = std::getenv("NUQ_CPU_KERNEL");
+    return parse_path(env && *env ? env : "auto", "NUQ_CPU_KERNEL");
+  }()};
+  return first;
+}
+
+int path_for(const float* levels, int num_levels) {
+  for (int p = first_path().load(std::memory_order_relaxed); p < kGeneric; ++p) {
+#if NUQ_HAVE_AVX512_KERNEL
+    if (p == kAvx512 && !avx512::handles(levels, num_levels)) continue;
+#endif
+    if (cpu_has(p)) return p;
+  }
+  (void)levels;
+  (void)num_levels;
+  return kGeneric;
+}
 
 // Threads for n values: at most `requested`, and 1 for small tensors (results never depend on it).
 int thread_count(int64_t n, int64_t requested) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(requested, n / kMinPerThread)));
 }
 
-// One bucket end to end with the generic kernel: norm (stored to bucket b of job.norms when non-null), then
-// snapping into the job's output.
-NUQ_CPU_CLONES void process_bucket(const BucketJob& job, int64_t b) {
-  const int64_t start = b * job.bucket;
-  const int64_t len = std::min(job.bucket, job.n - start);
-  const float* x = job.x + start;
-  const float nf = cpu::bucket_norm(x, len, job.bucket, job.linf);
-  if (job.norms) std::memcpy(static_cast<uint8_t*>(job.norms) + 4 * b, &nf, 4);
-  cpu::snap_bucket(x, len, nf, job.offset + static_cast<uint64_t>(start), Levels{job.levels, job.num_levels},
-                   job.key0, job.key1, job.out ? job.out + start : nullptr, job.idx ? job.idx + start : nullptr,
-                   job.packed ? job.packed + start / 8 * job.bits : nullptr, job.bits);
-}
-
-bool use_avx512(const float* levels, int num_levels) {
-#if NUQ_HAVE_AVX512_KERNEL
-  static const bool has = cpu_has_avx512();
-  return has && g_allow_avx512.load(std::memory_order_relaxed) && avx512::handles(levels, num_levels);
-#else
-  (void)levels;
-  (void)num_levels;
-  return false;
-#endif
-}
+// One bucket with the generic kernel (cloned for x86-64-v4, -v3 and baseline; picked at load time).
+NUQ_CPU_CLONES void process_bucket(const BucketJob& job, int64_t b) { cpu::process_bucket(job, b); }
 
 // Runs the job over all its buckets on up to `threads` threads (contiguous ranges of buckets per thread).
 void run_job(const BucketJob& job, int64_t threads) {
   const int64_t nb = num_buckets(job.n, job.bucket);
   const int nthreads = thread_count(job.n, threads);
-#if NUQ_HAVE_AVX512_KERNEL
-  if (use_avx512(job.levels, job.num_levels)) {
+#if NUQ_HAVE_AVX512_KERNEL || NUQ_HAVE_AVX2_KERNEL
+  const int path = path_for(job.levels, job.num_levels);
+  if (path != kGeneric) {
 #pragma omp parallel num_threads(nthreads)
     {  // the same ranges schedule(static) gives the generic loop below
       const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-      avx512::run_buckets(job, nb * t / nt, nb * (t + 1) / nt);
+#if NUQ_HAVE_AVX512_KERNEL
+      if (path == kAvx512) avx512::run_buckets(job, nb * t / nt, nb * (t + 1) / nt);
+#endif
+#if NUQ_HAVE_AVX2_KERNEL
+      if (path == kAvx2) avx2::run_buckets(job, nb * t / nt, nb * (t + 1) / nt);
+#endif
     }
     return;
   }
@@ -104,7 +139,7 @@ BucketJob make_job(const torch::Tensor& x, const torch::Tensor& levels, int64_t 
 }  // namespace
 
 bool decode_supported(const torch::Tensor& levels) {
-  return use_avx512(levels.data_ptr<float>(), static_cast<int>(levels.numel()));
+  return path_for(levels.data_ptr<float>(), static_cast<int>(levels.numel())) != kGeneric;
 }
 
 namespace {
@@ -113,11 +148,17 @@ namespace {
 uint32_t run_decode(const DecodeJob& job, int64_t threads) {
   const int64_t nb = num_buckets(job.n, job.bucket);
   uint32_t max_index = 0;
-#if NUQ_HAVE_AVX512_KERNEL
+#if NUQ_HAVE_AVX512_KERNEL || NUQ_HAVE_AVX2_KERNEL
+  const int path = path_for(job.levels, job.num_levels);  // not generic: the callers check decode_supported
 #pragma omp parallel num_threads(thread_count(job.n, threads)) reduction(max : max_index)
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    avx512::decode_buckets(job, nb * t / nt, nb * (t + 1) / nt, &max_index);
+#if NUQ_HAVE_AVX512_KERNEL
+    if (path == kAvx512) avx512::decode_buckets(job, nb * t / nt, nb * (t + 1) / nt, &max_index);
+#endif
+#if NUQ_HAVE_AVX2_KERNEL
+    if (path == kAvx2) avx2::decode_buckets(job, nb * t / nt, nb * (t + 1) / nt, &max_index);
+#endif
   }
 #else
   (void)threads;
@@ -145,7 +186,7 @@ void check_indices_read(uint32_t max_index, int64_t num_levels) {
 
 torch::Tensor decode_cpu(const torch::Tensor& message, int64_t n, const torch::Tensor& levels, int64_t bucket,
                          int64_t bits, int64_t threads, const c10::optional<torch::Tensor>& add_to) {
-  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 kernel only (this CPU or these ",
+  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 and AVX2 kernels only (this CPU or these ",
               levels.numel(), " levels have none); unpack, then dequantize_indices");
   auto out = add_to ? *add_to : torch::empty({n}, levels.options());
   const DecodeJob job = decode_job(message.data_ptr<uint8_t>(), message.numel(), n, levels, bucket, bits,
@@ -192,7 +233,7 @@ void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int6
 
 void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels, int64_t bucket, int64_t bits,
                        int64_t threads, torch::Tensor& add_to, const std::vector<Piece>& pieces) {
-  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 kernel only (this CPU or these ",
+  TORCH_CHECK(decode_supported(levels), "decode runs on the AVX-512 and AVX2 kernels only (this CPU or these ",
               levels.numel(), " levels have none); unpack, then dequantize_indices");
   uint32_t max_index = 0;
   for (const Piece& piece : pieces) {
@@ -208,12 +249,11 @@ void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels
 std::string cpu_kernel_name(const torch::Tensor& levels) {
   TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && !levels.is_cuda(),
               "levels must be a contiguous float32 CPU tensor");
-  return use_avx512(levels.data_ptr<float>(), static_cast<int>(levels.numel())) ? "avx512" : "generic";
+  return kPathNames[path_for(levels.data_ptr<float>(), static_cast<int>(levels.numel()))];
 }
 
 void set_cpu_kernel(const std::string& name) {
-  TORCH_CHECK(name == "auto" || name == "generic", "cpu kernel must be 'auto' or 'generic', got '", name, "'");
-  g_allow_avx512.store(name == "auto", std::memory_order_relaxed);
+  first_path().store(parse_path(name, "cpu kernel"), std::memory_order_relaxed);
 }
 
 void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t bucket, bool linf, int64_t seed,

@@ -44,9 +44,11 @@ void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int6
 // raises (after adding) if an index is not below the number of levels.
 void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels, int64_t bucket, int64_t bits,
                        int64_t threads, torch::Tensor& add_to, const std::vector<Piece>& pieces);
-// Which CPU kernel a call with these levels runs: "avx512" or "generic".
+// Which CPU kernel a call with these levels runs: "avx512", "avx2" or "generic".
 std::string cpu_kernel_name(const torch::Tensor& levels);
-// "auto" (AVX-512 where the CPU has it) or "generic" (always the portable kernel; for tests and benchmarks).
+// "auto" (the fastest path the CPU has), or "avx512", "avx2", "generic": that path first (and the slower
+// ones for levels it does not take), for tests and benchmarks; overrides NUQ_CPU_KERNEL. Raises for a path
+// this CPU lacks.
 void set_cpu_kernel(const std::string& name);
 torch::Tensor dequantize_indices_cpu(const torch::Tensor& idx, const torch::Tensor& norms,
                                      const torch::Tensor& levels, int64_t bucket, int64_t threads);

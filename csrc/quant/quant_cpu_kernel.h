@@ -15,6 +15,7 @@
 
 #include "../common/bitpack.h"
 #include "quant_common.h"
+#include "quant_cpu_avx512.h"  // BucketJob
 
 #if defined(__GNUC__)
 #define NUQ_CPU_INLINE inline __attribute__((always_inline))
@@ -238,9 +239,24 @@ NUQ_CPU_INLINE void pack_chunk(const uint8_t* idx, int64_t m, int bits, uint8_t*
   }
 }
 
+// The steps of a chunk: its random words (chunk_words), the snapping (snap_chunk) and the packing of its
+// indices (pack_chunk). quant_cpu_avx2.cpp passes its own, vectorised by hand.
+struct GenericChunk {
+  static NUQ_CPU_INLINE void words(uint64_t g, uint32_t key0, uint32_t key1, uint32_t* __restrict out) {
+    chunk_words(g, key0, key1, out);
+  }
+  template <bool kIndices>
+  static NUQ_CPU_INLINE void snap(const float* xc, int m, float inv, float nf, const Levels& lv, const uint32_t* words,
+                                  float* oc, uint8_t* ic) {
+    snap_chunk<kIndices>(xc, m, inv, nf, lv, words, oc, ic);
+  }
+  static NUQ_CPU_INLINE void pack(const uint8_t* idx, int64_t m, int bits, uint8_t* dst) { pack_chunk(idx, m, bits, dst); }
+};
+
 // Snap one bucket of normalisation `nf`: writes dequantized values (out), level indices (idx) or indices
 // packed `bits` bits each (packed: this bucket's first byte), whichever is non-null. g0 is the stream
-// position of x[0].
+// position of x[0]; Chunk (GenericChunk's interface) computes each chunk's random words and snaps it.
+template <class Chunk = GenericChunk>
 NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf, uint64_t g0, const Levels& lv,
                                 uint32_t k0, uint32_t k1, float* __restrict out, uint8_t* __restrict idx,
                                 uint8_t* __restrict packed = nullptr, int bits = 0) {
@@ -249,16 +265,30 @@ NUQ_CPU_INLINE void snap_bucket(const float* __restrict x, int64_t len, float nf
   alignas(64) uint8_t chunk_idx[kChunk];
   for (int64_t c = 0; c < len; c += kChunk) {
     const int m = static_cast<int>(std::min<int64_t>(kChunk, len - c));
-    chunk_words(g0 + static_cast<uint64_t>(c), k0, k1, words);
+    Chunk::words(g0 + static_cast<uint64_t>(c), k0, k1, words);
     if (out) {
-      snap_chunk<false>(x + c, m, inv, nf, lv, words, out + c, nullptr);
+      Chunk::template snap<false>(x + c, m, inv, nf, lv, words, out + c, nullptr);
     } else if (idx || bits == 8) {  // 8-bit packing is the indices themselves
-      snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, idx ? idx + c : packed + c);
+      Chunk::template snap<true>(x + c, m, inv, nf, lv, words, nullptr, idx ? idx + c : packed + c);
     } else {
-      snap_chunk<true>(x + c, m, inv, nf, lv, words, nullptr, chunk_idx);
-      pack_chunk(chunk_idx, m, bits, packed + c / 8 * bits);  // c is a multiple of kChunk: a whole byte
+      Chunk::template snap<true>(x + c, m, inv, nf, lv, words, nullptr, chunk_idx);
+      Chunk::pack(chunk_idx, m, bits, packed + c / 8 * bits);  // c is a multiple of kChunk: a whole byte
     }
   }
+}
+
+// Bucket b of a job end to end: norm (stored to bucket b of job.norms when non-null), then snapping into
+// the job's output. The per-bucket driver of the generic kernel (quant_cpu.cpp) and of the AVX2 one.
+template <class Chunk = GenericChunk>
+NUQ_CPU_INLINE void process_bucket(const BucketJob& job, int64_t b) {
+  const int64_t start = b * job.bucket;
+  const int64_t len = std::min(job.bucket, job.n - start);
+  const float* x = job.x + start;
+  const float nf = bucket_norm(x, len, job.bucket, job.linf);
+  if (job.norms) std::memcpy(static_cast<uint8_t*>(job.norms) + 4 * b, &nf, 4);
+  snap_bucket<Chunk>(x, len, nf, job.offset + static_cast<uint64_t>(start), Levels{job.levels, job.num_levels},
+                      job.key0, job.key1, job.out ? job.out + start : nullptr, job.idx ? job.idx + start : nullptr,
+                      job.packed ? job.packed + start / 8 * job.bits : nullptr, job.bits);
 }
 
 }  // namespace cpu

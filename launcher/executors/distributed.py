@@ -38,7 +38,7 @@ from trainer.runfiles import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 DEFAULT_GRACE_S = 10.0     # after a rank fails, how long the others get to fail on their own
 POLL_S = 0.1
-DIST_ESTIMATORS = ("nuq_dist",)  # estimators that exchange gradients between ranks
+DIST_ESTIMATORS = ("nuq_dist", "ddp_hook")  # estimators that exchange gradients between ranks
 
 
 class DistributedRunError(RuntimeError):
