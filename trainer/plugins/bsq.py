@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from trainer.plugins.base import Plugin, register_plugin
-from trainer.plugins.bsq_layers import BITS, VALUE, ActQuant, BitLayer, quantize_float, to_planes
+from trainer.plugins.bsq_layers import BITS, VALUE, ActQuant, BitLayer, places, quantize_float, to_planes
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -29,16 +29,19 @@ def is_downsample(name: str) -> bool:
     return "downsample" in name
 
 
+def counted(layers: dict[str, BitLayer]) -> list[BitLayer]:
+    """The layers whose weights and bits the study counts: all but the downsample convs."""
+    return [layer for name, layer in layers.items() if not is_downsample(name)] or list(layers.values())
+
+
 def compression(layers: dict[str, BitLayer]) -> float:
     """32 x total weights / total weight bits (downsample convs excluded, as the study)."""
-    counted = [layer for name, layer in layers.items() if not is_downsample(name)] or list(layers.values())
-    return 32.0 * sum(lay.numel for lay in counted) / sum(lay.numel * lay.nbits for lay in counted)
+    return 32.0 * sum(lay.numel for lay in counted(layers)) / sum(lay.numel * lay.nbits for lay in counted(layers))
 
 
 def bit_group_lasso(layers: dict[str, BitLayer]) -> torch.Tensor:
     """sum_l (#weights_l x bits_l) x sum_b ||plane_b||_2, divided by the total weight count (the study's reg/TP)."""
-    counted = [layer for name, layer in layers.items() if not is_downsample(name)] or list(layers.values())
-    total = sum(layer.numel for layer in counted)
+    total = sum(layer.numel for layer in counted(layers))
     return sum(layer.numel * layer.nbits * layer.group_lasso() for layer in layers.values()) / total
 
 
@@ -94,8 +97,7 @@ class BSQ(Plugin):
                 scale, denom = out[key + "scale"], out[key + "denom"]
                 if key + "pos" in out:
                     planes = out.pop(key + "pos") - out.pop(key + "neg")
-                    place = 2.0 ** torch.arange(len(planes) - 1, -1, -1, dtype=planes.dtype)
-                    levels = (planes * place.view(-1, *([1] * (planes.dim() - 1)))).sum(0)
+                    levels = (planes * places(len(planes), planes)).sum(0)
                 else:
                     levels = out.pop(key + "value") * denom
                 levels = levels.clamp(-layer.limit, layer.limit).round()
