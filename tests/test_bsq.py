@@ -191,3 +191,14 @@ def test_interrupt_and_resume_across_a_pruning_epoch_is_exact(trained, tmp_path,
     a = torch.load(run_dir / runfiles.CHECKPOINT, weights_only=True)["model"]
     b = torch.load(tmp_path / runfiles.CHECKPOINT, weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_activation_quantization_is_k_bit_max_abs_with_a_straight_through_gradient():
+    from trainer.plugins.bsq_layers import ActQuant
+    x = torch.randn(4, 8, requires_grad=True)
+    out = ActQuant(nn.ReLU6(), 4)(x)
+    a = x.detach().clamp(0, 6)
+    steps = out.detach() * 15 / a.max()
+    assert torch.allclose(steps, steps.round(), atol=1e-5) and (out.detach() - a).abs().max() <= a.max() / 30 + 1e-7
+    out.sum().backward()
+    assert torch.equal(x.grad, ((x.detach() > 0) & (x.detach() < 6)).float())
