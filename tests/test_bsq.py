@@ -181,6 +181,15 @@ def test_pruning_epochs_rebuild_the_optimizer_and_training_continues(trained):
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
+def test_a_conversion_takes_its_bits_from_another_runs_scheme(trained, tmp_path):
+    run_dir, results = trained
+    plugin, _ = _plugin("convert", arch="digits_cnn", bsq_bits_from=str(run_dir))
+    assert plugin.scheme() == {name: int(results["final"][f"bsq/bits/{name}"]) for name in plugin.layers}
+    torch.save({"model": {}}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="holds no bsq bit scheme"):
+        _plugin("convert", arch="digits_cnn", bsq_bits_from=str(tmp_path / "plain.pt"))
+
+
 @pytest.mark.parametrize("stop", [15, 20])  # mid-epoch after a pruning, and right at a pruning boundary
 def test_interrupt_and_resume_across_a_pruning_epoch_is_exact(trained, tmp_path, stop):
     run_dir, results = trained

@@ -10,11 +10,13 @@ scheme) are the plugin's state and carry into the next stage of a chain.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from trainer import runfiles
 from trainer.plugins.base import Plugin, register_plugin
 from trainer.plugins.bsq_layers import BITS, VALUE, ActQuant, BitLayer, places, quantize_float, to_planes
 
@@ -43,6 +45,19 @@ def bit_group_lasso(layers: dict[str, BitLayer]) -> torch.Tensor:
     """sum_l (#weights_l x bits_l) x sum_b ||plane_b||_2, divided by the total weight count (the study's reg/TP)."""
     total = sum(layer.numel for layer in counted(layers))
     return sum(layer.numel * layer.nbits * layer.group_lasso() for layer in layers.values()) / total
+
+
+def read_scheme(source: str) -> dict[str, int]:
+    """The per-layer bits a bsq run saved: `source` is its checkpoint file or its run folder."""
+    path = Path(source).expanduser()
+    path = path / runfiles.CHECKPOINT if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"bsq_bits_from {source!r}: no checkpoint file or run folder with {runfiles.CHECKPOINT}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    bits = (state.get("carry") or {}).get("bsq", {}).get("bits") if isinstance(state, dict) else None
+    if not bits:
+        raise ValueError(f"bsq_bits_from {source!r}: {path} holds no bsq bit scheme (not a bsq run's checkpoint)")
+    return {name: int(n) for name, n in bits.items()}
 
 
 @register_plugin("bsq")
@@ -76,6 +91,8 @@ class BSQ(Plugin):
             parent, leaf = _parent(model, name)
             setattr(parent, leaf, layer)
             self.layers[name] = layer
+        if self.opt["bsq_bits_from"]:
+            self.load_state_dict({"bits": read_scheme(self.opt["bsq_bits_from"])})
         acts = [name for name, m in model.named_modules() if isinstance(m, nn.ReLU6)]
         for i, name in enumerate(acts):
             bits = self.opt["bsq_act_bits_stem"] if i == 0 else self.opt["bsq_act_bits"]

@@ -18,6 +18,9 @@ OPTIONS = {
                      None, (0, 16)),
     "bsq_act_bits_stem": ("int", 8, "Bits of the activation quantization after the stem's ReLU6; 0: none.",
                           None, (0, 16)),
+    "bsq_bits_from": ("str", "",
+                      "A checkpoint file or run folder whose learned per-layer bits the layers get (the study's "
+                      "convert.py --dict); '': bsq_nbits everywhere. Bits carried from an upstream stage win."),
     "bsq_fp_downsample": ("bool", False,
                           "Keep the 1x1 downsample convs in full precision (the study's later code)."),
 }
