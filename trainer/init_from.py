@@ -91,6 +91,7 @@ def start_from(training: "Training", run_dir: Path) -> Path | None:
         return None
     weights, carry = read_start(path)
     apply_carry(training, carry)
+    weights = training.plugins.start_weights(weights)
     check_fit(training.model, weights, path)
     training.model.load_state_dict(weights)
     training.plugins.after_load(training.model)

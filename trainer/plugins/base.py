@@ -58,6 +58,12 @@ class Plugin:
         """Restore `state_dict()`; called before the model's weights are loaded, so a plugin that changes
         parameter shapes restores the checkpoint's shapes here (the values come from the model's state)."""
 
+    def start_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The upstream run's model weights (a stage's init_from or init_checkpoint) in the form this run's
+        model holds them, e.g. full-precision weights turned into the plugin's representation; called after
+        the carried state is loaded, before the weights are checked against the model and loaded."""
+        return weights
+
     def carry_state(self) -> dict[str, Any] | None:
         """The part of the state that must carry over when a run starts from another run's final
         checkpoint (multi-stage runs); None: nothing carries. Saved in every checkpoint."""

@@ -104,6 +104,11 @@ class EnabledPlugins:
             if plugin.name in states:
                 plugin.load_state_dict(states[plugin.name])
 
+    def start_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for plugin in self.plugins:
+            weights = plugin.start_weights(weights)
+        return weights
+
     def carry_state(self) -> dict[str, dict[str, Any]]:
         carried = {p.name: p.carry_state() for p in self.plugins}
         return {name: state for name, state in carried.items() if state is not None}
