@@ -9,7 +9,8 @@ import functools
 import hashlib
 import json
 import re
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Collection, Iterable
 
 HASH_LEN = 8
 MAX_READABLE = 240  # + "," + 8-char hash stays under the usual 255-byte file-name limit
@@ -37,14 +38,44 @@ def _token(key: str, value: Any) -> str:
     return safe_token(key) if value is True else f"{safe_token(key)}_{safe_token(format_value(value))}"
 
 
-def run_name(config: dict[str, Any], exclude: Iterable[str] = ()) -> str:
-    """'key_value,key_value,...,<hash>' from the non-excluded keys in config order.
+def run_name(config: dict[str, Any], exclude: Iterable[str] = (), keys: Collection[str] | None = None) -> str:
+    """'key_value,key_value,...,<hash>' from the non-excluded keys in config order (only those in `keys`,
+    the keys the grid sweeps, when given: the hash already makes the name unique).
 
     A flag that is True shows as its key alone. Each token starts with a key (an identifier), and the
     hash ends the name, so no name is '.', '..', starts with '-' or contains '/'.
     """
     skip = set(exclude)
-    parts = [_token(key, value) for key, value in config.items() if key not in skip]
+    parts = [_token(key, value) for key, value in config.items()
+             if key not in skip and (keys is None or key in keys)]
     readable = ",".join(parts)[:MAX_READABLE].rstrip(",")
     digest = config_hash(config)
     return f"{readable},{digest}" if readable else f"h{digest}"
+
+
+def grid_title(grid: str, run: str) -> str:
+    """'family.run' wherever a grid is named ('nuq.digits'); a grid given as a file path shows its stem, so
+    `--grid ./mystudy.py` and `--grid /abs/mystudy.py` are named alike in every command and file."""
+    family = Path(grid).stem if grid.endswith(".py") or "/" in grid else grid
+    return f"{family}.{run}"
+
+
+def swept_keys(configs: Iterable[dict[str, Any]]) -> set[str]:
+    """Keys that take two or more values among the configs that set them: what run names show. A key
+    only some configs set, always to one value (nuq_amq_epochs of AMQ runs), follows from the others."""
+    first: dict[str, tuple[type, Any]] = {}
+    swept: set[str] = set()
+    for config in configs:
+        for key, value in config.items():
+            if key in swept:
+                continue
+            seen = first.setdefault(key, (type(value), value))
+            if seen != (type(value), value):
+                swept.add(key)
+    return swept
+
+
+def name_hash(name: str) -> str | None:
+    """The config hash that ends a run folder name ('...,1a2b3c4d' or 'h1a2b3c4d'), else None."""
+    tail = name.rsplit(",", 1)[-1] if "," in name else name[1:] if name.startswith("h") else ""
+    return tail if len(tail) == HASH_LEN and all(c in "0123456789abcdef" for c in tail) else None

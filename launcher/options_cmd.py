@@ -19,8 +19,9 @@ def _default(opt: Option) -> str:
 
 def _help(opt: Option) -> str:
     which = "Any" if opt.kind == "names" else "One"  # a comma list takes several
+    rng = opt.range_text()
     return (opt.help + (f" {which} of: {', '.join(opt.choices)}." if opt.choices else "")
-            + (f" Range: {opt.bounds[0]}..{opt.bounds[1]}." if opt.bounds else ""))
+            + (f" Range: {rng}." if rng else ""))
 
 
 def markdown_table() -> str:

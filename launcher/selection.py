@@ -7,6 +7,7 @@ expansion, so it stays the same whatever --only/--limit select.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,12 @@ import yaml
 
 from launcher.errors import UsageError
 from launcher.grid import GridError, expand
-from launcher.naming import run_name, safe_token
+from launcher.naming import grid_title, name_hash, run_name, safe_token, swept_keys
 from launcher.registry import get_run
 from launcher.stages import INIT_RUN, STAGE, has_stages, resolve
-from trainer.options import ConfigError, closest_keys, OPTIONS, validate_config, validate_value
+from trainer.names import MODEL_PATTERNS, MODELS, unknown_arch
+from trainer.options import (ConfigError, closest_keys, frozen_adaptive_method, ineffective_keys, OPTIONS,
+                             validate_config, validate_value)
 
 DEFAULT_ROOT = "./runs"
 
@@ -49,6 +52,8 @@ class Selection:
     meta: GridMeta
     runs: list[RunSpec]
     varying_keys: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown by launch (dry-run included); never fatal
+    grid_configs: list[dict[str, Any]] = field(default_factory=list)  # every config, before --only/--limit
 
 
 def positive_int(text: str) -> int:
@@ -151,24 +156,47 @@ def select_runs(args: argparse.Namespace) -> Selection:
     limit = getattr(args, "limit", None)
 
     folder = _results_folder(spec.folder, where)
-    results_dir = Path(getattr(args, "root", DEFAULT_ROOT) or DEFAULT_ROOT) / folder
+    root = Path(getattr(args, "root", DEFAULT_ROOT) or DEFAULT_ROOT)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--root {root}: {root.absolute()} is a file, not a folder of results")
+    results_dir = root / folder
     exclude = tuple(spec.exclude) + (INIT_RUN,)  # the upstream shows in the hash, not the readable name
-    validated = []
+    no_effect: dict[str, dict[str, Any]] = {}  # key -> {what to set, values seen where it does nothing}
+    frozen: dict[str, int] = {}  # adaptive method -> runs that never adapt it (no g_optim)
+    no_model: dict[str, int] = {}  # arch naming no registered model -> runs
+    validated: list[dict[str, Any]] = []
     for index, raw in enumerate(configs):
         raw.update(overrides)
+        label = f"{where}[{index}]"
         try:
-            validated.append(validate_config(raw, run=f"{where}[{index}]"))
+            config = validate_config(raw, run=label)
         except ConfigError as err:
             raise UsageError(str(err)) from None
+        for key, needs in ineffective_keys(config).items():
+            no_effect.setdefault(key, {"needs": needs, "values": []})["values"].append(config[key])
+        if (method := frozen_adaptive_method(config)) is not None:
+            frozen[method] = frozen.get(method, 0) + 1
+        if unknown_arch(arch := config.get("arch", OPTIONS["arch"].default)):
+            no_model[arch] = no_model.get(arch, 0) + 1
+        validated.append(config)
+    names = swept_keys(validated)  # from the whole grid, so --only/--limit never rename a run
+    existing = _folders_by_hash(results_dir)
+
+    def folder_name(config: dict[str, Any]) -> str:
+        """The run's folder name; a folder named before the grid changed (or by an older naming rule)
+        that ends with the same config hash is that folder."""
+        name = run_name(config, exclude, names)
+        return existing.get(name_hash(name), name) if existing else name
+
     if has_stages(validated):  # upstream names first: they are part of the downstream identity
-        resolve(validated, lambda cfg: run_name(cfg, exclude), where)
+        resolve(validated, folder_name, where)
     stages = _stage_filter(getattr(args, "stage", None), validated, where)
     runs: list[RunSpec] = []
     first_index: dict[str, int] = {}
     for index, config in enumerate(validated):
         if only and not _matches(config, only) or stages and config.get(STAGE) not in stages:
             continue
-        name = run_name(config, exclude)
+        name = folder_name(config)
         if first_index.setdefault(name, index) != index:
             raise UsageError(f"grid {where}: configs {first_index[name]} and {index} are identical "
                              f"({name}); remove the duplicate")
@@ -179,7 +207,44 @@ def select_runs(args: argparse.Namespace) -> Selection:
         raise UsageError(_nothing_selected(where, configs, only))
     meta = GridMeta(args.grid, args.run, folder, results_dir, tuple(spec.exclude), len(configs), spec.slurm)
     varying = [k for k in varying_keys([r.config for r in runs]) if k != INIT_RUN]  # one per upstream: no column
-    return Selection(meta, runs, varying)
+    title = grid_title(args.grid, args.run)
+    warnings = _no_effect_warnings(title, no_effect)
+    if frozen:
+        warnings.append(f"nuq_method {', '.join(frozen)} in {sum(frozen.values())} runs of {title} adapt their "
+                        "levels only with g_optim, which they do not set: their levels stay the initial ones; "
+                        "set g_optim: '' in the grid (or --set g_optim=) to adapt them")
+    if no_model:
+        runs_n = sum(no_model.values())
+        warnings.append(f"arch {', '.join(no_model)} in {runs_n} runs of {title}: {unknown_arch_text()}")
+    return Selection(meta, runs, varying, warnings, validated)
+
+
+def unknown_arch_text() -> str:
+    return (f"not a registered model ({', '.join(MODELS)}, {', '.join(s for s, _ in MODEL_PATTERNS)}); "
+            "launching them is refused, --set arch=NAME picks another")
+
+
+def _folders_by_hash(results_dir: Path) -> dict[str, str]:
+    """{config hash: folder name} of the run folders already in results_dir (one listdir)."""
+    try:
+        entries = os.listdir(results_dir)
+    except OSError:
+        return {}
+    return {h: name for name in sorted(entries) if (h := name_hash(name))}
+
+
+def _no_effect_warnings(where: str, no_effect: dict[str, dict[str, Any]]) -> list[str]:
+    """A sweep of a key that cannot change its runs is an error (the runs would be duplicates in all but
+    name); a fixed value that does nothing is a warning naming the key to set."""
+    warnings = []
+    for key, info in no_effect.items():
+        values = sorted({repr(v) for v in info["values"]})
+        n = len(info["values"])
+        if len(values) > 1:
+            raise UsageError(f"grid {where}: {key} is swept ({', '.join(values)}) in {n} runs where it has "
+                             f"no effect; set {info['needs']} for it to matter, or stop sweeping it")
+        warnings.append(f"{key}={values[0]} has no effect in {n} runs of {where}; it needs {info['needs']}")
+    return warnings
 
 
 def _stage_filter(text: str | None, configs: list[dict[str, Any]], where: str) -> set[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launcher.naming import grid_title
 from launcher.slurm import query as slurm_query
 from launcher.selection import RunSpec, add_selection_arguments, positive_int, select_runs
 from launcher.stages import BLOCKED, INIT_RUN, WAITING, stage_of
@@ -211,14 +212,20 @@ def tail(path: str, n: int) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from launcher.elsewhere import require_results_dir, unmatched_note
+
     selection = select_runs(args)
+    require_results_dir(selection)
     rows, answered = collect(selection.runs)
     meta = selection.meta
-    print(f"grid {meta.grid}.{meta.run}: {len(rows)} runs in {meta.results_dir}")
+    print(f"grid {grid_title(meta.grid, meta.run)}: {len(rows)} runs in {meta.results_dir.absolute()}")
     for row in rows:
         print(format_line(row))
     counts = Counter(r.state for r in rows)
     print("summary: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    note = unmatched_note(selection)
+    if note:
+        print(note)
     if not answered:
         print("(squeue and sacct did not answer: states come from the run folders alone)")
     if args.failed:

@@ -26,15 +26,26 @@ from launcher.registry import GridRun, register
 @register
 def smoke():
     base = {"dataset": "digits", "niters": 10, "chkpt_iter": 5}
-    return GridRun([{**base, "arch": "digits_mlp", "seed": [1, 2]}, {**base, "arch": "no_such_model"}], "smoke")
+    return GridRun([{**base, "arch": "digits_mlp", "seed": [1, 2]},
+                    {**base, "dataset": "cifar10", "data": "bad_cifar", "arch": "resnet8"}], "smoke")
 """
+
+
+def bad_cifar(folder: Path) -> None:
+    """A CIFAR-10 folder whose files are all there (the launcher's data check passes) but empty, so the
+    run fails when its loader reads them: a failure only the run itself can find."""
+    from trainer.data_files import DATA_FILES
+    (folder / "bad_cifar").mkdir()
+    for name in DATA_FILES["cifar10"].files:
+        (folder / "bad_cifar" / name).write_bytes(b"")
 
 
 def test_local_runs_finish_failures_are_one_line_and_a_relaunch_skips_done(launch, tmp_path):
     (tmp_path / "smoke.py").write_text(GRID)
+    bad_cifar(tmp_path)
     argv = ["--grid", "smoke.py", "--run", "smoke"]
     good = run_dirs(launch, *argv, "--only", "arch=digits_mlp")
-    (bad,) = run_dirs(launch, *argv, "--only", "arch=no_such_model")
+    (bad,) = run_dirs(launch, *argv, "--only", "arch=resnet8")
     code, out, err = launch(*argv, "--cluster", "local", "--max-parallel", "2")
     assert code == 1, out + err  # one run failed
     assert "2 at a time" in out and "local: 2 finished, 1 failed" in out
@@ -43,7 +54,7 @@ def test_local_runs_finish_failures_are_one_line_and_a_relaunch_skips_done(launc
         job = runfiles.read_json(d / runfiles.JOB)
         assert job["cluster"] == "local" and Path(job["stdout"]).exists()
     failed = [line for line in out.splitlines() if "FAILED" in line]
-    assert len(failed) == 1 and failed[0].startswith("[2]") and "no_such_model" in failed[0]
+    assert len(failed) == 1 and failed[0].startswith("[2]") and "bad_cifar" in failed[0]
     assert "Traceback" not in out + err
     assert runfiles.read_json(bad / runfiles.STATUS)["state"] == "failed"
 
@@ -55,7 +66,7 @@ def test_local_runs_finish_failures_are_one_line_and_a_relaunch_skips_done(launc
     assert [line.split()[1] for line in out.splitlines() if line[:1].isdigit()] == ["done", "done", "failed"]
 
 
-def test_debug_runs_in_process(launch):
+def test_debug_runs_in_process(launch, tmp_path):
     argv = [*SMOKE, "--limit", "1"]
     code, out, err = launch(*argv, "--cluster", "debug")
     assert code == 0, err
@@ -63,8 +74,9 @@ def test_debug_runs_in_process(launch):
     assert runfiles.read_json(d / runfiles.RESULTS)["status"] == "done"
     assert runfiles.read_json(d / runfiles.JOB)["cluster"] == "debug"
     # in-process means the trainer's exception reaches the caller (for pdb), not a one-line summary
-    with pytest.raises(Exception, match="no_such_model"):
-        cli.main([*argv, "--set", "arch=no_such_model", "--cluster", "debug"])
+    bad_cifar(tmp_path)
+    with pytest.raises(Exception, match="bad_cifar"):
+        cli.main([*argv, "--set", "dataset=cifar10", "--set", "data=bad_cifar", "--cluster", "debug"])
 
 
 def test_visible_gpus_from_cuda_visible_devices(monkeypatch):

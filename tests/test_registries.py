@@ -16,7 +16,7 @@ import trainer.optim
 from estim.names import ESTIMATORS
 from nuq.adaptive import METHODS as ADAPTIVE_FITS
 from nuq.names import ADAPTIVE, METHODS
-from trainer.names import DATASETS, OPTIMIZERS
+from trainer.names import DATASETS, MODEL_PATTERNS, MODELS, OPTIMIZERS
 from trainer.options import OPTIONS
 
 
@@ -27,6 +27,7 @@ def test_option_choices_are_the_registries():
     assert set(ADAPTIVE_FITS) == set(ADAPTIVE) == {m for m, v in nuq.levels.METHODS.items() if v.adaptive}
     assert set(trainer.data.list_datasets()) == set(DATASETS) == set(OPTIONS["dataset"].choices)
     assert set(trainer.optim.registered()) == set(OPTIMIZERS) == set(OPTIONS["optim"].choices)
+    assert set(trainer.models.list_models()) == set(MODELS) | {shown for shown, _ in MODEL_PATTERNS}
 
 
 def test_the_option_schema_stays_torch_free():
@@ -51,6 +52,8 @@ def test_a_name_is_registered_once(register, name):
     (lambda n: trainer.data.register_dataset(n)(lambda folder: None), "DATASETS"),
     (lambda n: trainer.optim.register_optimizer(n)(lambda params, opt: None), "OPTIMIZERS"),
     (lambda n: nuq.fit_base.register_fitter(n, True)(lambda d, b, o: None), "ADAPTIVE"),
+    (lambda n: trainer.models.register_model(n)(lambda classes, shape: None), "MODELS"),
+    (lambda n: trainer.models.register_pattern(n + r"(\d+)", n + "<d>"), "MODEL_PATTERNS"),
 ])
 def test_a_name_outside_the_schema_table_is_refused(register, table):
     with pytest.raises(ValueError, match=f"not in .*{table}; add it there"):

@@ -91,8 +91,10 @@ def start_from(training: "Training", run_dir: Path) -> Path | None:
         return None
     weights, carry = read_start(path)
     apply_carry(training, carry)
+    weights = training.plugins.start_weights(weights)
     check_fit(training.model, weights, path)
     training.model.load_state_dict(weights)
+    training.plugins.after_load(training.model)
     training.log.info(f"starting from the weights of {path}")
     return path
 
@@ -104,6 +106,8 @@ def evaluate_only(training: "Training") -> dict[str, Any]:
     logger = RunLogger(training.run_dir)
     try:
         training.evaluate(logger, 0)
+        if training.plugins:
+            logger.scalars(training.plugins.scalars(), 0)
     finally:
         logger.close()
     training.save_checkpoint()

@@ -5,7 +5,9 @@
 // Layout (same as the torch fallback; see csrc/common/bitpack.h): one little-endian bit stream, value i in
 // bits [i*b, (i+1)*b). 8 values fill exactly b bytes, so each group of 8 is packed independently, which
 // makes the loop trivially parallel.
-#include <torch/extension.h>
+// torch/python.h (pybind11 + tensor casters), not torch/extension.h: the C++ frontend (torch/all.h) is
+// unused here and was ~40% of this file's compile time.
+#include <torch/python.h>
 
 #include <cstdint>
 #include <algorithm>

@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include <omp.h>
-#include <torch/extension.h>
+#include <ATen/ops/empty.h>
 
 #include "quant_cpu.h"
 #include "quant_cpu_avx2.h"
@@ -247,7 +247,7 @@ void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels
 }
 
 std::string cpu_kernel_name(const torch::Tensor& levels) {
-  TORCH_CHECK(levels.scalar_type() == torch::kFloat32 && levels.is_contiguous() && !levels.is_cuda(),
+  TORCH_CHECK(levels.scalar_type() == at::kFloat && levels.is_contiguous() && !levels.is_cuda(),
               "levels must be a contiguous float32 CPU tensor");
   return kPathNames[path_for(levels.data_ptr<float>(), static_cast<int>(levels.numel()))];
 }
@@ -266,7 +266,7 @@ void quantize_cpu(const torch::Tensor& x, const torch::Tensor& levels, int64_t b
 std::tuple<torch::Tensor, torch::Tensor> quantize_indices_cpu(const torch::Tensor& x, const torch::Tensor& levels,
                                                               int64_t bucket, bool linf, int64_t seed,
                                                               int64_t offset, int64_t threads) {
-  auto idx = torch::empty({x.numel()}, x.options().dtype(torch::kUInt8));
+  auto idx = torch::empty({x.numel()}, x.options().dtype(at::kByte));
   auto norms = torch::empty({num_buckets(x.numel(), bucket)}, x.options());
   BucketJob job = make_job(x, levels, bucket, linf, seed, offset);
   job.idx = idx.data_ptr<uint8_t>();

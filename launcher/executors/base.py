@@ -24,6 +24,7 @@ class Executor:
     help = ""
     writes_run_folders = True  # False for dryrun: launch then writes no config.yaml before calling it
     selects_runs = False  # True when the executor re-decides from the whole selection (slurm's --mode)
+    checks_data = True  # the runs' data folders are checked from this host before launch (not for dryrun)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add this executor's flags to the `launch` parser (names must not clash with other executors')."""

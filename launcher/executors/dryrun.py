@@ -6,7 +6,7 @@ from pathlib import Path
 
 from launcher.executors.base import EXECUTORS, Executor, register_executor
 from launcher.executors.scripts import DEFAULT_DIRECTIVES, write_job_scripts
-from launcher.naming import safe_token
+from launcher.naming import grid_title, safe_token
 from launcher.selection import RunSpec, Selection
 from launcher.stages import stage_groups, stage_of
 
@@ -15,7 +15,7 @@ def job_prefix(selection: Selection, args: argparse.Namespace) -> str:
     """--prefix, else '<grid>_<run>' (a grid given as a path contributes its file stem)."""
     if getattr(args, "prefix", None):
         return safe_token(args.prefix)
-    return safe_token(f"{Path(selection.meta.grid).stem}_{selection.meta.run}")
+    return safe_token(grid_title(selection.meta.grid, selection.meta.run).replace(".", "_", 1))
 
 
 @register_executor("dryrun")
@@ -24,6 +24,7 @@ class DryRunExecutor(Executor):
     jobs/<prefix>_slurm.sbatch; runs and submits nothing."""
     help = "write the job scripts only (same as --dry-run)"
     writes_run_folders = False
+    checks_data = False
 
     def launch(self, runs: list[RunSpec], selection: Selection, args: argparse.Namespace) -> int:
         slurm = EXECUTORS.get("slurm")

@@ -185,4 +185,16 @@ def write_job_scripts(runs: list[RunSpec], prefix: str, jobs_dir: Path,
         tasks.append(path)
     sbatch = sbatch_path(jobs_dir, prefix)
     write_generated(sbatch, sbatch_script(prefix, jobs_dir, list(scripts), directives))
+    remove_stale_scripts(jobs_dir, prefix, set(scripts))
     return sbatch, tasks
+
+
+def remove_stale_scripts(jobs_dir: Path, prefix: str, keep: set[int]) -> list[Path]:
+    """Delete this prefix's task scripts of runs no longer selected (an earlier, larger dry-run's), so
+    jobs/ holds exactly what the sbatch names; other prefixes' scripts and the .out/.err logs stay."""
+    pattern = re.compile(re.escape(prefix) + r"_(\d+)\.sh")
+    stale = [p for p in jobs_dir.glob(f"{prefix}_*.sh")
+             if (m := pattern.fullmatch(p.name)) and int(m.group(1)) not in keep]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -111,10 +111,12 @@ def _names(text: str | None) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from launcher.elsewhere import require_results_dir, unmatched_note
     from launcher.selection import select_runs
     from launcher.state import run_state
 
     selection = select_runs(args)
+    require_results_dir(selection)
     metrics = None if args.metric is None else _names(args.metric)
     title = title_of(selection.meta.grid, selection.meta.run)
     try:
@@ -125,6 +127,9 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    note = unmatched_note(selection)
+    if note:
+        print(note, file=sys.stderr)
     fmt = args.format or (format_for_path(args.out) if args.out else "term")
     text = render(table, fmt, args.digits)
     if not FORMATS[fmt].holds_caption:

@@ -24,6 +24,7 @@ from launcher.results.table import implied_keys, parse_by, title_of
 from launcher.results.table_points import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
                                    load_records, parse_at, point_values)
 from trainer import runfiles
+from trainer.options import method_label
 
 FILE_TYPES = ("png", "pdf")
 
@@ -50,17 +51,56 @@ def group_runs(records: Sequence[RunRecord], by: Sequence[str] | None) -> dict[t
     return groups
 
 
-def group_labels(by: Sequence[str] | None, keys: Sequence[tuple]) -> list[str]:
-    """Legend labels of groups: the values of the `by` keys that tell groups apart (keys implied by
-    earlier ones are left out, as in tables), 'key=value' when several, unset keys skipped."""
-    if by is None or len(by) == 1:  # one key: its value, or that it is unset (e.g. nuq_method of sgd runs)
-        unset = f"({by[0]} unset)" if by else "(unset)"
-        return [unset if key[0] is None else str(key[0]) for key in keys]
+METHOD_KEYS = ("g_estim", "nuq_method")
+# Axis labels for the metrics the trainer logs (estim/gvar.py, trainer/evaluate.py); others show their tag.
+METRIC_LABELS = {
+    "Vacc": "validation accuracy (%)", "Vloss": "validation loss", "Tacc": "training accuracy (%)",
+    "Tloss": "training loss", "loss": "training loss (minibatch)", "lr": "learning rate",
+    "est_var": "gradient estimate variance", "est_nvar": "gradient estimate variance / |g|²",
+    "sgd_var": "SGD gradient variance", "sgd_nvar": "SGD gradient variance / |g|²",
+    "est_snr": "gradient estimate signal-to-noise ratio", "grad_bias": "gradient estimate bias",
+    "bits": "bits per coordinate",
+}
+VARIANCE_METRICS = ("est_var", "est_nvar", "sgd_var", "sgd_nvar")
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def is_log_metric(metric: str) -> bool:
+    """Variances span decades and are positive: drawn on a log axis with bands in log space."""
+    return metric in VARIANCE_METRICS
+
+
+def group_labels(by: Sequence[str] | None, keys: Sequence[tuple],
+                 configs: Sequence[dict] | None = None) -> list[str]:
+    """Legend labels of groups, as a researcher names them: the method ('SGD', 'QSGD', 'AMQ-N', from a
+    run's config when given, else from the keys) when `by` holds g_estim or nuq_method, then the other
+    keys that tell groups apart (keys implied by earlier ones are left out, as in tables): a lone key
+    as its value, several as 'key=value'; unset keys skipped."""
+    if by is None:
+        return [str(key[0]) for key in keys]
     if not by:
         return ["all runs" for _ in keys]
-    hidden = set(implied_keys(pd.DataFrame(list(keys), columns=list(by)), by))
-    shown = [i for i, k in enumerate(by) if k not in hidden]
-    return [", ".join(f"{by[i]}={key[i]}" for i in shown if key[i] is not None) for key in keys]
+    hidden = set(implied_keys(pd.DataFrame(list(keys), columns=list(by)), by)) if len(by) > 1 else set()
+    others = [i for i, k in enumerate(by) if k not in hidden and k not in METHOD_KEYS]
+    with_method = any(k in METHOD_KEYS for k in by)
+    labels = []
+    for n, key in enumerate(keys):
+        parts = []
+        if with_method:
+            given = {k: v for k, v in zip(by, key) if v is not None}
+            # without configs, a set nuq_method means a quantized run, an unset one an SGD run
+            config = configs[n] if configs else {"g_estim": "nuq" if "nuq_method" in given else "sgd", **given}
+            parts.append(method_label(config))
+        shown = [i for i in others if key[i] is not None]
+        if len(others) == 1 and not with_method:
+            parts += [str(key[i]) for i in shown] or [f"({by[others[0]]} unset)"]
+        else:
+            parts += [f"{by[i]}={key[i]}" for i in shown]
+        labels.append(", ".join(parts))
+    return labels
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -103,51 +143,73 @@ def _curve(rec: RunRecord, metric: str, x_axis: XAxis, window: int) -> tuple[np.
     return x[keep][order], y[keep][order]
 
 
+def log_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """(x, geometric mean, low, high, n): `band` of log10(y), back-transformed, so a band over seeds of
+    a positive quantity stays positive on a log axis (non-positive values are left out)."""
+    logged = [(x, np.log10(np.where(y > 0, y, np.nan))) for x, y in curves]
+    grid, mean, std, n = band(logged)
+    return grid, 10 ** mean, 10 ** (mean - std), 10 ** (mean + std), n
+
+
 def plot_lines(records: Sequence[RunRecord], metric: str, by: Sequence[str] | None, x: str = "niters",
                window: int = 1, logy: bool = False, title: str = "") -> Figure:
-    """One line per group of done runs (mean over its runs) with a shaded mean ± std band."""
+    """One line per group of done runs (mean over its runs) with a shaded mean ± std band; variances
+    (and --logy) on a log axis with the geometric mean and a band of ± one std in log space."""
     x_axis = X_AXES[x]
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    log = logy or is_log_metric(metric)
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
     groups = group_runs([r for r in records if r.state == DONE], by)
-    for label, runs in zip(group_labels(by, list(groups)), groups.values()):
+    configs = [runs[0].config for runs in groups.values()]
+    for label, runs in zip(group_labels(by, list(groups), configs), groups.values()):
         curves = [c for c in (_curve(r, metric, x_axis, window) for r in runs) if c is not None]
         if not curves:
             continue
-        grid, mean, std, n = band(curves)
+        if log:
+            grid, mean, low, high, n = log_band(curves)
+        else:
+            grid, mean, std, n = band(curves)
+            low, high = mean - std, mean + std
         label += f" (n={len(curves)})" if len(curves) > 1 else ""
         (line,) = ax.plot(grid, mean, label=label, linewidth=1.5)
         if (n > 1).any():
-            ax.fill_between(grid, mean - std, mean + std, where=n > 1, color=line.get_color(),
-                            alpha=0.2, linewidth=0)
-    _decorate(ax, x_axis.label, metric, by, logy, title)
+            ax.fill_between(grid, low, high, where=n > 1, color=line.get_color(), alpha=0.2, linewidth=0)
+    band_note = "band: ±1 std over seeds" + (" in log space" if log else "")
+    _decorate(fig, ax, x_axis.label, metric_label(metric), log, title, legend_title=band_note)
     return fig
 
 
 def plot_bars(records: Sequence[RunRecord], metric: str, by: Sequence[str] | None, at: At = At("final"),
               logy: bool = False, title: str = "") -> Figure:
-    """One bar per group: mean of its counted runs at `at`, error bar one sample std."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    """One bar per group: mean of its counted runs at `at`, error bar one sample std (for variances and
+    --logy: geometric mean on a log axis, the error bar one std in log space)."""
+    log = logy or is_log_metric(metric)
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    labels, means, stds = [], [], []
+    labels, means, lows, highs = [], [], [], []
     groups = group_runs(records, by)
-    for label, runs in zip(group_labels(by, list(groups)), groups.values()):
+    configs = [runs[0].config for runs in groups.values()]
+    for label, runs in zip(group_labels(by, list(groups), configs), groups.values()):
         values = np.array([v[0] for why, _, v in (point_values(r, [metric], at) for r in runs) if why is None])
-        values = values[np.isfinite(values)]
+        values = values[np.isfinite(values) & ((values > 0) if log else True)]
         if not len(values):
             continue
         labels.append(label + (f"\n(n={len(values)})" if len(values) > 1 else ""))
-        means.append(values.mean())
-        stds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
+        data = np.log10(values) if log else values
+        mean, std = data.mean(), (data.std(ddof=1) if len(data) > 1 else 0.0)
+        centre = 10 ** mean if log else mean
+        means.append(centre)
+        lows.append(centre - (10 ** (mean - std) if log else mean - std))
+        highs.append((10 ** (mean + std) if log else mean + std) - centre)
     positions = np.arange(len(labels))
-    ax.bar(positions, means, yerr=stds, capsize=4, color=[f"C{i % 10}" for i in positions])
+    ax.bar(positions, means, yerr=[lows, highs], capsize=4, color=[f"C{i % 10}" for i in positions])
     ax.set_xticks(positions, labels)
-    _decorate(ax, "", f"{metric} ({at})", by, logy, title, legend=False)
+    _decorate(fig, ax, "", f"{metric_label(metric)}, {at}", log, title, legend=False)
     return fig
 
 
-def _decorate(ax, xlabel: str, ylabel: str, by: Sequence[str] | None, logy: bool, title: str,
-              legend: bool = True) -> None:
+def _decorate(fig: Figure, ax, xlabel: str, ylabel: str, logy: bool, title: str, legend: bool = True,
+              legend_title: str | None = None) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
@@ -155,8 +217,8 @@ def _decorate(ax, xlabel: str, ylabel: str, by: Sequence[str] | None, logy: bool
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if legend and ax.get_lines():
-        ax.legend(title=by[0] if by and len(by) == 1 else None, fontsize="small")
+    if legend and ax.get_lines():  # outside the axes, so it never covers a curve
+        fig.legend(loc="outside right upper", fontsize="small", title=legend_title, title_fontsize="small")
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:

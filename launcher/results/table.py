@@ -17,15 +17,30 @@ import pandas as pd
 
 from launcher.results.table_points import (At, RunRecord, TableError, check_metrics, higher_is_better,
                                    point_values, status_text)
+from launcher.naming import grid_title
 from trainer import options
+
+MISSING = "—"  # an unset key or a value no run gave
+
+
+def key_text(key: str, value: Any) -> str:
+    """A config value as a table shows it: unset as MISSING, an int option as an int even after pandas
+    turned its column into floats (a column with unset cells: nuq_amq_epochs 40, not 40.0)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    opt = options.OPTIONS.get(key)
+    if opt is not None and opt.kind == "int" and isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
 
 # Keys a default table averages over (one row per setting, mean ± std over seeds).
 SEED_KEYS = ("seed",)
 
 
 def title_of(grid: str, run: str) -> str:
-    """'family.run' for captions and figure titles ('nuq.digits'; a grid file shows its stem)."""
-    return f"{Path(grid).stem if grid.endswith('.py') else grid}.{run}"
+    """'family.run' for captions and figure titles (launcher.naming.grid_title)."""
+    return grid_title(grid, run)
 
 def default_by(varying: Sequence[str]) -> list[str] | None:
     """Group over seeds when seeds vary (by every other varying key); otherwise one row per run."""
@@ -183,7 +198,8 @@ def _pivot_columns(stats: pd.DataFrame, row_keys: Sequence[str], pivot: str, met
                 data = stats[col].to_numpy()
                 return np.array([data[i] if i is not None else fill for i in pick], dtype=float)
 
-            label = str(value) if len(metrics) == 1 else f"{metric} {value}"
+            text = key_text(pivot, value)
+            label = text if len(metrics) == 1 else f"{metric} {text}"
             if grouped:
                 columns.append(Column(label, metric, take(f"{metric}\tmean"), take(f"{metric}\tstd"),
                                       take(f"{metric}\tcount", 0).astype(int)))

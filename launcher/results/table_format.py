@@ -13,9 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from launcher.results.table import Table
-
-MISSING = "—"
+from launcher.results.table import MISSING, Table, key_text
 
 
 @dataclass(frozen=True)
@@ -23,6 +21,9 @@ class Format:
     render: Callable[[Table, int], str]
     holds_caption: bool   # False: the caller prints the caption elsewhere (stderr)
     suffixes: tuple[str, ...]
+
+
+STD_NOISE = 1e-9  # a std below this fraction of its mean is float rounding of equal values: no ±
 
 
 def _number(value: float, digits: int) -> str:
@@ -33,10 +34,8 @@ def _number(value: float, digits: int) -> str:
     return f"{value:.{digits}g}"
 
 
-def _left_value(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    return str(value)
+def _left_value(value: Any, key: str = "") -> str:
+    return key_text(key, value)
 
 
 def _cell(table: Table, i: int, j: int, digits: int, pm: str) -> str:
@@ -48,7 +47,7 @@ def _cell(table: Table, i: int, j: int, digits: int, pm: str) -> str:
     if n == 0 or not math.isfinite(mean):
         return MISSING
     text = _number(mean, digits)
-    if n >= 2 and col.std[i] != 0:  # a zero spread (e.g. a config key column) is left out
+    if n >= 2 and abs(col.std[i]) > STD_NOISE * abs(mean):  # a zero spread (rounding noise) is left out
         text += f" {pm} {_number(col.std[i], 2)}"
     if n < _full_n(table, i):
         text += f" (n={n})"
@@ -74,7 +73,7 @@ def _left(table: Table) -> tuple[list[str], list[list[str]]]:
             if name == "n" and "runs" in frame and int(frame["runs"].iloc[i]) != int(value):
                 row.append(f"{int(value)}/{int(frame['runs'].iloc[i])}")
             else:
-                row.append(_left_value(value))
+                row.append(_left_value(value, name))
         rows.append(row)
     return headers, rows
 

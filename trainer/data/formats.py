@@ -11,6 +11,7 @@ import torch
 from trainer.data import DataError, Dataset, TensorSplit, register_dataset
 from trainer.data.images import load_image_folders
 from trainer.data.transforms import crop_flip, normalizer
+from trainer.data_files import CIFAR_HOW, DATA_FILES, MNIST_FILES, MNIST_HOW, SVHN_HOW
 
 
 def _require(folder: Path, names: list[str], dataset: str, how: str) -> None:
@@ -52,8 +53,6 @@ def load_digits(folder: str) -> Dataset:
 
 # ---- CIFAR: python pickle batches -------------------------------------------------------------------
 
-CIFAR_HOW = ("Download the 'CIFAR-10/100 python version' archive from https://www.cs.toronto.edu/~kriz/cifar.html "
-             "and extract it into this folder.")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
@@ -107,19 +106,18 @@ def _cifar(folder: str, dataset: str, sub: str, train: list[str], test: list[str
 
 @register_dataset("cifar10")
 def load_cifar10(folder: str) -> Dataset:
-    return _cifar(folder, "cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
-                  ["test_batch"], b"labels", 10)
+    files = DATA_FILES["cifar10"]
+    return _cifar(folder, "cifar10", files.subdirs[0], list(files.files[:-1]), list(files.files[-1:]), b"labels", 10)
 
 
 @register_dataset("cifar100")
 def load_cifar100(folder: str) -> Dataset:
-    return _cifar(folder, "cifar100", "cifar-100-python", ["train"], ["test"], b"fine_labels", 100)
+    files = DATA_FILES["cifar100"]
+    return _cifar(folder, "cifar100", files.subdirs[0], list(files.files[:1]), list(files.files[1:]), b"fine_labels", 100)
 
 
 # ---- MNIST: IDX files (optionally gzipped) ----------------------------------------------------------------
 
-MNIST_HOW = "Download the four IDX files from http://yann.lecun.com/exdb/mnist/ (or a mirror) into this folder."
-MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -142,7 +140,7 @@ def _mnist_path(base: Path, name: str) -> Path:
 
 @register_dataset("mnist")
 def load_mnist(folder: str) -> Dataset:
-    base = _first_with(folder, ["MNIST/raw", "mnist"], MNIST_FILES[0])
+    base = _first_with(folder, list(DATA_FILES["mnist"].subdirs), MNIST_FILES[0])
     if not base.exists() or not all(_mnist_path(base, n).exists() for n in MNIST_FILES):
         missing = [n for n in MNIST_FILES if not _mnist_path(base, n).exists()]
         raise DataError(f"mnist: data folder {str(base)!r} lacks {', '.join(missing)} "
@@ -157,7 +155,6 @@ def load_mnist(folder: str) -> Dataset:
 
 # ---- SVHN: MATLAB .mat files --------------------------------------------------------------------------------
 
-SVHN_HOW = "Download train_32x32.mat and test_32x32.mat (format 2) from http://ufldl.stanford.edu/housenumbers/."
 SVHN_MEAN, SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
 
 
@@ -177,7 +174,7 @@ def _svhn_split(path: Path) -> TensorSplit:
 @register_dataset("svhn")
 def load_svhn(folder: str) -> Dataset:
     base = Path(folder)
-    _require(base, ["train_32x32.mat", "test_32x32.mat"], "svhn", SVHN_HOW)
+    _require(base, list(DATA_FILES["svhn"].files), "svhn", SVHN_HOW)
     return Dataset("svhn", _svhn_split(base / "train_32x32.mat"), _svhn_split(base / "test_32x32.mat"), 10,
                    (3, 32, 32), prepare=normalizer(SVHN_MEAN, SVHN_STD, 255.0))
 

@@ -14,9 +14,8 @@ import torch
 
 from trainer.data import DataError, Dataset
 from trainer.data.transforms import normalizer
+from trainer.data_files import IMAGENET_HOW
 
-IMAGENET_HOW = ("Extract ILSVRC2012 into <data>/train/<wnid>/*.JPEG and <data>/val/<wnid>/*.JPEG "
-                "(the validation images sorted into class folders), from https://image-net.org/.")
 EXTENSIONS = {".jpeg", ".jpg", ".png", ".bmp", ".webp"}
 RESIZE, CROP = 256, 224
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

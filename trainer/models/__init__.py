@@ -11,9 +11,10 @@ from typing import Callable, Sequence
 from torch import nn
 
 from nuq.registry import Registry
+from trainer.names import MODEL_PATTERNS, MODELS
 
 Factory = Callable[..., nn.Module]
-_MODELS = Registry("model")
+_MODELS = Registry("model", MODELS, "trainer/names.py MODELS")
 _PATTERNS: list[tuple[re.Pattern[str], str, Factory]] = []
 
 
@@ -28,6 +29,10 @@ def register_model(*names: str) -> Callable[[Factory], Factory]:
 
 def register_pattern(regex: str, shown: str) -> Callable[[Factory], Factory]:
     """Register `factory(num_classes, in_shape, *int groups)` for names matching regex (shown as `shown`)."""
+    if (shown, regex) not in MODEL_PATTERNS:
+        raise ValueError(f"model pattern {shown!r} ({regex}) is not in trainer/names.py MODEL_PATTERNS; "
+                         "add it there so configs can select it")
+
     def wrap(factory: Factory) -> Factory:
         _PATTERNS.append((re.compile(regex), shown, factory))
         return factory
@@ -52,4 +57,5 @@ def create_model(arch: str, num_classes: int, in_shape: Sequence[int]) -> nn.Mod
 
 
 # importing the modules registers their models
-from trainer.models import cifar_resnet, imagenet_resnet, preact_resnet, small, wide_resnet  # noqa: E402,F401
+from trainer.models import (bsq_resnet, cifar_resnet, imagenet_resnet, preact_resnet, resnet_mcts, small,  # noqa: E402,F401
+                            wide_resnet)

@@ -36,6 +36,11 @@ class Plugin:
     def after_step(self, step: int) -> None:
         """After optimizer.step() of step `step` (0-based), e.g. to clamp parameters."""
 
+    def after_load(self) -> None:
+        """Once a fresh run has loaded the weights it starts from (init_from, init_checkpoint), before it
+        trains or evaluates: e.g. a post-hoc compression of a trained model. Not called on resume (the
+        checkpoint already holds its result) nor for a run from scratch. Change values in place only."""
+
     def on_epoch_end(self, epoch: int) -> bool:
         """At each epoch boundary (`epoch` epochs done). True: parameters changed shape or identity, and the
         trainer rebuilds the optimizer and the estimator."""
@@ -52,6 +57,12 @@ class Plugin:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; called before the model's weights are loaded, so a plugin that changes
         parameter shapes restores the checkpoint's shapes here (the values come from the model's state)."""
+
+    def start_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The upstream run's model weights (a stage's init_from or init_checkpoint) in the form this run's
+        model holds them, e.g. full-precision weights turned into the plugin's representation; called after
+        the carried state is loaded, before the weights are checked against the model and loaded."""
+        return weights
 
     def carry_state(self) -> dict[str, Any] | None:
         """The part of the state that must carry over when a run starts from another run's final

@@ -70,6 +70,15 @@ class EnabledPlugins:
         for plugin in self.plugins:
             plugin.after_step(step)
 
+    def after_load(self, model: nn.Module) -> None:
+        """Every plugin's after_load; one that changed the parameters' shape or identity is an error."""
+        for plugin in self.plugins:
+            before = parameter_layout(model)
+            plugin.after_load()
+            if parameter_layout(model) != before:
+                raise RuntimeError(f"plugin {plugin.name!r} changed the model's parameters in after_load; "
+                                   "it may only change their values in place")
+
     def on_epoch_end(self, epoch: int, model: nn.Module) -> list[str]:
         """Call every plugin's epoch hook; the names of those that changed the parameters. A plugin that
         changed them but returned False is an error: the optimizer would keep stepping stale parameters."""
@@ -94,6 +103,11 @@ class EnabledPlugins:
         for plugin in self.plugins:
             if plugin.name in states:
                 plugin.load_state_dict(states[plugin.name])
+
+    def start_weights(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for plugin in self.plugins:
+            weights = plugin.start_weights(weights)
+        return weights
 
     def carry_state(self) -> dict[str, dict[str, Any]]:
         carried = {p.name: p.carry_state() for p in self.plugins}
