@@ -125,7 +125,7 @@ def test_options_prints_the_schema(launch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--grid", "nope", "--run", "x"], "unknown grid 'nope'; available grids: examples, nuq"),
+    (["--grid", "nope", "--run", "x"], "unknown grid 'nope'; available grids: actnn, bsq, examples, "),
     (["--grid", "../etc", "--run", "x"], "no such file"),
     (["--grid", "nuq", "--run", "nope"], "unknown run 'nope' in grid 'nuq'; its runs: cifar10_resnet32, "),
     (["--grid", "nuq", "--run", "digits", "--set", "niters"], "--set 'niters': expected KEY=VALUE"),

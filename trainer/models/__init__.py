@@ -57,4 +57,5 @@ def create_model(arch: str, num_classes: int, in_shape: Sequence[int]) -> nn.Mod
 
 
 # importing the modules registers their models
-from trainer.models import bsq_resnet, cifar_resnet, imagenet_resnet, resnet_mcts, small, wide_resnet  # noqa: E402,F401
+from trainer.models import (bsq_resnet, cifar_resnet, imagenet_resnet, preact_resnet, resnet_mcts, small,  # noqa: E402,F401
+                            wide_resnet)

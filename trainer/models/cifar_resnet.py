@@ -1,4 +1,4 @@
-"""CIFAR ResNets of He et al. 2016 (6n+2 layers, option-A shortcuts) and their pre-activation variants.
+"""CIFAR ResNets of He et al. 2016 (6n+2 layers, option-A shortcuts); the pre-activation ones: preact_resnet.py.
 
 Option A pads the channels of a strided identity with zeros, so shortcuts add no parameters: this is
 what gives the published counts (resnet20 0.27M, resnet32 0.46M, resnet110 1.7M).
@@ -46,40 +46,20 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class PreActBlock(nn.Module):
-    """BN-ReLU-conv ordering of He et al. 'Identity mappings in deep residual networks'."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = _shortcut(cin, cout, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + self.shortcut(x)
-
-
 class CifarResNet(nn.Module):
     """Three stages of n blocks with 16, 32, 64 channels on a 3x3 stem."""
 
-    def __init__(self, depth: int, num_classes: int, in_channels: int, preact: bool = False) -> None:
+    def __init__(self, depth: int, num_classes: int, in_channels: int) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        block = PreActBlock if preact else BasicBlock
-        self.preact = preact
         self.conv = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(64 if preact else 16)
+        self.bn = nn.BatchNorm2d(16)
         layers, cin = [], 16
         for cout, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(n):
-                layers.append(block(cin, cout, stride if i == 0 else 1))
+                layers.append(BasicBlock(cin, cout, stride if i == 0 else 1))
                 cin = cout
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(64, num_classes)
@@ -88,24 +68,16 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.preact:
-            out = self.layers(self.conv(x))
-            out = F.relu(self.bn(out))
-        else:
-            out = self.layers(F.relu(self.bn(self.conv(x))))
+        out = self.layers(F.relu(self.bn(self.conv(x))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.fc(out)
 
 
-def _register(depth: int, preact: bool) -> None:
-    name = f"{'preact_' if preact else ''}resnet{depth}"
-
-    @register_model(name)
+def _register(depth: int) -> None:
+    @register_model(f"resnet{depth}")
     def factory(num_classes: int, in_shape: Sequence[int]) -> nn.Module:
-        return CifarResNet(depth, num_classes, in_shape[0], preact)
+        return CifarResNet(depth, num_classes, in_shape[0])
 
 
 for _depth in (8, 20, 32, 44, 56, 110):
-    _register(_depth, preact=False)
-for _depth in (20, 56):
-    _register(_depth, preact=True)
+    _register(_depth)

@@ -1,0 +1,74 @@
+"""ActNN (activation-compressed training, issue 19; docs/actnn.md): the study's table and a digits version.
+
+Configurations (cabits/ibits/pergroup/perlayer) 4/4/F/F, 2/2/F/F, 2/2/T/F, 2/8/T/F, 2/8/T/T x modes
+qlinear, quantize, plus the uncompressed `fanin` baseline (plugin off: the same kaiming fan_in model).
+
+- `cifar10`, `cifar100`: preact_resnet56, 200 epochs, batch 128, lr 0.1, momentum 0.9, wd 1e-4. The
+  trainer has no cosine schedule nor a weight-decay exclusion for BN parameters: these runs use step decay
+  x0.1 at epochs 100 and 150 and decay every parameter (a stated difference from the study).
+- `cifar10_var`, `cifar100_var`: the variance protocol: 10 epochs of training, then 10 batches x 3
+  compressed backward passes (actnn/var, actnn/bias, actnn/sample_var in results.json `final`).
+- `digits`: the same table on the 8x8 digits with preact_resnet20, a few minutes on two CPU cores:
+  `launch --grid actnn --run digits --cluster local --max-parallel 2`, then
+  `launch aggregate --grid actnn --run digits --metric actnn/var,actnn/sample_var,Vacc`.
+"""
+from __future__ import annotations
+
+from launcher.grid import Cond, Product, Zip
+from launcher.registry import GridRun, register
+
+TABLE = Zip(actnn_cabits=[4, 2, 2, 2, 2], actnn_ibits=[4, 2, 2, 8, 8],
+            actnn_pergroup=[False, False, True, True, True], actnn_perlayer=[False, False, False, False, True])
+ACTNN = Cond("actnn", Product({"actnn_mode": ["qlinear", "quantize"]}, TABLE))
+KEYS = ("dataset", "arch", "batch_size", "lr", "momentum", "weight_decay", "epochs", "niters", "lr_decay_epoch",
+        "chkpt_iter", "log_interval", "tblog_interval", "actnn_var_at", "actnn_var_batches")
+
+CIFAR_ITERS = 50000 // 128  # iterations per epoch
+CIFAR = {"arch": "preact_resnet56", "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+         "epochs": 200, "lr_decay_epoch": f"{100 * CIFAR_ITERS},{150 * CIFAR_ITERS}"}
+
+
+def _cifar(dataset: str) -> GridRun:
+    grid = {**CIFAR, "dataset": dataset, "plugins": [None, ACTNN]}
+    return GridRun(grid, f"actnn_{dataset}", KEYS)
+
+
+def _cifar_var(dataset: str) -> GridRun:
+    iters = 10 * CIFAR_ITERS
+    grid = {**CIFAR, "dataset": dataset, "niters": iters, "lr_decay_epoch": "",
+            "plugins": Cond("actnn", Product({"actnn_var_at": iters, "actnn_mode": ["qlinear", "quantize"]}, TABLE))}
+    return GridRun(grid, f"actnn_{dataset}_var", KEYS)
+
+
+@register
+def cifar10() -> GridRun:
+    """11 runs: fanin + 10 (modes x table) on CIFAR-10."""
+    return _cifar("cifar10")
+
+
+@register
+def cifar100() -> GridRun:
+    """11 runs: fanin + 10 on CIFAR-100."""
+    return _cifar("cifar100")
+
+
+@register
+def cifar10_var() -> GridRun:
+    """10 variance runs on CIFAR-10."""
+    return _cifar_var("cifar10")
+
+
+@register
+def cifar100_var() -> GridRun:
+    """10 variance runs on CIFAR-100."""
+    return _cifar_var("cifar100")
+
+
+@register
+def digits() -> GridRun:
+    """10 runs: the table x modes on the digits, 60 steps then the variance protocol on 5 batches."""
+    grid = {"dataset": "digits", "arch": "preact_resnet20", "batch_size": 32, "lr": 0.05, "niters": 60,
+            "chkpt_iter": 60, "log_interval": 30, "tblog_interval": 30,
+            "plugins": Cond("actnn", Product({"actnn_var_at": 60, "actnn_var_batches": 5,
+                                               "actnn_mode": ["qlinear", "quantize"]}, TABLE))}
+    return GridRun(grid, "actnn_digits", KEYS)

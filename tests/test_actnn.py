@@ -1,0 +1,209 @@
+"""The `actnn` plugin (trainer/plugins/actnn*.py): quantizer statistics, packing, bit allocation, the
+compressed layers' gradients, resume, and the study's variance ordering on a small model."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from trainer import loop, runfiles
+from trainer.options import full_config
+from trainer.plugins.actnn_layers import convert
+from trainer.plugins.actnn_quant import compress, decompress, greedy_bits, pack_codes, quantize
+from trainer.plugins.actnn_var import measure
+from trainer.plugins.base import get_plugin_class
+
+
+def _x(n=4, f=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, f, generator=g) * torch.linspace(0.5, 3, n).view(-1, 1)
+
+
+@pytest.mark.parametrize("pergroup", [True, False])
+def test_stochastic_rounding_is_unbiased_with_the_variance_of_two_point_rounding(pergroup):
+    torch.manual_seed(1)
+    x, draws = _x(), 2000
+    bits = torch.tensor([1, 2, 3, 8])
+    codes, mn, scale = quantize(x, bits, 32, pergroup)
+    out = torch.stack([decompress(compress(x, bits, 32, pergroup, torch.float32)) for _ in range(draws)])
+    # rounding between the neighbouring levels l <= x <= u: var = (x - l)(u - x) in x's units
+    step = (1 / scale).expand(-1, -1, 32).reshape(4, -1)[:, :96]
+    base = mn.expand(-1, -1, 32).reshape(4, -1)[:, :96]
+    lower = base + torch.floor((x - base) / step) * step
+    expected_var = ((x - lower) * (lower + step - x)).clamp(min=0)  # >= 0 also after float rounding
+    # the sample variance of a two-point variable step*Bernoulli(p) has standard error
+    # step^2 sqrt((mu4 - sigma^4) / K), mu4 = p(1-p)(1-3p+3p^2), sigma^2 = p(1-p); that vanishes at
+    # p = 1/2, where the second-order term step^2 (p_hat - p)^2 <= 25 step^2 p(1-p) / K remains
+    p = ((x - lower) / step).clamp(0, 1)
+    se = step ** 2 * ((p * (1 - p) * (1 - 3 * p + 3 * p ** 2) - (p * (1 - p)) ** 2).clamp(min=0) / draws).sqrt()
+    second = 25 * expected_var / draws
+    assert bool(((out.var(0) - expected_var).abs() <= 5 * se + second + 1e-5 * step ** 2).all())
+    # CLT: the mean of 2000 draws is within 5 standard errors of x, for every element; plus 3 hits of
+    # step / draws for elements a hair above a level (p ~ 1e-4: a binomial count far from normal)
+    err = (out.mean(0) - x).abs()
+    assert bool((err <= 5 * (expected_var / draws).sqrt() + 3 * step / draws + 1e-5).all()), float(err.max())
+    assert int(codes.max()) <= 255 and bool((codes[0] <= 1).all()) and bool((codes[1] <= 3).all())
+
+
+@pytest.mark.parametrize("bits", [[b] * 5 for b in range(1, 9)] + [[1, 8, 3, 3, 5], [2, 2, 7, 1, 4]])
+def test_packed_codes_round_trip_at_every_width_and_mixed_per_sample_widths(bits):
+    x = _x(n=5, f=200)  # 200 features: 4 groups of 64, the last one padded
+    b = torch.tensor(bits)
+    codes, mn, scale = quantize(x, b, 64, True)
+    packed = pack_codes(codes, b, mn, scale, x.shape, torch.float32)
+    assert packed.widths == tuple(sorted(set(bits)))
+    code_bytes = sum(t.numel() for t in packed.streams)
+    assert code_bytes == sum((4 * 64 * len([v for v in bits if v == w]) * w + 7) // 8 for w in set(bits))
+    expected = (codes.float() / scale + mn).reshape(5, -1)[:, :200]
+    assert torch.equal(decompress(packed), expected)
+
+
+def test_greedy_allocation_meets_the_budget_never_below_one_bit_and_favours_costly_samples():
+    cost = torch.tensor([1e-3, 1.0, 10.0, 1e3, 1e6, 0.0])
+    for budget in (6, 7, 12, 20, 47):
+        bits = greedy_bits(cost, 8, budget)
+        assert int(bits.sum()) == budget and int(bits.min()) >= 1 and int(bits.max()) <= 8
+        nonzero = bits[:5]
+        assert bool((nonzero[1:] >= nonzero[:-1]).all()), bits  # more variance -> more bits
+    assert greedy_bits(cost, 2, 100).tolist() == [2] * 6  # budget above the start: unchanged
+    weights = torch.tensor([1.0, 10.0, 100.0, 1.0, 10.0, 100.0])
+    wb = greedy_bits(cost, 8, 2.0 * float(weights.sum()), weights)
+    assert float((wb * weights).sum()) <= 2.0 * float(weights.sum()) and int(wb.min()) >= 1
+    with pytest.raises(ValueError, match="bit budget 5 is below 1 bit per item"):
+        greedy_bits(cost, 8, 5)
+
+
+def _net():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+
+def _plugin(model, **opt):
+    config = full_config({"plugins": "actnn", "actnn_store": "float32", "actnn_perlayer": False, **opt})
+    plugin = get_plugin_class("actnn")(config)
+    return plugin.configure_model(model), plugin
+
+
+def test_qlinear_weight_gradients_are_unbiased_and_input_gradients_exact():
+    ref = _net()
+    model, _ = _plugin(copy.deepcopy(ref), actnn_mode="qlinear", actnn_cabits=2, actnn_ibits=2, actnn_group_size=16)
+    x = torch.randn(8, 2, 6, 6, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+
+    def grads(net):
+        xi = x.clone().requires_grad_()
+        loss = nn.functional.cross_entropy(net(xi), y)
+        return [xi, *net.parameters()], torch.autograd.grad(loss, [xi, *net.parameters()])
+
+    _, exact = grads(ref)
+    torch.manual_seed(5)
+    draws = [grads(model)[1] for _ in range(100)]
+    for k in range(len(exact)):
+        stack = torch.stack([d[k] for d in draws])
+        if k == 0:  # input gradient: from the weights alone, the same in every draw
+            assert torch.allclose(stack, exact[0].expand_as(stack), atol=1e-6)
+            continue
+        err = (stack.mean(0) - exact[k]).abs()
+        bound = 5 * stack.std(0) / len(draws) ** 0.5 + 1e-6
+        assert bool((err <= bound).all()), (k, float((err / bound).max()))
+        assert float(stack.std(0).max()) > 0 or k in (2, 4)  # weights vary; biases are exact
+
+
+DIGITS = {"niters": 8, "batch_size": 32, "epoch_iters": 4, "chkpt_iter": 4, "tblog_interval": 2,
+          "log_interval": 4, "lr": 0.05, "arch": "digits_cnn", "plugins": "actnn", "actnn_cabits": 2,
+          "actnn_relu_mask": True, "actnn_var_at": "6", "actnn_var_batches": 2}
+
+
+def _stop_at(step):
+    def hook(it, *_):
+        if it == step:
+            loop.request_stop()
+    return hook
+
+
+def test_interrupt_and_resume_of_an_actnn_run_is_exact(tmp_path):
+    full = loop.run(DIGITS, tmp_path / "full")
+    with pytest.raises(loop.Interrupted):
+        loop.run(DIGITS, tmp_path / "cut", on_iteration=_stop_at(5))
+    resumed = loop.run(DIGITS, tmp_path / "cut")
+    assert resumed["final"] == full["final"] and full["final"]["actnn/var"] > 0
+    assert 1 <= full["final"]["actnn/bits"] <= 8
+    a = torch.load(tmp_path / "full" / runfiles.CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "cut" / runfiles.CHECKPOINT, weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def _small_bn_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 10))
+
+
+def _variance(mode, cabits, ibits, pergroup, perlayer):
+    model, plugin = _plugin(_small_bn_net(), actnn_mode=mode, actnn_cabits=cabits, actnn_ibits=ibits,
+                            actnn_pergroup=pergroup, actnn_perlayer=perlayer, actnn_store="bfloat16")
+    g = torch.Generator().manual_seed(7)
+    batches = [(torch.rand(16, 1, 8, 8, generator=g) * torch.rand(16, 1, 1, 1, generator=g) * 4,
+                torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
+    nn.functional.cross_entropy(model(batches[0][0]), batches[0][1]).backward()  # gradient scales
+    plugin.after_step(0)
+    return measure(model, batches, [m.weight for m in plugin.weight_layers], plugin.set_compression, 3)["var"]
+
+
+def test_the_variance_ordering_of_the_study_holds_on_a_small_model():
+    """2-bit per-tensor >> 2-bit per-group, 4-bit per-tensor below 2-bit per-tensor; quantize > qlinear."""
+    configs = ((2, 2, False, False), (2, 2, True, False), (4, 4, False, False))
+    table = {(mode, cfg): _variance(mode, *cfg) for mode in ("qlinear", "quantize") for cfg in configs}
+    for mode in ("qlinear", "quantize"):
+        per_tensor, per_group, four = (table[(mode, c)] for c in configs)
+        assert per_tensor > 3 * per_group and per_tensor > 3 * four, table
+    for cfg in configs:
+        assert table[("quantize", cfg)] > table[("qlinear", cfg)], table
+
+
+@pytest.mark.parametrize("opt, message", [
+    ({"actnn_cabits": 4, "actnn_ibits": 2}, r"1 <= actnn_cabits \(4.0\) <= actnn_ibits \(2\) <= 8"),
+    ({"actnn_cabits": 0.5, "actnn_ibits": 2}, r"1 <= actnn_cabits \(0.5\)"),
+    ({"actnn_group_size": 0}, "actnn_group_size must be >= 1, got 0"),
+])
+def test_bad_settings_are_refused_with_one_line_naming_them(opt, message):
+    with pytest.raises(ValueError, match=message):
+        _plugin(_net(), **opt)
+
+
+def test_an_unknown_mode_is_refused_by_the_option_schema():
+    with pytest.raises(ValueError, match="'fp8' is not one of off, qlinear, quantize"):
+        full_config({"plugins": "actnn", "actnn_mode": "fp8"})
+
+
+def test_the_compressed_step_saves_packed_bytes_not_float_activations():
+    """What autograd holds in quantize mode (2 bits, 1-bit ReLU masks) is under a tenth of fp32's."""
+    def held(model):
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen = {}
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in params:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.randn(8, 1, 8, 8)).sum().backward()
+        return sum(seen.values())
+
+    net = nn.Sequential(*list(_small_bn_net())[:6], nn.Flatten(), nn.Linear(8 * 8 * 8, 10))  # no pooling:
+    fp32 = held(copy.deepcopy(net))  # (adaptive pooling keeps its float input, which the plugin leaves alone)
+    two, _ = _plugin(net, actnn_mode="quantize", actnn_cabits=2, actnn_ibits=2, actnn_relu_mask=True,
+                     actnn_store="bfloat16")
+    assert held(two) * 8 < fp32, (held(two), fp32)
+
+
+def test_relu_with_a_one_bit_mask_gives_the_exact_gradient():
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    relu = nn.ReLU()
+    convert(relu, (nn.ReLU,))
+    g = torch.randn(4, 3, 5, 5)
+    got = torch.autograd.grad(relu(x), x, g)[0]
+    assert type(relu).__name__ == "ActReLU" and torch.equal(got, g * (x > 0))

@@ -1,0 +1,203 @@
+"""ActNN's layers: conv/linear, batch norm and ReLU that keep a compressed copy of what backward needs.
+
+The forward is computed in full precision; only the saved tensors shrink. `ActConv2d`/`ActLinear` keep
+their input compressed and use it for the weight gradient only (the input gradient needs the weight alone
+and is exact). `ActBatchNorm2d` keeps the normalised input x_hat compressed and computes its whole
+backward from the dequantized x_hat, so its noise reaches the layers below (why `quantize` has more
+variance than `qlinear`). `ActReLU` keeps a 1-bit mask. Each is the stock module with its class swapped
+(`convert`), so parameters and state_dict keys are unchanged. What a layer compresses with, and how many
+bits each sample gets, is its `Compressor` (trainer/plugins/actnn.py sets it).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nuq.packing import pack, unpack
+from trainer.plugins.actnn_quant import Compressed, compress, decompress, variance_cost
+
+
+class Compressor:
+    """One layer's quantizer settings and its per-sample bit allocation.
+
+    `bits_for(x)` gives each sample's bits: `ibits` everywhere when the budget is met, else the greedy
+    allocation of an average of `avg_bits` from the predicted variances (group ranges x the layer's
+    gradient scale, an EMA(0.5) of the batch-mean squared output-gradient norm recorded in backward)."""
+
+    def __init__(self, group_size: int, pergroup: bool, store: torch.dtype, ibits: int, avg_bits: float,
+                 kernel_area: int, allocate: Callable[..., torch.Tensor]) -> None:
+        self.group_size, self.pergroup, self.store = group_size, pergroup, store
+        self.ibits, self.avg_bits, self.kernel_area = ibits, avg_bits, kernel_area
+        self.allocate = allocate
+        self.enabled = True
+        self.grad_scale = 0.0  # EMA of mean_n ||dL/d out_n||^2
+        self.last_cost: torch.Tensor | None = None  # s_n C_n of the last forward (for the per-layer allocation)
+        self.last_bits: float | None = None  # mean bits of the last allocation
+        self.features = 0  # features per sample of the last input
+        self.follow: Compressor | None = None  # per-layer allocation: take this one's bits instead
+
+    def bits_for(self, x: torch.Tensor) -> torch.Tensor:
+        cost = variance_cost(x, self.group_size, self.pergroup, self.kernel_area).cpu()
+        self.last_cost = cost * max(self.grad_scale, 0.0)
+        n, self.features = x.shape[0], x[0].numel()
+        budget = max(n, int(round(self.avg_bits * n)))
+        bits = self.allocate(self.last_cost if self.grad_scale > 0 else cost, self.ibits, budget)
+        self.last_bits = float(bits.double().mean())
+        return bits
+
+    def compress(self, x: torch.Tensor) -> Compressed:
+        return compress(x, self.bits_for(x), self.group_size, self.pergroup, self.store)
+
+    def record_grad(self, grad_out: torch.Tensor) -> None:
+        scale = float(grad_out.detach().flatten(1).square().sum(1).mean())
+        self.grad_scale = scale if self.grad_scale == 0 else 0.5 * self.grad_scale + 0.5 * scale
+
+
+def _save(ctx: Any, c: Compressed, *others: torch.Tensor) -> None:
+    ctx.meta, ctx.n_others = c.meta(), len(others)
+    ctx.save_for_backward(*others, *c.tensors())
+
+
+def _load(ctx: Any) -> tuple[Compressed, tuple[torch.Tensor, ...]]:
+    saved = ctx.saved_tensors
+    return Compressed.from_tensors(ctx.meta, saved[ctx.n_others:]), saved[:ctx.n_others]
+
+
+class _ConvFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: nn.Conv2d) -> torch.Tensor:
+        ctx.layer, ctx.has_bias = layer, bias is not None
+        _save(ctx, layer.compressor.compress(x), weight)
+        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
+        c, (weight,) = _load(ctx)
+        m = ctx.layer
+        m.compressor.record_grad(grad_out)
+        args = (m.stride, m.padding, m.dilation, m.groups)
+        gx = torch.nn.grad.conv2d_input(c.shape, weight, grad_out, *args) if ctx.needs_input_grad[0] else None
+        gw = torch.nn.grad.conv2d_weight(decompress(c, grad_out.dtype), weight.shape, grad_out, *args)
+        gb = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
+        return gx, gw, gb, None
+
+
+class _LinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: nn.Linear) -> torch.Tensor:
+        ctx.layer, ctx.has_bias = layer, bias is not None
+        _save(ctx, layer.compressor.compress(x), weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
+        c, (weight,) = _load(ctx)
+        ctx.layer.compressor.record_grad(grad_out)
+        gx = grad_out @ weight if ctx.needs_input_grad[0] else None
+        x_hat = decompress(c, grad_out.dtype)
+        gw = grad_out.reshape(-1, grad_out.shape[-1]).t() @ x_hat.reshape(-1, x_hat.shape[-1])
+        gb = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if ctx.has_bias else None
+        return gx, gw, gb, None
+
+
+class _BatchNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
+        out = F.batch_norm(x, layer.running_mean, layer.running_var, None, None, True,
+                           _momentum(layer), layer.eps)  # x_hat; updates the running statistics
+        var = x.var((0, 2, 3), unbiased=False)
+        invstd = torch.rsqrt(var + layer.eps)
+        ctx.layer = layer
+        _save(ctx, layer.compressor.compress(out), weight, invstd)
+        return out * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
+        c, (weight, invstd) = _load(ctx)
+        ctx.layer.compressor.record_grad(grad_out)
+        x_hat = decompress(c, grad_out.dtype)
+        m = grad_out.numel() / grad_out.shape[1]
+        g_sum = grad_out.sum((0, 2, 3))
+        gx_hat_sum = (grad_out * x_hat).sum((0, 2, 3))
+        scale = (weight * invstd / m).view(1, -1, 1, 1)
+        gx = scale * (m * grad_out - g_sum.view(1, -1, 1, 1) - x_hat * gx_hat_sum.view(1, -1, 1, 1))
+        return gx, gx_hat_sum, g_sum, None
+
+
+def _momentum(layer: nn.BatchNorm2d) -> float:
+    """As nn.BatchNorm2d.forward: count the batch, and use 1/count as momentum when it is None."""
+    layer.num_batches_tracked.add_(1)
+    return layer.momentum if layer.momentum is not None else 1.0 / float(layer.num_batches_tracked)
+
+
+class _ReLUFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = x.clamp(min=0)
+        mask = (out > 0).reshape(-1).to(torch.uint8)
+        ctx.shape = x.shape
+        ctx.save_for_backward(pack(mask, 1))  # the C++ op on the CPU, torch ops elsewhere
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> torch.Tensor:
+        (packed,) = ctx.saved_tensors
+        mask = unpack(packed, 1, grad_out.numel()).view(ctx.shape)
+        return grad_out * mask
+
+
+def _active(m: nn.Module) -> bool:
+    return m.training and torch.is_grad_enabled() and getattr(m, "compressor", None) is not None \
+        and m.compressor.enabled
+
+
+class ActConv2d(nn.Conv2d):
+    compressor: Compressor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _active(self) or self.padding_mode != "zeros":
+            return super().forward(x)
+        return _ConvFn.apply(x, self.weight, self.bias, self)
+
+
+class ActLinear(nn.Linear):
+    compressor: Compressor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _LinearFn.apply(x, self.weight, self.bias, self) if _active(self) else super().forward(x)
+
+
+class ActBatchNorm2d(nn.BatchNorm2d):
+    compressor: Compressor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _active(self) or not self.affine or not self.track_running_stats:
+            return super().forward(x)
+        return _BatchNormFn.apply(x, self.weight, self.bias, self)
+
+
+class ActReLU(nn.ReLU):
+    compressor: Compressor | None = None
+    enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled() and self.enabled and not self.inplace:
+            return _ReLUFn.apply(x)
+        return super().forward(x)
+
+
+SWAPS = {nn.Conv2d: ActConv2d, nn.Linear: ActLinear, nn.BatchNorm2d: ActBatchNorm2d, nn.ReLU: ActReLU}
+
+
+def convert(model: nn.Module, kinds: tuple[type[nn.Module], ...]) -> list[nn.Module]:
+    """Swap the class of every module of exactly one of `kinds` (stock layers) for its Act* version, in
+    place; the swapped modules in model order."""
+    swapped = []
+    for m in model.modules():
+        if type(m) in kinds:
+            m.__class__ = SWAPS[type(m)]
+            swapped.append(m)
+    return swapped
