@@ -1,4 +1,6 @@
 """Tiny grids for the SLURM integration tests (`--grid tests/slurm_grids.py`): digits, seconds per run."""
+from pathlib import Path
+
 from launcher.registry import GridRun, register
 
 BASE = {"dataset": "digits", "arch": "digits_mlp", "optim": "sgd", "batch_size": 32, "lr": 0.05,
@@ -12,11 +14,25 @@ def small() -> GridRun:
                    tuple(BASE))
 
 
+EMPTY_CIFAR10 = "/tmp/nuqlab-empty-cifar10"  # on the test cluster's one host: what its nodes see
+
+
+def empty_cifar10() -> str:
+    """Create EMPTY_CIFAR10: every CIFAR-10 file name, each file empty; return its path."""
+    from trainer.data_files import DATA_FILES
+    folder = Path(EMPTY_CIFAR10)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in DATA_FILES["cifar10"].files:
+        (folder / name).write_bytes(b"")
+    return EMPTY_CIFAR10
+
+
 @register
 def broken() -> GridRun:
-    """One good run and one that raises: cifar10 from a data folder that does not exist."""
+    """One good run and one that raises: cifar10 from a folder whose files are all there (the launcher's data
+    check passes) but empty (`empty_cifar10()` makes it), so only the run itself finds the failure."""
     return GridRun([{**BASE, "seed": 1},
-                    {**BASE, "dataset": "cifar10", "arch": "resnet8", "data": "/nonexistent/nuqlab-cifar10"}],
+                    {**BASE, "dataset": "cifar10", "arch": "resnet8", "data": EMPTY_CIFAR10}],
                    "broken", tuple(BASE), slurm={"partition": "debug", "time_min": 15})  # grid defaults
 
 

@@ -18,6 +18,7 @@ import submitit
 
 from launcher import cli
 from launcher.slurm.executor import LOG_DIR
+from slurm_grids import empty_cifar10
 from slurm_fixture import REPO, finished, launch, read, run_dirs, slurm_cluster, wait_until  # noqa: F401
 from trainer import runfiles
 
@@ -65,6 +66,7 @@ def test_array_with_packing_and_throttling_then_relaunch_submits_nothing(tmp_pat
 
 def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys, monkeypatch):
     args = ["--grid", GRIDS, "--run", "broken", "--root", str(tmp_path)]
+    bad_data = empty_cifar10()
     out = launch(capsys, *args, "--cluster", "slurm")
     array_id = re.search(r"submitted job (\d+)", out).group(1)
     script = (tmp_path / "broken" / LOG_DIR / array_id / f"{array_id}_submission.sh").read_text()
@@ -75,9 +77,9 @@ def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys,
     good = next(d for d in dirs if d != bad)
     out = launch(capsys, "status", *args, "--failed")
     assert "summary: 1 done, 1 failed" in out
-    assert "/nonexistent/nuqlab-cifar10" in out.split("summary:")[0]  # the error line names the missing folder
+    assert f"{bad_data}/data_batch_1" in out.split("summary:")[0]  # the error line names the unreadable file
     assert f"log: {bad / runfiles.LOG}" in out
-    assert "run failed:" in out.split("summary:")[1]  # --failed prints the log's last lines (the traceback)
+    assert "as a CIFAR pickle batch" in out.split("summary:")[1]  # --failed prints the log's last lines (the traceback's end)
 
     # a cluster without accounting: squeue on PATH, sacct not
     bin_dir = tmp_path / "bin"
@@ -85,7 +87,7 @@ def test_failed_run_is_reported_and_mode_failed_reruns_only_it(tmp_path, capsys,
     (bin_dir / "squeue").symlink_to(shutil.which("squeue"))
     monkeypatch.setenv("PATH", str(bin_dir))
     out = launch(capsys, "status", *args)
-    assert "summary: 1 done, 1 failed" in out and "/nonexistent/nuqlab-cifar10" in out
+    assert "summary: 1 done, 1 failed" in out and bad_data in out
     assert "run folders alone" not in out
     # a laptop: neither squeue nor sacct; the run folders alone
     (bin_dir / "squeue").unlink()

@@ -21,9 +21,10 @@ def test_example_plugin_grid_runs_on_slurm(tmp_path, capsys):
     wait_until("the 3 runs to finish", lambda: all(finished(d) for d in dirs))
     finals = {d.name: read(d / runfiles.RESULTS).get("final", {}) for d in dirs}
     assert all(read(d / runfiles.RESULTS).get("status") == "done" for d in dirs), finals
-    plugin_runs = [f for name, f in finals.items() if name.startswith("plugins_l1clip")]
-    assert len(plugin_runs) == 2
-    for final in plugin_runs:
+    with_plugin = [d for d in dirs if runfiles.read_config(d / runfiles.CONFIG).get("plugins") == "l1clip"]
+    assert len(with_plugin) == 2  # run names show only the swept keys: tell the runs apart by their config
+    for d in with_plugin:
+        final = finals[d.name]
         assert final["l1clip/weight_l1"] > 0 and 0 < final["l1clip/clipped_frac"] < 1 and final["Vacc"] > 50
-    assert "plugins l1clip" in (next(d for d in dirs if d.name.startswith("plugins_l1clip")) / runfiles.LOG).read_text()
+    assert "plugins l1clip" in (with_plugin[0] / runfiles.LOG).read_text()
     assert "summary: 3 done" in launch(capsys, "status", *args)
