@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from types import ModuleType
 
 OPTIONS_SUFFIX = "_options"
 
 
+def _options_modules() -> dict[str, ModuleType]:
+    """Each shipped plugin's torch-free `<name>_options` module by plugin name."""
+    return {info.name.removesuffix(OPTIONS_SUFFIX): importlib.import_module(f"{__name__}.{info.name}")
+            for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+            if info.name.endswith(OPTIONS_SUFFIX)}
+
+
 def shipped_options() -> dict[str, dict[str, tuple]]:
-    """Each shipped plugin's OPTIONS by plugin name, read from its `<name>_options` module."""
-    found = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.endswith(OPTIONS_SUFFIX):
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            found[info.name.removesuffix(OPTIONS_SUFFIX)] = dict(module.OPTIONS)
-    return found
+    """Each shipped plugin's OPTIONS by plugin name."""
+    return {name: dict(module.OPTIONS) for name, module in _options_modules().items()}
 
 
 def shipped_effects() -> dict[str, tuple]:
-    """Each shipped plugin's EFFECTS (key -> (applies, needs)), merged over the `<name>_options` modules."""
-    found: dict[str, tuple] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.endswith(OPTIONS_SUFFIX):
-            found.update(getattr(importlib.import_module(f"{__name__}.{info.name}"), "EFFECTS", {}))
-    return found
+    """Each shipped plugin's EFFECTS (key -> (applies, needs)), merged over the plugins."""
+    return {key: rule for module in _options_modules().values() for key, rule in getattr(module, "EFFECTS", {}).items()}
