@@ -46,6 +46,17 @@ if _quant is not None:
     def _decode(message, levels, *, n, bucket_size, num_threads):
         return levels.new_empty(n)
 
+    @torch.library.register_fake("nuq::group_compress")
+    def _group_compress(x, bits, *, group_size, pergroup, store, seed, offset):
+        groups = _num_buckets(x.shape[1], group_size)
+        nbytes = torch.library.get_ctx().new_dynamic_size()  # depends on the bit widths' values
+        return (x.new_empty(nbytes, dtype=torch.uint8), x.new_empty(x.shape[0], groups, 1, dtype=store),
+                x.new_empty(x.shape[0], groups, 1, dtype=store))
+
+    @torch.library.register_fake("nuq::group_decompress")
+    def _group_decompress(codes, bits, mn, scale, *, group_size, features):
+        return codes.new_empty(bits.shape[0], features, dtype=torch.float32)
+
     def _writes_only(*args, **kwargs) -> None:
         """Ops that write into a tensor they are given (marked (a!) in their schema) and return nothing."""
 

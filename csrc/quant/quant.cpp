@@ -236,6 +236,13 @@ TORCH_LIBRARY(nuq, m) {
   m.def("encode_pieces(Tensor(a!) message, Tensor x, Tensor levels, Tensor pieces, " NUQ_QUANT_ARGS ") -> ()");
   m.def("decode_pieces_add(Tensor(a!) add_to, Tensor message, Tensor levels, Tensor pieces, *, int bucket_size, "
         "int num_threads) -> ()");
+  // The ActNN group codec (group.cpp, CPU; quant_cuda_ops.cpp, CUDA): per-sample bits, per-(sample, group) or
+  // whole-tensor range, stochastic rounding on the Philox stream (value i of padded sample n at position
+  // offset + n * groups * group_size + i under key seed), codes packed at each sample's width in one stream.
+  m.def("group_compress(Tensor x, Tensor bits, *, int group_size, bool pergroup, ScalarType store, int seed, "
+        "int offset) -> (Tensor codes, Tensor mn, Tensor scale)");
+  m.def("group_decompress(Tensor codes, Tensor bits, Tensor mn, Tensor scale, *, int group_size, int features) "
+        "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(nuq, CPU, m) {
@@ -258,5 +265,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_supported", &nuq::decode_supported, "decode_supported(levels): whether decode runs for them");
   m.def("has_cuda", &nuq::has_cuda, "whether this build holds the CUDA kernel");
   m.def("cpu_kernel", &nuq::cpu_kernel_name, "cpu_kernel(levels): 'avx512', 'avx2' or 'generic', the CPU kernel a call with these levels runs");
+  m.def("group_cpu_kernel", [] { return nuq::cpu_path_name(nuq::cpu_path()); },
+        "group_cpu_kernel(): 'avx512', 'avx2' or 'generic', the CPU path of group_compress/group_decompress");
   m.def("set_cpu_kernel", &nuq::set_cpu_kernel, "set_cpu_kernel('auto' | 'avx512' | 'avx2' | 'generic'): the first CPU path allowed");
 }

@@ -246,6 +246,15 @@ void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels
   check_indices_read(max_index, levels.numel());
 }
 
+int cpu_path() {
+  for (int p = first_path().load(std::memory_order_relaxed); p < kGeneric; ++p) {
+    if (cpu_has(p)) return p;
+  }
+  return kGeneric;
+}
+
+std::string cpu_path_name(int path) { return kPathNames[path]; }
+
 std::string cpu_kernel_name(const torch::Tensor& levels) {
   TORCH_CHECK(levels.scalar_type() == at::kFloat && levels.is_contiguous() && !levels.is_cuda(),
               "levels must be a contiguous float32 CPU tensor");

@@ -48,6 +48,10 @@ void encode_pieces_cpu(const torch::Tensor& x, const torch::Tensor& levels, int6
 // raises (after adding) if an index is not below the number of levels.
 void decode_pieces_cpu(const torch::Tensor& message, const torch::Tensor& levels, int64_t bucket, int64_t bits,
                        int64_t threads, torch::Tensor& add_to, const std::vector<Piece>& pieces);
+// The CPU path of a kernel that takes every input (the ActNN group codec, group.cpp): 0 avx512, 1 avx2,
+// 2 generic, the first this CPU has from the one NUQ_CPU_KERNEL / set_cpu_kernel allows; and its name.
+int cpu_path();
+std::string cpu_path_name(int path);
 // Which CPU kernel a call with these levels runs: "avx512", "avx2" or "generic".
 std::string cpu_kernel_name(const torch::Tensor& levels);
 // "auto" (the fastest path the CPU has), or "avx512", "avx2", "generic": that path first (and the slower

@@ -1,7 +1,7 @@
 // Philox4x32-10 for the AVX-512 kernel: 256 random words per call, 8 groups of 8 blocks, each round a few
 // vector ops per register (see philox_words). Computes exactly what quant_common.h's philox4x32_10 computes
-// one block at a time, and nuq/philox.py in Python. Part of quant_cpu_avx512.cpp (the driver), which is its
-// only includer; its code is compiled for AVX-512 (NUQ_AVX512_BEGIN).
+// one block at a time, and nuq/philox.py in Python. Included by quant_cpu_avx512.cpp (the quantize kernel)
+// and group_cpu_avx512.cpp (the ActNN group codec), each its own copy; compiled for AVX-512 (NUQ_AVX512_BEGIN).
 #pragma once
 #include "quant_cpu_avx512.h"
 
@@ -15,7 +15,7 @@ NUQ_AVX512_BEGIN
 
 namespace nuq {
 namespace avx512 {
-namespace {  // included by quant_cpu_avx512.cpp only
+namespace {  // each includer compiles its own copy
 
 constexpr int kGroups = 8;                // Philox groups of 8 blocks computed together
 constexpr int kWords = 32 * kGroups;      // random words per chunk: 256 elements
