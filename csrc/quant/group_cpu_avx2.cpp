@@ -77,7 +77,11 @@ struct Avx2Path {
     }
     for (; i < len; ++i) out[i] = round_code(x[i], lo, scale, levels, w[i]);
   }
-  static void dequant(const uint8_t* c, int64_t len, float scale, float mn, float* out) {
+  static void pack(const uint8_t* c, int64_t m, int bits, uint8_t* dst) { pack_codes(c, m, bits, dst); }
+  static void unpack(const uint8_t* src, int64_t m, int bits, const uint8_t* end, uint8_t* dst) {
+    unpack_codes(src, m, bits, end, dst);
+  }
+  static void dequant(const uint8_t* c, int64_t len, float scale, float mn, int /*bits*/, float* out) {
     const __m256 vscale = _mm256_set1_ps(scale), vmn = _mm256_set1_ps(mn);
     int64_t i = 0;
     for (; i + 8 <= len; i += 8) {

@@ -28,6 +28,37 @@ namespace {
 
 inline __mmask16 tail_mask(int64_t count) { return static_cast<__mmask16>((1u << count) - 1); }
 
+// bitpack::pack with one BMI2 bit-extract per 8 codes (fast on the Intel CPUs that have AVX-512).
+template <int kBits>
+inline void pext_pack(const uint8_t* c, int64_t m, uint8_t* dst) {
+  constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
+  const int64_t full = m / 8;
+  for (int64_t k = 0; k < full; ++k) {
+    uint64_t w;
+    std::memcpy(&w, c + 8 * k, 8);
+    const uint64_t packed = _pext_u64(w, kFields);
+    std::memcpy(dst + kBits * k, &packed, kBits);
+  }
+  if (m > 8 * full) bitpack::pack_up_to_8<kBits>(c + 8 * full, m - 8 * full, dst + kBits * full);
+}
+
+// unpack_codes with one BMI2 bit-deposit per 8 codes.
+template <int kBits>
+inline void pdep_unpack(const uint8_t* src, int64_t m, const uint8_t* end, uint8_t* dst) {
+  constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
+  for (int64_t k = 0; k < m; k += 8) {
+    const uint8_t* at = src + k / 8 * kBits;
+    uint64_t w = 0;
+    if (end - at >= 8) {
+      std::memcpy(&w, at, 8);  // one load; the bytes past this group's are dropped by the deposit
+    } else {
+      std::memcpy(&w, at, static_cast<size_t>(std::min<int64_t>(kBits, end - at)));
+    }
+    const uint64_t v = _pdep_u64(w, kFields);
+    std::memcpy(dst + k, &v, 8);
+  }
+}
+
 struct Avx512Path {
   using Keys = avx512::RoundKeys;
   static Keys keys(uint32_t k0, uint32_t k1) { return avx512::round_keys(k0, k1); }
@@ -68,12 +99,43 @@ struct Avx512Path {
       _mm512_mask_cvtepi32_storeu_epi8(out + i, m, _mm512_cvtps_epi32(y));
     }
   }
-  static void dequant(const uint8_t* c, int64_t len, float scale, float mn, float* out) {
+  static void pack(const uint8_t* c, int64_t m, int bits, uint8_t* dst) {
+    switch (bits) {
+      case 1: return pext_pack<1>(c, m, dst);
+      case 2: return pext_pack<2>(c, m, dst);
+      case 3: return pext_pack<3>(c, m, dst);
+      case 4: return pext_pack<4>(c, m, dst);
+      case 5: return pext_pack<5>(c, m, dst);
+      case 6: return pext_pack<6>(c, m, dst);
+      case 7: return pext_pack<7>(c, m, dst);
+      default: return pack_codes(c, m, bits, dst);
+    }
+  }
+  static void unpack(const uint8_t* src, int64_t m, int bits, const uint8_t* end, uint8_t* dst) {
+    switch (bits) {
+      case 1: return pdep_unpack<1>(src, m, end, dst);
+      case 2: return pdep_unpack<2>(src, m, end, dst);
+      case 3: return pdep_unpack<3>(src, m, end, dst);
+      case 4: return pdep_unpack<4>(src, m, end, dst);
+      case 5: return pdep_unpack<5>(src, m, end, dst);
+      case 6: return pdep_unpack<6>(src, m, end, dst);
+      case 7: return pdep_unpack<7>(src, m, end, dst);
+      default: return unpack_codes(src, m, bits, end, dst);
+    }
+  }
+  // Up to 4 bits, code / scale + mn of the 16 possible codes once per group (one division), then a lookup.
+  static void dequant(const uint8_t* c, int64_t len, float scale, float mn, int bits, float* out) {
     const __m512 vscale = _mm512_set1_ps(scale), vmn = _mm512_set1_ps(mn);
+    const __m512 table = _mm512_add_ps(
+        _mm512_div_ps(_mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), vscale), vmn);
     for (int64_t i = 0; i < len; i += 16) {
       const __mmask16 m = len - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask(len - i);
-      const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, c + i)));
-      _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(_mm512_div_ps(v, vscale), vmn));
+      const __m512i code = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, c + i));
+      if (bits <= 4) {
+        _mm512_mask_storeu_ps(out + i, m, _mm512_permutexvar_ps(code, table));
+      } else {
+        _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(_mm512_div_ps(_mm512_cvtepi32_ps(code), vscale), vmn));
+      }
     }
   }
 };

@@ -33,6 +33,8 @@ inline uint8_t round_code(float x, float lo, float scale, float levels, uint32_t
   return static_cast<uint8_t>(std::nearbyint(y));  // the default rounding mode: half to even
 }
 
+// Packs m codes (each < 2^bits) into ceil(m * bits / 8) bytes at dst, nothing past them (a Path's pack unless
+// it has a faster one).
 inline void pack_codes(const uint8_t* codes, int64_t m, int bits, uint8_t* dst) {
   switch (bits) {
     case 1: bitpack::pack<1>(codes, m, dst); return;
@@ -46,14 +48,19 @@ inline void pack_codes(const uint8_t* codes, int64_t m, int bits, uint8_t* dst) 
   }
 }
 
-// m values of kBits bits from src into dst (room for m rounded up to 8); reads nothing at or past `end`.
+// m values of kBits bits from src into dst (room for m rounded up to 8); reads nothing at or past `end`
+// (a Path's unpack unless it has a faster one).
 template <int kBits>
 inline void unpack_codes_bits(const uint8_t* src, int64_t m, const uint8_t* end, uint8_t* dst) {
   constexpr uint64_t kMask = kBits == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * kBits)) - 1;
   for (int64_t k = 0; k < m; k += 8) {
     const uint8_t* at = src + k / 8 * kBits;
     uint64_t w = 0;
-    std::memcpy(&w, at, static_cast<size_t>(std::min<int64_t>(8, end - at)));
+    if (end - at >= 8) {
+      std::memcpy(&w, at, 8);
+    } else {
+      std::memcpy(&w, at, static_cast<size_t>(end - at));
+    }
     const uint64_t v = kBits == 8 ? w : bitpack::spread<kBits == 8 ? 7 : kBits>(w & kMask);
     std::memcpy(dst + k, &v, 8);
   }
@@ -116,7 +123,7 @@ void compress_units(const GroupJob& job, int64_t first, int64_t last) {
       Path::codes(xs + a, valid, lo, scale, levels, wg, cg);
       for (int64_t i = valid; i < G; ++i) cg[i] = round_code(0.0f, lo, scale, levels, wg[i]);
     }
-    pack_codes(codes.data(), m, bits, job.codes + job.byte_offset[unit.n] + v0 / 8 * bits);
+    Path::pack(codes.data(), m, bits, job.codes + job.byte_offset[unit.n] + v0 / 8 * bits);
   }
 }
 
@@ -128,11 +135,11 @@ void decompress_units(const GroupJob& job, int64_t first, int64_t last) {
     const Unit unit = unit_of(job, u);
     const int bits = job.bits[unit.n];
     const int64_t v0 = unit.g0 * G, m = (unit.g1 - unit.g0) * G;
-    unpack_codes(job.codes + job.byte_offset[unit.n] + v0 / 8 * bits, m, bits, job.end, codes.data());
+    Path::unpack(job.codes + job.byte_offset[unit.n] + v0 / 8 * bits, m, bits, job.end, codes.data());
     for (int64_t g = unit.g0; g < unit.g1; ++g) {
       const int64_t a = g * G, valid = std::min(G, job.features - a);
       const int64_t k = unit.n * job.groups + g;
-      Path::dequant(codes.data() + (a - v0), valid, job.scale[k], job.mn[k], job.out + unit.n * job.features + a);
+      Path::dequant(codes.data() + (a - v0), valid, job.scale[k], job.mn[k], bits, job.out + unit.n * job.features + a);
     }
   }
 }
