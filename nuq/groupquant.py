@@ -22,10 +22,10 @@ from __future__ import annotations
 import torch
 
 from nuq import ops, philox
+from nuq.limits import MAX_GROUP_SIZE
 from nuq.packing import MAX_BITS, MIN_BITS, pack, unpack
 
 EPS = 1e-6  # widens each range, so a constant group still has a finite scale
-MAX_GROUP_SIZE = 1 << 16  # the kernels' bound (a work unit's buffers hold 8 groups)
 STORES = (torch.float32, torch.bfloat16)
 
 

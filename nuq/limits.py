@@ -6,3 +6,7 @@ csrc/quant/quant_common.h (kMaxBucket) in C++."""
 # bucket's norm scales all its values). Below it every size derived from a bucket (n + bucket, a pointer one
 # bucket ahead, ceil(n / bucket)) stays far from int64 overflow, and the CUDA kernel's int lane strides hold.
 MAX_BUCKET_SIZE = 2 ** 31 - 1
+
+# The largest group of the ActNN group codec (nuq/groupquant.py; kMaxGroup in csrc/quant/group.cpp): a work
+# unit holds 8 groups' random words and codes, so they stay small; the study's groups are 64 or 256.
+MAX_GROUP_SIZE = 2 ** 16

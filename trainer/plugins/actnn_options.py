@@ -3,6 +3,8 @@
 Defaults are the study's research code (ActNN at 37b318f): 8/8 bits, per-group ranges of 64, per-layer
 allocation on; the 2-bit rows of its table set `actnn_cabits: 2` (docs/actnn.md)."""
 
+from nuq.limits import MAX_GROUP_SIZE
+
 OPTIONS = {
     "actnn_mode": ("str", "quantize",
                    "off: no compression; qlinear: conv/linear keep a compressed input for the weight gradient; "
@@ -13,7 +15,8 @@ OPTIONS = {
     "actnn_ibits": ("int", 8, "Starting (and highest) bits per sample of the greedy allocation.", None, 1, 8),
     "actnn_pergroup": ("bool", True, "Range per (sample, group) instead of one min/max for the whole tensor."),
     "actnn_perlayer": ("bool", True, "Re-allocate the bit budget across layers after each step."),
-    "actnn_group_size": ("int", 64, "Features per quantization group of each sample.", None, 1),
+    "actnn_group_size": ("int", 64, "Features per quantization group of each sample.", None, 1,
+                         MAX_GROUP_SIZE),
     "actnn_store": ("str", "bfloat16", "dtype of the stored min and scale (float32: exactly unbiased round trip).",
                     ("bfloat16", "float32")),
     "actnn_relu_mask": ("bool", False, "ReLU modules keep a 1-bit mask instead of their output (the release's QReLU)."),

@@ -8,7 +8,9 @@ viewed as (N, F/G, G). The range is per (sample, group) with `pergroup`, else on
 tensor (the padding takes part in it, as in the study). With b_n bits for sample n and B_n = 2^b_n - 1:
 code = round(clamp((x - min) * B_n / (max - min) + U(-1/2, 1/2), 0, B_n)); E[code / scale + min] = x.
 min and scale are stored in bfloat16 (the study's; float32 on request for an exactly unbiased round trip),
-the codes are packed densely with nuq's bit packing (torch.ops.nuq.pack/unpack), one stream per bit width.
+the codes of all samples packed in one stream, each at its own width. The work is nuq's group codec
+(nuq/groupquant.py: one fused C++ pass on the CPU, CUDA on GPUs); its noise is nuq's Philox stream under a
+seed drawn from torch's global generator, so checkpoints (which restore that generator) resume exactly.
 """
 from __future__ import annotations
 
@@ -16,106 +18,64 @@ from dataclasses import dataclass
 
 import torch
 
-from nuq.packing import MAX_BITS, MIN_BITS, pack, unpack
+from nuq import groupquant
+from nuq.groupquant import grouped, ranges
+from nuq.packing import MAX_BITS, MIN_BITS
 
-EPS = 1e-6  # widens each range as the study does, so a constant group still has a finite scale
+EPS = groupquant.EPS  # widens each range as the study does, so a constant group still has a finite scale
 STORE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+SEED_RANGE = 1 << 62  # seeds drawn from torch's generator: any non-negative int64 is a Philox key
 
 
 @dataclass
 class Compressed:
-    """What autograd keeps of one activation: packed codes (one byte stream per bit width present, in
-    ascending width), per-sample bits, and per-(sample, group) min and scale."""
+    """What autograd keeps of one activation: the packed codes (one stream, sample n at bits[n] bits from
+    byte sum_{m<n} ceil(padded features * bits[m] / 8)), per-sample bits, per-(sample, group) min and scale."""
     shape: tuple[int, ...]
     group_size: int
-    widths: tuple[int, ...]
-    streams: tuple[torch.Tensor, ...]
+    codes: torch.Tensor  # uint8 stream
     bits: torch.Tensor  # uint8 (N,)
     mn: torch.Tensor  # (N, groups, 1) in the store dtype
     scale: torch.Tensor
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """The tensors to hand to ctx.save_for_backward (so saved-tensor hooks see and count them)."""
-        return (self.bits, self.mn, self.scale, *self.streams)
+        return (self.bits, self.mn, self.scale, self.codes)
 
     @classmethod
     def from_tensors(cls, meta: tuple, tensors: tuple[torch.Tensor, ...]) -> "Compressed":
         """Inverse of (meta(), tensors())."""
-        bits, mn, scale, *streams = tensors
-        return cls(*meta, tuple(streams), bits, mn, scale)
+        bits, mn, scale, codes = tensors
+        return cls(*meta, codes, bits, mn, scale)
 
     def meta(self) -> tuple:
-        """The plain Python part: shape, group size, widths."""
-        return self.shape, self.group_size, self.widths
+        """The plain Python part: shape, group size."""
+        return self.shape, self.group_size
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
 
-def grouped(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """x (N, ...) as (N, groups, G), zero-padded at the end of each sample."""
-    n, features = x.shape[0], x[0].numel()
-    groups = -(-features // group_size)
-    flat = x.reshape(n, features)
-    if groups * group_size != features:
-        flat = torch.nn.functional.pad(flat, (0, groups * group_size - features))
-    return flat.view(n, groups, group_size)
-
-
-def ranges(v: torch.Tensor, pergroup: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(min, max) per (sample, group) of grouped v, or of the whole tensor broadcast to every group."""
-    if pergroup:
-        return v.amin(-1, keepdim=True), v.amax(-1, keepdim=True)
-    shape = (v.shape[0], v.shape[1], 1)
-    return v.min().expand(shape), v.max().expand(shape)
-
-
-def quantize(x: torch.Tensor, bits: torch.Tensor, group_size: int,
-             pergroup: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(codes uint8 (N, groups, G), min, scale) of x (N, ...) stochastically rounded to bits[n] bits."""
-    if bits.numel() != x.shape[0] or int(bits.min()) < MIN_BITS or int(bits.max()) > MAX_BITS:
-        raise ValueError(f"need one bit width in {MIN_BITS}..{MAX_BITS} per sample ({x.shape[0]}), "
-                         f"got {bits.tolist()}")
-    with torch.no_grad():
-        v = grouped(x.detach().float(), group_size)
-        mn, mx = ranges(v, pergroup)
-        mn = mn - EPS
-        levels = (2.0 ** bits.to(v.device, torch.float32) - 1).view(-1, 1, 1)
-        scale = levels / (mx + EPS - mn)
-        noise = torch.rand_like(v).sub_(0.5)
-        codes = v.sub(mn).mul_(scale).add_(noise).clamp_(min=0).clamp_(max=levels).round_().to(torch.uint8)
-        return codes, mn, scale
-
-
-def pack_codes(codes: torch.Tensor, bits: torch.Tensor, mn: torch.Tensor, scale: torch.Tensor,
-               shape: tuple[int, ...], store: torch.dtype = torch.bfloat16) -> Compressed:
-    """Pack each sample's codes at its bit width: one stream per width present."""
-    bits = bits.to(torch.uint8).cpu()
-    widths = tuple(sorted({int(b) for b in bits}))
-    streams = tuple(pack(codes[(bits == b).to(codes.device)].reshape(-1), b) for b in widths)
-    return Compressed(tuple(shape), codes.shape[-1], widths, streams, bits, mn.to(store), scale.to(store))
+def draw_seed() -> int:
+    """A Philox key from torch's global generator (one draw per compressed activation)."""
+    return int(torch.randint(SEED_RANGE, (), dtype=torch.int64))
 
 
 def compress(x: torch.Tensor, bits: torch.Tensor, group_size: int, pergroup: bool,
              store: torch.dtype = torch.bfloat16) -> Compressed:
     """Stochastically round x (N, ...) to `bits[n]` bits per sample and pack the codes."""
-    codes, mn, scale = quantize(x, bits, group_size, pergroup)
-    return pack_codes(codes, bits, mn, scale, tuple(x.shape), store)
+    flat = x.detach().reshape(x.shape[0], -1)
+    codes, mn, scale = groupquant.compress(flat, bits, group_size, pergroup, store, draw_seed())
+    return Compressed(tuple(x.shape), group_size, codes, bits.to(codes.device, torch.uint8), mn, scale)
 
 
 def decompress(c: Compressed, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The dequantized activation code / scale + min, in the original shape."""
-    n, groups = c.mn.shape[0], c.mn.shape[1]
-    group_size = c.group_size
-    codes = torch.empty(n, groups * group_size, dtype=torch.uint8, device=c.mn.device)
-    for b, stream in zip(c.widths, c.streams):
-        rows = (c.bits == b).nonzero().squeeze(1).to(codes.device)
-        codes[rows] = unpack(stream, b, rows.numel() * groups * group_size).view(-1, groups * group_size)
-    v = codes.view(n, groups, group_size).to(dtype).div_(c.scale.to(dtype)).add_(c.mn.to(dtype))
+    """The dequantized activation code / scale + min (computed in float32), in the original shape."""
     features = 1
     for s in c.shape[1:]:
         features *= s
-    return v.view(n, -1)[:, :features].reshape(c.shape)
+    out = groupquant.decompress(c.codes, c.bits, c.mn, c.scale, c.group_size, features)
+    return out.reshape(c.shape).to(dtype)
 
 
 def variance_cost(x: torch.Tensor, group_size: int, pergroup: bool, kernel_area: int = 1) -> torch.Tensor:
