@@ -42,9 +42,10 @@ def grouped(x: torch.Tensor, group_size: int) -> torch.Tensor:
 def ranges(v: torch.Tensor, pergroup: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(min, max) per (sample, group) of grouped v, or of the whole tensor broadcast to every group."""
     if pergroup:
-        return v.amin(-1, keepdim=True), v.amax(-1, keepdim=True)
+        return torch.aminmax(v, dim=-1, keepdim=True)  # one pass for both
+    lo, hi = torch.aminmax(v)
     shape = (v.shape[0], v.shape[1], 1)
-    return v.min().expand(shape), v.max().expand(shape)
+    return lo.expand(shape), hi.expand(shape)
 
 
 def check(x: torch.Tensor, bits: torch.Tensor, group_size: int, store: torch.dtype) -> None:

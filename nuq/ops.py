@@ -71,3 +71,11 @@ if _pack is not None:
     @torch.library.register_fake("nuq::unpack")
     def _unpack_fake(packed, *, bits, n):
         return packed.new_empty(n)
+
+    @torch.library.register_fake("nuq::relu_mask")
+    def _relu_mask_fake(x):
+        return torch.empty_like(x), x.new_empty(_packed_bytes(x.numel(), 1), dtype=torch.uint8)
+
+    @torch.library.register_fake("nuq::mask_mul")
+    def _mask_mul_fake(grad, mask):
+        return torch.empty_like(grad)

@@ -67,6 +67,24 @@ def unpack(packed: torch.Tensor, bits: int, n: int, use_ext: bool | None = None)
     return _unpack_torch(packed, bits, n)
 
 
+def relu_mask(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relu(x), the bits of x > 0 packed 1 per value): one pass with the C++ op for contiguous float32 CPU
+    tensors, torch ops otherwise (same values, same bytes). Why: a ReLU's backward needs only that mask."""
+    if _ext is not None and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous():
+        out, mask = torch.ops.nuq.relu_mask.default(x)
+        return out, mask
+    out = x.clamp(min=0)
+    return out, pack((out > 0).reshape(-1).to(torch.uint8), 1)
+
+
+def mask_mul(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """grad * the 0/1 values of a relu_mask mask (in grad's shape)."""
+    if _ext is not None and grad.device.type == "cpu" and grad.dtype == torch.float32 and grad.is_contiguous() \
+            and mask.device.type == "cpu":
+        return torch.ops.nuq.mask_mul.default(grad, mask)
+    return grad * unpack(mask, 1, grad.numel()).view(grad.shape)
+
+
 def _pick_ext(t: torch.Tensor, use_ext: bool | None) -> bool:
     if use_ext is None:
         return _ext is not None and t.device.type == "cpu"

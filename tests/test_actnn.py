@@ -195,3 +195,37 @@ def test_relu_with_a_one_bit_mask_gives_the_exact_gradient():
     g = torch.randn(4, 3, 5, 5)
     got = torch.autograd.grad(relu(x), x, g)[0]
     assert type(relu).__name__ == "ActReLU" and torch.equal(got, g * (x > 0))
+
+
+def test_batch_norm_backward_is_the_formula_on_the_dequantized_x_hat(monkeypatch):
+    """The fused backward (torch's batch-norm backward with mean 0, invstd 1, weight w * invstd) gives
+    gx = w invstd (g - mean(g) - x_hat mean(g x_hat)), gw = sum(g x_hat), gb = sum(g) of the very x_hat
+    the layer dequantized (recorded by wrapping decompress); running statistics as nn.BatchNorm2d's."""
+    from trainer.plugins import actnn_layers
+    seen = []
+
+    def recording(c, dtype=torch.float32):
+        seen.append(decompress(c, dtype))
+        return seen[-1]
+    monkeypatch.setattr(actnn_layers, "decompress", recording)
+    torch.manual_seed(0)
+    stock = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        stock.weight.uniform_(0.5, 2)
+        stock.bias.uniform_(-1, 1)
+    bn = copy.deepcopy(stock)
+    _plugin(bn, actnn_mode="quantize", actnn_cabits=2, actnn_ibits=2)
+    x = torch.randn(6, 3, 5, 5) * 3 + 1
+    g = torch.randn(6, 3, 5, 5)
+    xi = x.clone().requires_grad_()
+    out = bn(xi)
+    assert torch.allclose(out, stock(x), atol=1e-5)
+    assert torch.allclose(bn.running_mean, stock.running_mean) and torch.allclose(bn.running_var, stock.running_var)
+    out.backward(g)
+    x_hat, = seen
+    invstd = torch.rsqrt(x.var((0, 2, 3), unbiased=False) + bn.eps).view(1, -1, 1, 1)
+    w = bn.weight.detach().view(1, -1, 1, 1)
+    mean = lambda t: t.mean((0, 2, 3), keepdim=True)  # noqa: E731
+    assert torch.allclose(xi.grad, w * invstd * (g - mean(g) - x_hat * mean(g * x_hat)), atol=1e-5)
+    assert torch.allclose(bn.weight.grad, (g * x_hat).sum((0, 2, 3)), atol=1e-4)
+    assert torch.allclose(bn.bias.grad, g.sum((0, 2, 3)), atol=1e-4)

@@ -61,3 +61,33 @@ def test_bits_for_levels():
     assert [packing.bits_for_levels(k) for k in (2, 3, 4, 5, 8, 9, 16, 256)] == [1, 2, 2, 3, 3, 4, 4, 8]
     with pytest.raises(ValueError, match="got 257"):
         packing.bits_for_levels(257)
+
+
+@pytest.mark.skipif(not packing.has_extension(), reason="C++ extension not built (python setup.py build_ext --inplace)")
+@pytest.mark.parametrize("n", [1, 7, 8, 13, 100_003])
+def test_relu_mask_ops_equal_the_torch_ops(n):
+    """relu(x) and its 1-bit mask x > 0 in one pass, and grad * mask: the bytes of pack(x > 0, 1), and
+    torch's values (NaN kept by relu, dropped by the mask; 0 * inf gives NaN as torch's product)."""
+    g = torch.Generator().manual_seed(n)
+    x, grad = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    x[: min(n, 3)] = torch.tensor([float("nan"), 0.0, -2.0])[: min(n, 3)]
+    grad[-1] = float("inf")
+    out, mask = torch.ops.nuq.relu_mask(x)
+    assert torch.equal(out.nan_to_num(), x.clamp(min=0).nan_to_num()) and bool(out[0].isnan())
+    assert torch.equal(mask, packing.pack((x > 0).to(torch.uint8), 1, use_ext=False))
+    expected = grad * (x > 0)
+    assert torch.equal(torch.ops.nuq.mask_mul(grad, mask).nan_to_num(), expected.nan_to_num())
+    assert torch.equal(torch.ops.nuq.mask_mul(grad, mask).isnan(), expected.isnan())
+    torch.library.opcheck(torch.ops.nuq.relu_mask.default, (x.nan_to_num(),))  # (opcheck compares NaN unequal)
+    torch.library.opcheck(torch.ops.nuq.mask_mul.default, (grad.nan_to_num(), mask))
+    with pytest.raises(RuntimeError, match=r"mask must be a contiguous 1-D uint8 CPU tensor of ceil"):
+        torch.ops.nuq.mask_mul(grad, mask[:-1] if n > 8 else torch.zeros(5, dtype=torch.uint8))
+
+
+def test_relu_mask_helpers_fall_back_to_torch_ops_off_the_extension():
+    """nuq.packing.relu_mask / mask_mul on a tensor the op does not take (float64): the same values."""
+    x = torch.randn(3, 5, dtype=torch.float64)
+    out, mask = packing.relu_mask(x)
+    assert torch.equal(out, x.clamp(min=0)) and torch.equal(mask, packing.pack((x > 0).reshape(-1).to(torch.uint8), 1))
+    grad = torch.randn(3, 5, dtype=torch.float64)
+    assert torch.equal(packing.mask_mul(grad, mask), grad * (x > 0))

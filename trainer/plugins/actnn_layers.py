@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nuq.packing import pack, unpack
+from nuq.packing import mask_mul, relu_mask
 from trainer.plugins.actnn_quant import Compressed, compress, decompress, variance_cost
 
 
@@ -106,25 +106,25 @@ class _LinearFn(torch.autograd.Function):
 class _BatchNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
-        out = F.batch_norm(x, layer.running_mean, layer.running_var, None, None, True,
-                           _momentum(layer), layer.eps)  # x_hat; updates the running statistics
-        var = x.var((0, 2, 3), unbiased=False)
-        invstd = torch.rsqrt(var + layer.eps)
+        # x_hat and 1/sqrt(var + eps) in one pass; updates the running statistics as F.batch_norm does
+        out, _, invstd = torch.native_batch_norm(x, None, None, layer.running_mean, layer.running_var, True,
+                                                 _momentum(layer), layer.eps)
         ctx.layer = layer
         _save(ctx, layer.compressor.compress(out), weight, invstd)
-        return out * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+        return torch.addcmul(bias.view(1, -1, 1, 1), out, weight.view(1, -1, 1, 1))
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
+        """From the dequantized x_hat: gx = w invstd (g - mean(g) - x_hat mean(g x_hat)), gw = sum(g x_hat),
+        gb = sum(g), per channel. That is torch's fused batch-norm backward of an input x_hat with mean 0,
+        invstd 1 and weight w * invstd, so one call (two passes) computes all three."""
         c, (weight, invstd) = _load(ctx)
         ctx.layer.compressor.record_grad(grad_out)
         x_hat = decompress(c, grad_out.dtype)
-        m = grad_out.numel() / grad_out.shape[1]
-        g_sum = grad_out.sum((0, 2, 3))
-        gx_hat_sum = (grad_out * x_hat).sum((0, 2, 3))
-        scale = (weight * invstd / m).view(1, -1, 1, 1)
-        gx = scale * (m * grad_out - g_sum.view(1, -1, 1, 1) - x_hat * gx_hat_sum.view(1, -1, 1, 1))
-        return gx, gx_hat_sum, g_sum, None
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_out, x_hat, weight * invstd, None, None, torch.zeros_like(invstd), torch.ones_like(invstd), True,
+            0.0, [ctx.needs_input_grad[0], True, True])
+        return gx, gw, gb, None
 
 
 def _momentum(layer: nn.BatchNorm2d) -> float:
@@ -136,17 +136,14 @@ def _momentum(layer: nn.BatchNorm2d) -> float:
 class _ReLUFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        out = x.clamp(min=0)
-        mask = (out > 0).reshape(-1).to(torch.uint8)
-        ctx.shape = x.shape
-        ctx.save_for_backward(pack(mask, 1))  # the C++ op on the CPU, torch ops elsewhere
+        out, mask = relu_mask(x.contiguous())  # one pass with the C++ op on the CPU, torch ops elsewhere
+        ctx.save_for_backward(mask)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> torch.Tensor:
-        (packed,) = ctx.saved_tensors
-        mask = unpack(packed, 1, grad_out.numel()).view(ctx.shape)
-        return grad_out * mask
+        (mask,) = ctx.saved_tensors
+        return mask_mul(grad_out.contiguous(), mask)
 
 
 def _active(m: nn.Module) -> bool:
