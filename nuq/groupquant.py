@@ -39,9 +39,13 @@ def grouped(x: torch.Tensor, group_size: int) -> torch.Tensor:
     return flat.view(n, groups, group_size)
 
 
-def ranges(v: torch.Tensor, pergroup: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(min, max) per (sample, group) of grouped v, or of the whole tensor broadcast to every group."""
+def ranges(v: torch.Tensor, pergroup: bool, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min, max) per (sample, group) of grouped v, or of the whole tensor broadcast to every group; per group
+    with the op group_ranges on the CPU (one pass; the same values), torch ops elsewhere or for `reference`."""
     if pergroup:
+        if not reference and v.dtype == torch.float32 and v.device.type == "cpu" and _compiled(v.device):
+            lo, hi = torch.ops.nuq.group_ranges.default(v.reshape(v.shape[0], -1), group_size=v.shape[2])
+            return lo, hi
         return torch.aminmax(v, dim=-1, keepdim=True)  # one pass for both
     lo, hi = torch.aminmax(v)
     shape = (v.shape[0], v.shape[1], 1)
@@ -103,7 +107,7 @@ def reference_codes(x: torch.Tensor, bits: torch.Tensor, group_size: int, pergro
                     offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes uint8 (N, groups, G), min, scale float32 (N, groups, 1)), unpacked: the oracle's arithmetic."""
     v = grouped(x.detach(), group_size)
-    mn, mx = ranges(v, pergroup)
+    mn, mx = ranges(v, pergroup, reference=True)
     mn = mn - EPS
     levels = (2.0 ** bits.to(v.device, torch.float32) - 1).view(-1, 1, 1)
     scale = levels / (mx + EPS - mn)

@@ -53,6 +53,11 @@ if _quant is not None:
         return (x.new_empty(nbytes, dtype=torch.uint8), x.new_empty(x.shape[0], groups, 1, dtype=store),
                 x.new_empty(x.shape[0], groups, 1, dtype=store))
 
+    @torch.library.register_fake("nuq::group_ranges")
+    def _group_ranges(x, *, group_size):
+        groups = _num_buckets(x.shape[1], group_size)
+        return x.new_empty(x.shape[0], groups, 1), x.new_empty(x.shape[0], groups, 1)
+
     @torch.library.register_fake("nuq::group_decompress")
     def _group_decompress(codes, bits, mn, scale, *, group_size, features):
         return codes.new_empty(bits.shape[0], features, dtype=torch.float32)

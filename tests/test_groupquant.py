@@ -50,6 +50,17 @@ def test_every_path_equals_the_reference_bit_for_bit(path, features, group):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("features,group", SHAPES)
+def test_group_ranges_are_torchs_min_and_max_of_each_padded_group(path, features, group):
+    v = gq.grouped(_x(f=features), group)
+    with _path(path):
+        got = gq.ranges(v, True)
+    want = (v.amin(-1, keepdim=True), v.amax(-1, keepdim=True))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(torch.equal(a, b) for a, b in zip(gq.ranges(v, False), (v.min().expand_as(want[0]), v.max().expand_as(want[0]))))
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_the_paths_split_work_over_threads_without_changing_a_bit(path):
     x, bits = _x(n=64, f=4096), torch.randint(1, 9, (64,), generator=torch.Generator().manual_seed(2))
     before = torch.get_num_threads()

@@ -28,19 +28,27 @@ constexpr int64_t kMaxGroup = 1 << 16;     // nuq/groupquant.py's MAX_GROUP_SIZE
 
 int64_t unit_groups(int64_t group) { return 8 * std::max<int64_t>(1, kUnitValues / (8 * group)); }
 
-void run(const GroupJob& job, bool compress) {
+enum class Work { kRanges, kCompress, kDecompress };
+
+// The functions of one path, by Work.
+template <class Fn>
+void (*pick(Work work, Fn ranges, Fn compress, Fn decompress))(const GroupJob&, int64_t, int64_t) {
+  return work == Work::kRanges ? ranges : work == Work::kCompress ? compress : decompress;
+}
+
+void run(const GroupJob& job, Work work) {
   const int64_t grain = std::max<int64_t>(1, kGrainValues / (job.unit_groups * job.group));
+  using Fn = void (*)(const GroupJob&, int64_t, int64_t);
+  Fn fn = pick<Fn>(work, group_generic::ranges, group_generic::compress, group_generic::decompress);
   const int path = cpu_path();
-  at::parallel_for(0, group_units(job), grain, [&](int64_t first, int64_t last) {
 #if NUQ_HAVE_AVX512_KERNEL
-    if (path == 0) return compress ? group_avx512::compress(job, first, last) : group_avx512::decompress(job, first, last);
+  if (path == 0) fn = pick<Fn>(work, group_avx512::ranges, group_avx512::compress, group_avx512::decompress);
 #endif
 #if NUQ_HAVE_AVX2_KERNEL
-    if (path == 1) return compress ? group_avx2::compress(job, first, last) : group_avx2::decompress(job, first, last);
+  if (path == 1) fn = pick<Fn>(work, group_avx2::ranges, group_avx2::compress, group_avx2::decompress);
 #endif
-    (void)path;
-    return compress ? group_generic::compress(job, first, last) : group_generic::decompress(job, first, last);
-  });
+  (void)path;
+  at::parallel_for(0, group_units(job), grain, [&](int64_t first, int64_t last) { fn(job, first, last); });
 }
 
 void check_group(int64_t group, int64_t features) {
@@ -109,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_compress(const at::Tensor& 
   job.end = job.codes + total;
   job.mn = mn.data_ptr<float>();
   job.scale = scale.data_ptr<float>();
-  if (n * groups > 0) run(job, true);
+  if (n * groups > 0) run(job, Work::kCompress);
   return {codes, mn.to(store), scale.to(store)};
 }
 
@@ -136,13 +144,36 @@ at::Tensor group_decompress(const at::Tensor& codes, const at::Tensor& bits, con
   job.mn = const_cast<float*>(mn32.data_ptr<float>());
   job.scale = const_cast<float*>(scale32.data_ptr<float>());
   job.out = out.data_ptr<float>();
-  if (n * groups > 0) run(job, false);
+  if (n * groups > 0) run(job, Work::kDecompress);
   return out;
+}
+
+// (min, max) (n, groups, 1) float32 of each group of x (n, features), the zero padding included.
+std::tuple<at::Tensor, at::Tensor> group_ranges(const at::Tensor& x, int64_t group_size) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.is_contiguous() && x.device().is_cpu(),
+              "x must be a contiguous 2-D float32 CPU tensor (samples, features), got ", x.scalar_type(),
+              " of shape ", x.sizes());
+  const int64_t n = x.size(0), features = x.size(1);
+  check_group(group_size, features);
+  const int64_t groups = (features + group_size - 1) / group_size;
+  auto lo = at::empty({n, groups, 1}, x.options()), hi = at::empty({n, groups, 1}, x.options());
+  GroupJob job{};
+  job.x = x.data_ptr<float>();
+  job.n = n;
+  job.features = features;
+  job.group = group_size;
+  job.groups = groups;
+  job.unit_groups = unit_groups(group_size);
+  job.mn = lo.data_ptr<float>();
+  job.scale = hi.data_ptr<float>();
+  if (n * groups > 0) run(job, Work::kRanges);
+  return {lo, hi};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nuq, CPU, m) {
+  m.impl("group_ranges", &group_ranges);
   m.impl("group_compress", &group_compress);
   m.impl("group_decompress", &group_decompress);
 }

@@ -45,6 +45,7 @@ struct GenericPath {
 
 }  // namespace
 
+void ranges(const GroupJob& job, int64_t first, int64_t last) { range_units<GenericPath>(job, first, last); }
 void compress(const GroupJob& job, int64_t first, int64_t last) { compress_units<GenericPath>(job, first, last); }
 void decompress(const GroupJob& job, int64_t first, int64_t last) { decompress_units<GenericPath>(job, first, last); }
 

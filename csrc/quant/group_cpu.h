@@ -39,14 +39,17 @@ inline int64_t group_units(const GroupJob& job) {
 // Each path compresses (decompresses) units first .. last-1; the generic one runs everywhere, the AVX2 and
 // AVX-512 ones only where the CPU has them (group.cpp picks by quant_cpu.cpp's cpu_path()).
 namespace group_generic {
+void ranges(const GroupJob& job, int64_t first, int64_t last);  // min into job.mn, max into job.scale
 void compress(const GroupJob& job, int64_t first, int64_t last);
 void decompress(const GroupJob& job, int64_t first, int64_t last);
 }  // namespace group_generic
 namespace group_avx2 {
+void ranges(const GroupJob& job, int64_t first, int64_t last);  // min into job.mn, max into job.scale
 void compress(const GroupJob& job, int64_t first, int64_t last);
 void decompress(const GroupJob& job, int64_t first, int64_t last);
 }  // namespace group_avx2
 namespace group_avx512 {
+void ranges(const GroupJob& job, int64_t first, int64_t last);  // min into job.mn, max into job.scale
 void compress(const GroupJob& job, int64_t first, int64_t last);
 void decompress(const GroupJob& job, int64_t first, int64_t last);
 }  // namespace group_avx512

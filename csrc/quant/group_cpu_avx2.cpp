@@ -94,6 +94,7 @@ struct Avx2Path {
 
 }  // namespace
 
+void ranges(const GroupJob& job, int64_t first, int64_t last) { range_units<Avx2Path>(job, first, last); }
 void compress(const GroupJob& job, int64_t first, int64_t last) { compress_units<Avx2Path>(job, first, last); }
 void decompress(const GroupJob& job, int64_t first, int64_t last) { decompress_units<Avx2Path>(job, first, last); }
 

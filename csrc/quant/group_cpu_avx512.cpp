@@ -142,6 +142,7 @@ struct Avx512Path {
 
 }  // namespace
 
+void ranges(const GroupJob& job, int64_t first, int64_t last) { range_units<Avx512Path>(job, first, last); }
 void compress(const GroupJob& job, int64_t first, int64_t last) { compress_units<Avx512Path>(job, first, last); }
 void decompress(const GroupJob& job, int64_t first, int64_t last) { decompress_units<Avx512Path>(job, first, last); }
 

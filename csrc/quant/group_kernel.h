@@ -127,6 +127,26 @@ void compress_units(const GroupJob& job, int64_t first, int64_t last) {
   }
 }
 
+// The (min, max) of each group of units first .. last-1 into job.mn and job.scale (the padding included).
+template <class Path>
+void range_units(const GroupJob& job, int64_t first, int64_t last) {
+  for (int64_t u = first; u < last; ++u) {
+    const Unit unit = unit_of(job, u);
+    const float* xs = job.x + unit.n * job.features;
+    for (int64_t g = unit.g0; g < unit.g1; ++g) {
+      const int64_t a = g * job.group, valid = std::min(job.group, job.features - a);
+      float lo, hi;
+      Path::minmax(xs + a, valid, &lo, &hi);
+      if (valid < job.group) {
+        lo = std::min(lo, 0.0f);
+        hi = std::max(hi, 0.0f);
+      }
+      job.mn[unit.n * job.groups + g] = lo;
+      job.scale[unit.n * job.groups + g] = hi;
+    }
+  }
+}
+
 template <class Path>
 void decompress_units(const GroupJob& job, int64_t first, int64_t last) {
   const int64_t G = job.group;

@@ -241,6 +241,7 @@ TORCH_LIBRARY(nuq, m) {
   // offset + n * groups * group_size + i under key seed), codes packed at each sample's width in one stream.
   m.def("group_compress(Tensor x, Tensor bits, *, int group_size, bool pergroup, ScalarType store, int seed, "
         "int offset) -> (Tensor codes, Tensor mn, Tensor scale)");
+  m.def("group_ranges(Tensor x, *, int group_size) -> (Tensor min, Tensor max)");  // per (sample, group), padding in
   m.def("group_decompress(Tensor codes, Tensor bits, Tensor mn, Tensor scale, *, int group_size, int features) "
         "-> Tensor");
 }
