@@ -12,7 +12,7 @@
 * cpu_model, cpu_kernel (the codec's CPU path), threads, load_avg_1min (before the run: others' load).
 Writes bench/results/actnn.json.
 
-    PYTHONPATH=$PWD python bench/bench_actnn.py [--batch 128] [--repeats 3]
+    PYTHONPATH=$PWD python bench/bench_actnn.py [--batch 128] [--repeats 3] [--threads N]
 """
 from __future__ import annotations
 
@@ -85,8 +85,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "actnn.json"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(args.batch, 3, 32, 32, generator=g), torch.randint(0, 10, (args.batch,), generator=g)
     fp32, two = model(False), model(True)
