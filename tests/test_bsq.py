@@ -97,6 +97,49 @@ def test_the_straight_through_gradient_of_a_bit_is_scale_times_its_place():
     assert torch.allclose(layer.neg.grad, -layer.pos.grad)
 
 
+def _sgd_steps(params, weight_of, target, steps=3):
+    """Momentum SGD with weight decay on ((w - target)^2).sum(), as the study's optimizer."""
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((weight_of() - target) ** 2).sum().backward()
+        opt.step()
+
+
+def _study_weight(signed, scale, nbits):
+    """The study's renormalised layer: s' * BitSTE(sum_b signed_b 2^(N-1-b) / (2^N - 1)), identity gradient."""
+    top = 2 ** nbits - 1
+    v = (signed * (2.0 ** torch.arange(nbits - 1, -1, -1.0)).view(nbits, 1, 1)).sum(0) / top
+    return scale * (v + (torch.round(v.clamp(-1, 1) * top) / top - v).detach())
+
+
+def test_a_pruned_layer_steps_as_the_studys_renormalised_layer():
+    """After pruning 8 -> 2 top bits (c = denom / (2^N - 1) = 85) SGD moves our scale c times the study's
+    s' = scale / c, and our planes as the study's; fine-tuned values v move as the study's v' = c v."""
+    layer = BitLayer(_linear(20, 10), 8)
+    layer.set_levels(torch.randint(-3, 4, (20, 10)).float(), 8)
+    layer.requantize_and_prune(0.0)
+    c = float(layer.denom) / 3
+    assert layer.nbits == 2 and c == 85
+    target = torch.randn(20, 10) * float(layer.scale.detach()) / 100
+    pos, neg = layer.pos.detach().clone().requires_grad_(), layer.neg.detach().clone().requires_grad_()
+    s = (layer.scale.detach() / c).requires_grad_()
+    _sgd_steps([layer.pos, layer.neg, layer.scale], layer.weight, target)
+    _sgd_steps([pos, neg, s], lambda: _study_weight(pos - neg, s, 2), target)
+    assert torch.allclose(layer.scale.detach(), c * s.detach(), rtol=1e-5)
+    assert torch.allclose(layer.pos.detach(), pos.detach(), atol=1e-6)
+    assert torch.allclose(layer.neg.detach(), neg.detach(), atol=1e-6)
+
+    ft = BitLayer(_linear(20, 10), 8, VALUE)
+    levels = torch.randint(-3, 4, (20, 10)).float()
+    ft.set_levels(levels, 2)  # denom stays 255: the fine-tuned form of the pruned layer above
+    v, s = (levels / 3).requires_grad_(), (ft.scale.detach() / c).requires_grad_()
+    _sgd_steps([ft.value, ft.scale], ft.weight, target)
+    _sgd_steps([v, s], lambda: s * (v + (torch.round(v.clamp(-1, 1) * 3) / 3 - v).detach()), target)
+    assert torch.allclose(c * ft.value.detach(), v.detach(), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(ft.scale.detach(), c * s.detach(), rtol=1e-5)
+
+
 # ---- options and the chain's conversions -------------------------------------------------------------------
 
 def test_options_are_validated_at_expansion():
