@@ -1,5 +1,6 @@
 """The `bsq` plugin (docs/bsq.md): bit representation, pruning, compression, the group Lasso, and the
 plugin in the real loop (optimizer rebuild at a pruning epoch, exact resume, the stage chain's forms)."""
+import argparse
 import sys
 from pathlib import Path
 
@@ -254,3 +255,28 @@ def test_activation_quantization_is_k_bit_max_abs_with_a_straight_through_gradie
     assert torch.allclose(steps, steps.round(), atol=1e-5) and (out.detach() - a).abs().max() <= a.max() / 30 + 1e-7
     out.sum().backward()
     assert torch.equal(x.grad, ((x.detach() > 0) & (x.detach() < 6)).float())
+
+
+# ---- the grid -------------------------------------------------------------------------------------------------
+
+def test_the_cifar10_chain_dry_run_names_what_it_would_submit_with_the_studys_recipe(launch, tmp_path):
+    """CIFAR-10 cannot train here (no data, CPU only): its dry run expands, validates and writes the scripts."""
+    from launcher.selection import select_runs
+    code, out, err = launch("--grid", "bsq", "--run", "cifar10_resnet20", "--dry-run", "--root", tmp_path / "runs",
+                            "--jobs-dir", tmp_path / "jobs")
+    assert code == 0, err
+    assert "10 of 10 runs" in out and "stages pretrain -> convert -> bsq -> finetune" in out
+    assert len(list((tmp_path / "jobs").glob("bsq_cifar10_resnet20_*.sh"))) == 10
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("status.json"))  # runs nothing
+    sel = select_runs(argparse.Namespace(grid="bsq", run="cifar10_resnet20", only=[], set=[], limit=None,
+                                         root=str(tmp_path / "runs"), stage=None))
+    by_stage: dict[str, list] = {}
+    for run in sel.runs:
+        by_stage.setdefault(run.config["stage"], []).append(run)
+    assert {k: len(v) for k, v in by_stage.items()} == {"pretrain": 1, "convert": 1, "bsq": 4, "finetune": 4}
+    bsq = {r.config["bsq_alpha"]: r for r in by_stage["bsq"]}
+    assert sorted(bsq) == [0.0, 0.003, 0.01, 0.03] and all(
+        (r.config["epochs"], r.config["lr"], r.config["bsq_interval"]) == (350, 0.1, 50) for r in bsq.values())
+    for ft in by_stage["finetune"]:  # each fine-tuning run starts from the bsq run of its alpha
+        assert ft.config["init_run"] == bsq[ft.config["bsq_alpha"]].name
+        assert (ft.config["epochs"], ft.config["lr"], ft.config["bsq_mode"]) == (250, 1e-4, "finetune")
