@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from launcher.errors import UsageError
+from launcher.results.aggregate import names_of
 from launcher.results.metrics_io import Series
 from launcher.results.plot_style import decorate, file_stem, is_log_metric, metric_label, save_figure
 from launcher.results.plot_xy import xy_figures
@@ -234,7 +235,7 @@ def _per_group(draw: Callable[..., Figure], series_only: bool, kind: str) -> Cal
         except TableError as err:
             raise UsageError(str(err)) from None
         runs = [(r.name, r.dir, r.config) for r in selection.runs]
-        asked = None if args.metric is None else [m.strip() for m in args.metric.split(",") if m.strip()]
+        asked = None if args.metric is None else names_of(args.metric)
         records = load_records(runs, run_state,
                                None if asked is None else [*asked, *([at.metric] if at.metric else [])])
         for rec in records:

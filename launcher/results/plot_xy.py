@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from launcher.errors import UsageError
-from launcher.results.aggregate import make_table
+from launcher.results.aggregate import make_table, names_of
 from launcher.results.plot_style import decorate, file_stem, is_log_metric, metric_label
 from launcher.results.table import MISSING, Column, Table, key_text
 from launcher.results.table_points import DEFAULT_METRICS, TableError
@@ -25,16 +25,12 @@ from launcher.stages import stage_of
 NOT_KEYS = ("run", "status", "step", "n", "runs")  # the table's left columns that are not config keys
 
 
-def _names(text: str | None) -> list[str]:
-    return [m.strip() for m in (text or "").split(",") if m.strip()]
-
-
 def row_labels(table: Table) -> list[str]:
     """Each row as its shown keys ('bsq_alpha=3.0', several joined by ', '), the run name when no key
     varies, and the number of runs of a grouped row with more than one."""
     keys = [c for c in table.left.columns if c not in NOT_KEYS and c not in table.hidden]
     labels = []
-    for i, row in enumerate(table.left.to_dict("records")):
+    for row in table.left.to_dict("records"):
         shown = [f"{k}={key_text(k, row[k])}" for k in keys if key_text(k, row[k]) != MISSING]
         text = ", ".join(shown) or str(row.get("run", "all runs"))
         n = int(row["n"]) if table.grouped else 1
@@ -86,7 +82,7 @@ def xy_figures(args: argparse.Namespace, selection, title: str) -> tuple[list[tu
 
     if not args.x:
         raise UsageError("--kind xy needs --x <metric> for the x axis, e.g. --x bsq/compression")
-    x, ys, upstream = args.x, _names(args.metric) or [DEFAULT_METRICS[0][0]], _names(args.upstream)
+    x, ys, upstream = args.x, names_of(args.metric) or [DEFAULT_METRICS[0][0]], names_of(args.upstream)
     asked = list(dict.fromkeys([x, *ys]))
     try:
         table, warnings = make_table(((r.name, r.dir, r.config) for r in selection.runs), run_state,
