@@ -19,7 +19,7 @@ METRIC_LABELS = {
     "est_var": "gradient estimate variance", "est_nvar": "gradient estimate variance / |g|²",
     "sgd_var": "SGD gradient variance", "sgd_nvar": "SGD gradient variance / |g|²",
     "est_snr": "gradient estimate signal-to-noise ratio", "grad_bias": "gradient estimate bias",
-    "bits": "bits per coordinate",
+    "bits": "bits per coordinate", "bsq/compression": "compression (32 / mean weight bits)",
 }
 VARIANCE_METRICS = ("est_var", "est_nvar", "sgd_var", "sgd_nvar")
 
