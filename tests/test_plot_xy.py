@@ -115,3 +115,10 @@ def test_upstream_belongs_to_the_xy_kind(chain, capsys):
     _, args = chain
     code = cli.main(["plot", "--grid", args.grid, "--run", "chain", "--root", args.root, "--upstream", "Vacc"])
     assert code == 2 and "--upstream is not an option of --kind line; use --kind xy" in capsys.readouterr().err
+
+
+def test_a_root_without_the_results_folder_is_named(chain, tmp_path, capsys):
+    _, args = chain
+    code = cli.main(["plot", "--grid", args.grid, "--run", "chain", "--root", str(tmp_path), "--kind", "xy",
+                     "--x", "size"])
+    assert code == 2 and f"no results folder {tmp_path / 'chain'}" in capsys.readouterr().err

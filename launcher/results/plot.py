@@ -1,4 +1,6 @@
-"""Plot metric curves of a grid's runs: one line per group with a band over seeds, or bars of final values.
+"""Plot a grid's runs: curves (a line per group, a band over seeds), bars, or a metric against another.
+
+The kinds (--kind) are the KINDS registry: line and bar here, xy in launcher/results/plot_xy.py.
 
 Figures are built with matplotlib's object API (no pyplot, no display), so they render headless on a
 cluster login node, and are written as PNG and PDF. Like the table, only done runs are drawn; the others
@@ -294,6 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from launcher.elsewhere import require_results_dir
     from launcher.selection import select_runs
 
     kind = KINDS[args.kind]
@@ -301,6 +304,7 @@ def main(args: argparse.Namespace) -> int:
         takes = ", ".join(name for name, k in KINDS.items() if k.upstream)
         raise UsageError(f"--upstream is not an option of --kind {args.kind}; use --kind {takes}")
     selection = select_runs(args)
+    require_results_dir(selection)
     figures, note = kind.figures(args, selection, title_of(selection.meta.grid, selection.meta.run))
     out_dir = Path(args.out) if args.out else selection.meta.results_dir / "plots"
     for stem, fig in figures:
