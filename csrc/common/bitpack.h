@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace nuq {
 namespace bitpack {
@@ -63,6 +64,33 @@ inline uint64_t pack(const uint8_t* in, int64_t n, uint8_t* dst) {
   }
   if (n > full * 8) seen |= pack_up_to_8<bits>(in + full * 8, n - full * 8, dst + full * bits);
   return seen;
+}
+
+// Calls fn(std::integral_constant<int, b>{}) for a runtime width b in 1..8 (anything else: 8), so the
+// group loops see b as a constant.
+template <typename Fn>
+inline auto with_bits(int64_t bits, Fn&& fn) {
+  switch (bits) {
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 5: return fn(std::integral_constant<int, 5>{});
+    case 6: return fn(std::integral_constant<int, 6>{});
+    case 7: return fn(std::integral_constant<int, 7>{});
+    default: return fn(std::integral_constant<int, 8>{});
+  }
+}
+
+// pack for a runtime width (8 bits: the values themselves).
+inline void pack_bits(const uint8_t* in, int64_t n, int64_t bits, uint8_t* dst) {
+  with_bits(bits, [&](auto b) {
+    if constexpr (b() == 8) {
+      std::memcpy(dst, in, static_cast<size_t>(n));
+    } else {
+      pack<b()>(in, n, dst);
+    }
+  });
 }
 
 }  // namespace bitpack

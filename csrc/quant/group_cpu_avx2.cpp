@@ -77,7 +77,7 @@ struct Avx2Path {
     }
     for (; i < len; ++i) out[i] = round_code(x[i], lo, scale, levels, w[i]);
   }
-  static void pack(const uint8_t* c, int64_t m, int bits, uint8_t* dst) { pack_codes(c, m, bits, dst); }
+  static void pack(const uint8_t* c, int64_t m, int bits, uint8_t* dst) { bitpack::pack_bits(c, m, bits, dst); }
   static void unpack(const uint8_t* src, int64_t m, int bits, const uint8_t* end, uint8_t* dst) {
     unpack_codes(src, m, bits, end, dst);
   }

@@ -28,7 +28,7 @@ namespace {
 
 inline __mmask16 tail_mask(int64_t count) { return static_cast<__mmask16>((1u << count) - 1); }
 
-// bitpack::pack with one BMI2 bit-extract per 8 codes (fast on the Intel CPUs that have AVX-512).
+// bitpack::pack with one BMI2 bit-extract per 8 codes (fast on the Intel CPUs that have AVX-512; 8 bits: a copy).
 template <int kBits>
 inline void pext_pack(const uint8_t* c, int64_t m, uint8_t* dst) {
   constexpr uint64_t kFields = ((uint64_t{1} << kBits) - 1) * 0x0101010101010101ull;
@@ -103,28 +103,10 @@ struct Avx512Path {
     }
   }
   static void pack(const uint8_t* c, int64_t m, int bits, uint8_t* dst) {
-    switch (bits) {
-      case 1: return pext_pack<1>(c, m, dst);
-      case 2: return pext_pack<2>(c, m, dst);
-      case 3: return pext_pack<3>(c, m, dst);
-      case 4: return pext_pack<4>(c, m, dst);
-      case 5: return pext_pack<5>(c, m, dst);
-      case 6: return pext_pack<6>(c, m, dst);
-      case 7: return pext_pack<7>(c, m, dst);
-      default: return pack_codes(c, m, bits, dst);
-    }
+    bitpack::with_bits(bits, [&](auto b) { pext_pack<b()>(c, m, dst); });
   }
   static void unpack(const uint8_t* src, int64_t m, int bits, const uint8_t* end, uint8_t* dst) {
-    switch (bits) {
-      case 1: return pdep_unpack<1>(src, m, end, dst);
-      case 2: return pdep_unpack<2>(src, m, end, dst);
-      case 3: return pdep_unpack<3>(src, m, end, dst);
-      case 4: return pdep_unpack<4>(src, m, end, dst);
-      case 5: return pdep_unpack<5>(src, m, end, dst);
-      case 6: return pdep_unpack<6>(src, m, end, dst);
-      case 7: return pdep_unpack<7>(src, m, end, dst);
-      default: return unpack_codes(src, m, bits, end, dst);
-    }
+    bitpack::with_bits(bits, [&](auto b) { pdep_unpack<b()>(src, m, end, dst); });
   }
   // Up to 4 bits, code / scale + mn of the 16 possible codes once per group (one division), then a lookup.
   static void dequant(const uint8_t* c, int64_t len, float scale, float mn, int bits, float* out) {

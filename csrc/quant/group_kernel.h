@@ -33,21 +33,6 @@ inline uint8_t round_code(float x, float lo, float scale, float levels, uint32_t
   return static_cast<uint8_t>(std::nearbyint(y));  // the default rounding mode: half to even
 }
 
-// Packs m codes (each < 2^bits) into ceil(m * bits / 8) bytes at dst, nothing past them (a Path's pack unless
-// it has a faster one).
-inline void pack_codes(const uint8_t* codes, int64_t m, int bits, uint8_t* dst) {
-  switch (bits) {
-    case 1: bitpack::pack<1>(codes, m, dst); return;
-    case 2: bitpack::pack<2>(codes, m, dst); return;
-    case 3: bitpack::pack<3>(codes, m, dst); return;
-    case 4: bitpack::pack<4>(codes, m, dst); return;
-    case 5: bitpack::pack<5>(codes, m, dst); return;
-    case 6: bitpack::pack<6>(codes, m, dst); return;
-    case 7: bitpack::pack<7>(codes, m, dst); return;
-    default: std::memcpy(dst, codes, static_cast<size_t>(m)); return;
-  }
-}
-
 // m values of kBits bits from src into dst (room for m rounded up to 8); reads nothing at or past `end`
 // (a Path's unpack unless it has a faster one).
 template <int kBits>
@@ -61,22 +46,13 @@ inline void unpack_codes_bits(const uint8_t* src, int64_t m, const uint8_t* end,
     } else {
       std::memcpy(&w, at, static_cast<size_t>(end - at));
     }
-    const uint64_t v = kBits == 8 ? w : bitpack::spread<kBits == 8 ? 7 : kBits>(w & kMask);
+    const uint64_t v = bitpack::spread<kBits>(w & kMask);  // (8 bits: the bytes themselves)
     std::memcpy(dst + k, &v, 8);
   }
 }
 
 inline void unpack_codes(const uint8_t* src, int64_t m, int bits, const uint8_t* end, uint8_t* dst) {
-  switch (bits) {
-    case 1: return unpack_codes_bits<1>(src, m, end, dst);
-    case 2: return unpack_codes_bits<2>(src, m, end, dst);
-    case 3: return unpack_codes_bits<3>(src, m, end, dst);
-    case 4: return unpack_codes_bits<4>(src, m, end, dst);
-    case 5: return unpack_codes_bits<5>(src, m, end, dst);
-    case 6: return unpack_codes_bits<6>(src, m, end, dst);
-    case 7: return unpack_codes_bits<7>(src, m, end, dst);
-    default: return unpack_codes_bits<8>(src, m, end, dst);
-  }
+  bitpack::with_bits(bits, [&](auto b) { unpack_codes_bits<b()>(src, m, end, dst); });
 }
 
 // Unit u's sample and groups [g0, g1).

@@ -227,16 +227,7 @@ NUQ_CPU_INLINE void snap_chunk(const float* xc, int m, float inv, float nf, cons
 
 // Packs the m indices of a chunk (m a multiple of 8 unless it ends the bucket) `bits` bits each at dst.
 NUQ_CPU_INLINE void pack_chunk(const uint8_t* idx, int64_t m, int bits, uint8_t* dst) {
-  switch (bits) {
-    case 1: bitpack::pack<1>(idx, m, dst); return;
-    case 2: bitpack::pack<2>(idx, m, dst); return;
-    case 3: bitpack::pack<3>(idx, m, dst); return;
-    case 4: bitpack::pack<4>(idx, m, dst); return;
-    case 5: bitpack::pack<5>(idx, m, dst); return;
-    case 6: bitpack::pack<6>(idx, m, dst); return;
-    case 7: bitpack::pack<7>(idx, m, dst); return;
-    default: std::memcpy(dst, idx, static_cast<size_t>(m)); return;
-  }
+  bitpack::pack_bits(idx, m, bits, dst);
 }
 
 // The steps of a chunk: its random words (chunk_words), the snapping (snap_chunk) and the packing of its
