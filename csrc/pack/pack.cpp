@@ -81,18 +81,10 @@ void unpack_tail(const uint8_t* src, uint8_t* dst, int64_t rest, int64_t tail_by
   std::memcpy(dst, &w, rest);
 }
 
-// Calls fn<b>() for the runtime b in 1..7 (8 bits is a plain copy).
+// Calls fn<b>() for the runtime b in 1..7 (8 bits is a plain copy, done before: never instantiated here).
 template <typename Fn>
 auto dispatch(int64_t bits, Fn&& fn) {
-  switch (bits) {
-    case 1: return fn(std::integral_constant<int, 1>{});
-    case 2: return fn(std::integral_constant<int, 2>{});
-    case 3: return fn(std::integral_constant<int, 3>{});
-    case 4: return fn(std::integral_constant<int, 4>{});
-    case 5: return fn(std::integral_constant<int, 5>{});
-    case 6: return fn(std::integral_constant<int, 6>{});
-    default: return fn(std::integral_constant<int, 7>{});
-  }
+  return nuq::bitpack::with_bits(bits, [&](auto b) { return fn(std::integral_constant<int, (b() < 8 ? b() : 7)>{}); });
 }
 
 torch::Tensor pack(const torch::Tensor& indices, int64_t bits) {

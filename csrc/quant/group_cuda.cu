@@ -44,15 +44,28 @@ __global__ void group_params_kernel(GroupCudaJob job) {
   job.scale[t] = __fdiv_rn(levels, __fsub_rn(__fadd_rn(hi, kGroupEps), lo));
 }
 
-// One thread per 8 values of a padded sample: their codes, packed into bits[n] bytes (fewer at its end).
-__global__ void group_codes_kernel(GroupCudaJob job) {
+// The values i0 .. i0 + count - 1 (count <= 8) of padded sample n that this thread of a codes or decompress
+// kernel handles; n = -1 past the last.
+struct Octet {
+  int64_t n, i0, count;
+};
+
+__device__ Octet octet_of(const GroupCudaJob& job) {
   const int64_t padded = job.groups * job.group, per = (padded + 7) / 8;
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (t >= job.n * per) return;
-  const int64_t n = t / per, i0 = t % per * 8, count = min(int64_t{8}, padded - i0);
+  if (t >= job.n * per) return Octet{-1, 0, 0};
+  const int64_t i0 = t % per * 8;
+  return Octet{t / per, i0, min(int64_t{8}, padded - i0)};
+}
+
+// One thread per 8 values of a padded sample: their codes, packed into bits[n] bytes (fewer at its end).
+__global__ void group_codes_kernel(GroupCudaJob job) {
+  const Octet o = octet_of(job);
+  if (o.n < 0) return;
+  const int64_t n = o.n, i0 = o.i0, count = o.count;
   const int bits = job.bits[n];
   const float levels = static_cast<float>((1 << bits) - 1);
-  const uint64_t p0 = job.offset + static_cast<uint64_t>(n * padded + i0);
+  const uint64_t p0 = job.offset + static_cast<uint64_t>(n * job.groups * job.group + i0);
   uint32_t words[12];  // positions p0 .. p0 + 7 lie in blocks p0 / 4 .. p0 / 4 + 2
   for (int b = 0; b < 3; ++b) philox4x32_10((p0 >> 2) + b, job.key0, job.key1, words + 4 * b);
   uint64_t packed = 0;
@@ -75,10 +88,9 @@ __global__ void group_codes_kernel(GroupCudaJob job) {
 
 // One thread per 8 values of a padded sample: code / scale + min of those below `features`.
 __global__ void group_decompress_kernel(GroupCudaJob job) {
-  const int64_t padded = job.groups * job.group, per = (padded + 7) / 8;
-  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (t >= job.n * per) return;
-  const int64_t n = t / per, i0 = t % per * 8, count = min(int64_t{8}, padded - i0);
+  const Octet o = octet_of(job);
+  if (o.n < 0) return;
+  const int64_t n = o.n, i0 = o.i0, count = o.count;
   const int bits = job.bits[n];
   const uint8_t* src = job.codes + job.byte_offset[n] + i0 / 8 * bits;
   const int nbytes = static_cast<int>((count * bits + 7) / 8);
