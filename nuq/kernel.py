@@ -117,9 +117,10 @@ def cpu_kernel(levels: torch.Tensor) -> str:
 
 @contextlib.contextmanager
 def forced_cpu_kernel(name: str):
-    """Within the block the CPU backend starts its choice at kernel `name` (one of CPU_KERNELS; 'avx512' still
-    falls back for level sets it does not take), process-wide, for tests and benchmarks that compare the
-    paths; then back to $NUQ_CPU_KERNEL (default 'auto'). Raises ValueError for a path this CPU lacks."""
+    """Within the block the CPU backend (and nuq.groupquant's codec) starts its choice at kernel `name` (one of
+    CPU_KERNELS; 'avx512' still falls back for level sets it does not take), process-wide, for tests and
+    benchmarks that compare the paths; then back to $NUQ_CPU_KERNEL (default 'auto'). Raises ValueError for a
+    path this CPU lacks."""
     if name not in CPU_KERNELS:
         raise ValueError(f"cpu kernel must be one of {', '.join(CPU_KERNELS)}, got {name!r}")
     ext = _extension("cpu")

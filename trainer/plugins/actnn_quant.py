@@ -22,7 +22,6 @@ from nuq import groupquant
 from nuq.groupquant import grouped, ranges
 from nuq.packing import MAX_BITS, MIN_BITS
 
-EPS = groupquant.EPS  # widens each range as the study does, so a constant group still has a finite scale
 STORE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 SEED_RANGE = 1 << 62  # seeds drawn from torch's generator: any non-negative int64 is a Philox key
 
