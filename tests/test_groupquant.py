@@ -62,7 +62,7 @@ def test_group_ranges_are_torchs_min_and_max_of_each_padded_group(path, features
 
 @pytest.mark.parametrize("path", PATHS)
 def test_the_paths_split_work_over_threads_without_changing_a_bit(path):
-    x, bits = _x(n=64, f=4096), torch.randint(1, 9, (64,), generator=torch.Generator().manual_seed(2))
+    x, bits = _x(n=64, f=1024), torch.randint(1, 9, (64,), generator=torch.Generator().manual_seed(2))
     before = torch.get_num_threads()
     try:
         with _path(path):
