@@ -28,26 +28,32 @@ constexpr int64_t kMaxGroup = 1 << 16;     // nuq/groupquant.py's MAX_GROUP_SIZE
 
 int64_t unit_groups(int64_t group) { return 8 * std::max<int64_t>(1, kUnitValues / (8 * group)); }
 
-enum class Work { kRanges, kCompress, kDecompress };
+using UnitFn = void (*)(const GroupJob& job, int64_t first, int64_t last);
 
-// The functions of one path, by Work.
-template <class Fn>
-void (*pick(Work work, Fn ranges, Fn compress, Fn decompress))(const GroupJob&, int64_t, int64_t) {
-  return work == Work::kRanges ? ranges : work == Work::kCompress ? compress : decompress;
-}
-
-void run(const GroupJob& job, Work work) {
-  const int64_t grain = std::max<int64_t>(1, kGrainValues / (job.unit_groups * job.group));
-  using Fn = void (*)(const GroupJob&, int64_t, int64_t);
-  Fn fn = pick<Fn>(work, group_generic::ranges, group_generic::compress, group_generic::decompress);
-  const int path = cpu_path();
+// Each CPU path's functions, indexed by cpu_path() (0 avx512, 1 avx2, 2 generic); a path this build lacks
+// (off x86) holds the generic ones, which cpu_path() picks there anyway.
+struct PathFns {
+  UnitFn ranges, compress, decompress;
+};
+#define NUQ_GROUP_FNS(ns) PathFns{ns::ranges, ns::compress, ns::decompress}
+const PathFns kPathFns[] = {
 #if NUQ_HAVE_AVX512_KERNEL
-  if (path == 0) fn = pick<Fn>(work, group_avx512::ranges, group_avx512::compress, group_avx512::decompress);
+    NUQ_GROUP_FNS(group_avx512),
+#else
+    NUQ_GROUP_FNS(group_generic),
 #endif
 #if NUQ_HAVE_AVX2_KERNEL
-  if (path == 1) fn = pick<Fn>(work, group_avx2::ranges, group_avx2::compress, group_avx2::decompress);
+    NUQ_GROUP_FNS(group_avx2),
+#else
+    NUQ_GROUP_FNS(group_generic),
 #endif
-  (void)path;
+    NUQ_GROUP_FNS(group_generic)};
+#undef NUQ_GROUP_FNS
+
+// `work` (&PathFns::compress, ...) of the current CPU path over all units of the job.
+void run(const GroupJob& job, UnitFn PathFns::*work) {
+  const int64_t grain = std::max<int64_t>(1, kGrainValues / (job.unit_groups * job.group));
+  const UnitFn fn = kPathFns[cpu_path()].*work;
   at::parallel_for(0, group_units(job), grain, [&](int64_t first, int64_t last) { fn(job, first, last); });
 }
 
@@ -117,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_compress(const at::Tensor& 
   job.end = job.codes + total;
   job.mn = mn.data_ptr<float>();
   job.scale = scale.data_ptr<float>();
-  if (n * groups > 0) run(job, Work::kCompress);
+  if (n * groups > 0) run(job, &PathFns::compress);
   return {codes, mn.to(store), scale.to(store)};
 }
 
@@ -144,7 +150,7 @@ at::Tensor group_decompress(const at::Tensor& codes, const at::Tensor& bits, con
   job.mn = const_cast<float*>(mn32.data_ptr<float>());
   job.scale = const_cast<float*>(scale32.data_ptr<float>());
   job.out = out.data_ptr<float>();
-  if (n * groups > 0) run(job, Work::kDecompress);
+  if (n * groups > 0) run(job, &PathFns::decompress);
   return out;
 }
 
@@ -166,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor> group_ranges(const at::Tensor& x, int64_t gro
   job.unit_groups = unit_groups(group_size);
   job.mn = lo.data_ptr<float>();
   job.scale = hi.data_ptr<float>();
-  if (n * groups > 0) run(job, Work::kRanges);
+  if (n * groups > 0) run(job, &PathFns::ranges);
   return {lo, hi};
 }
 
