@@ -24,9 +24,9 @@ def _layer(n, m, seed=0):
 
 
 def _lstsq(c, r, beta=True):
-    """Brute-force least squares of one kernel on one reference (float64)."""
+    """Brute-force least squares of one kernel (or sub-vector) on one reference (float64)."""
     c, r = c.detach(), r.detach()
-    design = torch.stack([r.double(), torch.ones(9, dtype=torch.float64)], 1) if beta else r.double()[:, None]
+    design = torch.stack([r.double(), torch.ones(len(r), dtype=torch.float64)], 1) if beta else r.double()[:, None]
     sol = torch.linalg.lstsq(design, c.double()[:, None]).solution[:, 0]
     return float(sol[0]), float(sol[1]) if beta else 0.0
 
@@ -185,6 +185,121 @@ def test_the_q_baseline_quantizes_without_sharing():
     plugin.after_load()
     assert plugin.n_fits == 0 and "err" not in plugin.scalars()
     assert len(torch.unique(model.c2.weight)) <= 4 and len(torch.unique(model.c2.weight.reshape(-1, 9), dim=0)) > 2
+
+
+# ---- MobileNets: depthwise kernels and pointwise sub-vectors ---------------------------------------------
+
+def _small_mobilenet(pw_blocks=((16, 1), (16, 2)), stem=8):
+    from trainer.models.mobilenet import MobileNet
+    torch.manual_seed(0)
+    return MobileNet(pw_blocks, 10, 1, stem=stem)
+
+
+def _brute_windows(rows, length, stride):
+    """The study's reference slices, built the slow way: windows at 0, stride, ... and the tail window."""
+    starts = list(range(0, rows.shape[1] - length + 1, stride))
+    if (rows.shape[1] - length) % stride:
+        starts.append(rows.shape[1] - length)
+    return torch.stack([row[s:s + length] for row in rows for s in starts])
+
+
+@pytest.mark.parametrize("length,stride", [(8, 1), (4, 3), (4, 1), (5, 2), (10, 4)])
+def test_pointwise_references_are_every_window_of_the_reference_rows(length, stride):
+    rows = torch.randn(3, 10, generator=torch.Generator().manual_seed(length))
+    assert torch.equal(ilkp_fit.windows(rows, length, stride), _brute_windows(rows, length, stride))
+
+
+def test_pointwise_alpha_beta_are_the_closed_form_least_squares_fit():
+    g = torch.Generator().manual_seed(4)
+    cur, ref = torch.randn(5, 8, generator=g), torch.randn(6, 8, generator=g)
+    alpha, beta = ilkp_fit.pair_fits(cur, ref)
+    for i in range(5):
+        for j in range(6):
+            a, b = _lstsq(cur[i], ref[j])
+            assert alpha[i, j] == pytest.approx(a, abs=TOL) and beta[i, j] == pytest.approx(b, abs=TOL)
+
+
+@pytest.mark.parametrize("match", ["l1", "abs_pcc"])
+def test_a_pointwise_refit_picks_the_best_window_by_brute_force(match):
+    model = _small_mobilenet()
+    plugin = _plugin(model, arch="mobilenet_cifar", ilkp_version="v2", ilkp_pw_len=4, ilkp_pw_stride=3,
+                     ilkp_match=match)
+    dw, pw = model.separable_convs()
+    assert [s.layers for s in plugin.sets] == [dw, pw]
+    before = pw[1].weight.detach().reshape(-1, 4).clone()  # 16 rows of 16 inputs: 64 sub-vectors
+    windows = _brute_windows(pw[0].weight.detach().reshape(16, 8), 4, 3)  # 16 rows x windows at 0, 3, 4
+    plugin.refit()
+    f = plugin.fits[-1]
+    assert f.idx.shape == (64,) and windows.shape == (48, 4)
+    for i in range(64):
+        fits = [_lstsq(before[i], w) for w in windows]
+        if match == "l1":
+            scores = [float((a * w.double() + b - before[i].double()).abs().sum()) for (a, b), w in zip(fits, windows)]
+            assert scores[int(f.idx[i])] <= min(scores) + TOL
+        else:
+            scores = [abs(float(torch.corrcoef(torch.stack([before[i], w]))[0, 1])) for w in windows]
+            assert scores[int(f.idx[i])] >= max(scores) - TOL
+        a, b = fits[int(f.idx[i])]
+        assert float(f.alpha[i]) == pytest.approx(a, abs=TOL) and float(f.beta[i]) == pytest.approx(b, abs=TOL)
+    rebuilt = f.alpha[:, None] * windows[f.idx] + f.beta[:, None]
+    assert torch.allclose(pw[1].weight.detach().reshape(-1, 4), rebuilt)
+    assert set(plugin.scalars()) >= {"err_L1", "err_pw_L1", "compression_depthwise", "compression_pw"}
+
+
+@pytest.mark.parametrize("options,pw_refs_bits", [({}, 7), ({"ilkp_pw_stride": 3}, 6), ({"ilkp_no_pw": True}, None)])
+def test_compression_ratio_by_hand_for_a_small_mobilenet(options, pw_refs_bits):
+    # stem 1->8; block 1: depthwise 8 (reference, 8 kernels), pointwise 8->16 (reference, 16 rows of 8);
+    # block 2: depthwise 16 (16 kernels, 3-bit index), pointwise 16->16 (64 sub-vectors of 4)
+    model = _small_mobilenet()
+    plugin = _plugin(model, arch="mobilenet_cifar", ilkp_version="v2qq", ilkp_qb=4, ilkp_qba=5, ilkp_qbb=6,
+                     ilkp_pw_len=4, **options)
+    dw_original, dw_stored = (72 + 144) * 32, 72 * 4 + 32 + 16 * (3 + 5 + 6) + 2 * 32
+    assert plugin.set_bits(plugin.sets[0]) == (dw_original, dw_stored)
+    original, stored = dw_original, dw_stored
+    if pw_refs_bits is not None:
+        # windows of 4 per reference row of 8: stride 1 -> 5 (80 references, 7 bits); stride 3 -> 0, 3 and the
+        # tail 4 (48 references, 6 bits)
+        pw_original, pw_stored = (128 + 256) * 32, 128 * 4 + 32 + 64 * (pw_refs_bits + 5 + 6) + 2 * 32
+        assert plugin.set_bits(plugin.sets[1]) == (pw_original, pw_stored)
+        original, stored = original + pw_original, stored + pw_stored
+    assert plugin.storage_bits() == (original, stored)
+    total = sum(p.numel() for p in model.parameters()) * 32
+    s = plugin.scalars()
+    assert s["compression"] == pytest.approx(original / stored)
+    assert s["compression_model"] == pytest.approx(total / (total - original + stored))
+
+
+def test_pointwise_rows_not_a_multiple_of_the_sub_vector_length_are_refused():
+    model = _small_mobilenet(pw_blocks=((12, 1), (16, 1)))  # the second pointwise conv has 12 inputs
+    with pytest.raises(ValueError, match=r"pw layer 1 has rows of 12 weights, not a multiple of .* 8"):
+        _plugin(model, arch="mobilenet_cifar")
+    assert len(_plugin(model, arch="mobilenet_cifar", ilkp_pw_len=4).sets) == 2
+    assert len(_plugin(model, arch="mobilenet_cifar", ilkp_no_pw=True).sets) == 1
+
+
+def test_the_pointwise_archs_of_the_options_are_the_models_with_separable_convs():
+    from trainer.models import create_model
+    from trainer.names import MODELS
+    from trainer.plugins.ilkp_options import PW_ARCHS
+    shapes = {"linear": (50,)}
+    with_pw = {a for a in MODELS if hasattr(create_model(a, 10, shapes.get(a, (1, 8, 8))), "separable_convs")}
+    assert with_pw == set(PW_ARCHS)
+
+
+def test_pointwise_options_on_a_model_without_pointwise_convs_are_flagged_at_expansion():
+    from trainer.options import ineffective_keys
+    assert set(ineffective_keys({"plugins": "ilkp", "arch": "resnet20", "ilkp_pw_len": 4, "ilkp_no_pw": True})) == \
+        {"ilkp_pw_len", "ilkp_no_pw"}
+    assert ineffective_keys({"plugins": "ilkp", "arch": "mobilenetv2_cifar", "ilkp_pw_len": 4}) == {}
+    assert set(ineffective_keys({"plugins": "ilkp", "arch": "resnet20", "ilkp_version": "v2", "ilkp_qb": 4})) == {"ilkp_qb"}
+
+
+def test_vgg16_shares_every_conv_on_the_first():
+    from trainer.models import create_model
+    model = create_model("vgg16_bn", 10, (3, 32, 32))
+    plugin = _plugin(model, arch="vgg16_bn", ilkp_version="v2")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 13 and plugin.layers == convs and plugin.sets[0].references().shape == (192, 9)
 
 
 # ---- through the training loop on the digits ----------------------------------------------------------
