@@ -187,6 +187,59 @@ def test_the_q_baseline_quantizes_without_sharing():
     assert len(torch.unique(model.c2.weight)) <= 4 and len(torch.unique(model.c2.weight.reshape(-1, 9), dim=0)) > 2
 
 
+# ---- ilkp_ste: the straight-through variant ------------------------------------------------------------
+
+def test_ste_steps_move_the_latent_weights_and_show_their_stored_form():
+    torch.manual_seed(0)
+    model = Tiny()
+    plugin = _plugin(model, ilkp_version="v2qq", ilkp_qb=2, ilkp_ste=True, ilkp_every=2)
+    start = [layer.weight.detach().clone() for layer in plugin.layers]
+    plugin.after_load()  # the post-hoc fit: latent = the upstream's float weights, shown = their stored form
+    assert all(torch.equal(w, s) for w, s in zip(plugin.latent, start)) and plugin.n_fits == 1
+    idx = plugin.fits[0].idx.clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(5)
+    for step in (1, 2):
+        latent, shown = [w.clone() for w in plugin.latent], [w.clone() for w in plugin.shown]
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        optimizer.step()
+        update = [layer.weight.detach() - s for layer, s in zip(plugin.layers, shown)]
+        plugin.after_step(step)
+        # the update the optimizer made to the shown weights moved the latent weights, exactly
+        assert all(torch.allclose(w, w0 + u) for w, w0, u in zip(plugin.latent, latent, update))
+        # the forward sees the latent weights' stored form: a 2-bit reference, shared kernels on it with the
+        # indices of the last search and alpha, beta refit on them
+        ref = model.c1.weight.detach().reshape(-1, 9)
+        assert torch.equal(ref, ilkp_fit.quantize(plugin.latent[0], 2).reshape(-1, 9))
+        f = plugin.fits[0]
+        assert torch.equal(f.idx, idx) and plugin.n_fits == 1
+        assert torch.allclose(model.c2.weight.reshape(-1, 9), f.alpha[:, None] * ref[f.idx] + f.beta[:, None])
+        assert all(torch.equal(layer.weight, s) for layer, s in zip(plugin.layers, plugin.shown))
+    plugin.on_epoch_end(1)  # not a refit epoch: the shown weights stay
+    assert all(torch.equal(layer.weight, s) for layer, s in zip(plugin.layers, plugin.shown))
+    plugin.on_epoch_end(2)  # a refit epoch: a new search on the latent weights, as the study's loop would do
+    twin = Tiny()
+    with torch.no_grad():
+        twin.c1.weight.copy_(plugin.latent[0])
+        twin.c2.weight.copy_(plugin.latent[1])
+    plain = _plugin(twin, ilkp_version="v2qq", ilkp_qb=2, ilkp_every=2)
+    plain.on_epoch_end(2)
+    assert plugin.n_fits == 2 and torch.equal(model.c2.weight, twin.c2.weight) and torch.equal(model.c1.weight, twin.c1.weight)
+
+
+def test_without_ste_the_steps_train_the_weights_themselves():
+    torch.manual_seed(0)
+    model = Tiny()
+    plugin = _plugin(model, ilkp_version="v2qq", ilkp_qb=2)
+    plugin.after_load()
+    with torch.no_grad():
+        model.c2.weight.add_(1.0)
+    snapshot = model.c2.weight.detach().clone()
+    plugin.after_step(1)
+    assert torch.equal(model.c2.weight, snapshot) and plugin.latent is None and "latent" not in plugin.state_dict()
+
+
 # ---- MobileNets: depthwise kernels and pointwise sub-vectors ---------------------------------------------
 
 def _small_mobilenet(pw_blocks=((16, 1), (16, 2)), stem=8):
@@ -339,6 +392,21 @@ def test_interrupt_and_resume_across_a_refit_epoch_is_exact(trained, tmp_path):
     b = torch.load(tmp_path / runfiles.CHECKPOINT, weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["plugins"]["ilkp"]["idx"], b["plugins"]["ilkp"]["idx"]))
+
+
+def test_interrupt_and_resume_with_ste_is_exact(tmp_path):
+    run = {**RUN, "ilkp_ste": True, "ilkp_qb": 2}
+    full = loop.run(run, tmp_path / "full")
+    with pytest.raises(loop.Interrupted):
+        loop.run(run, tmp_path / "cut", on_iteration=_stop_at(13))
+    resumed = loop.run(run, tmp_path / "cut")
+    assert resumed["final"] == full["final"] and _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    a = torch.load(tmp_path / "full" / runfiles.CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "cut" / runfiles.CHECKPOINT, weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a["plugins"]["ilkp"]["latent"], b["plugins"]["ilkp"]["latent"]))
+    assert len(torch.unique(a["model"]["conv1.weight"])) <= 4  # the reference as the forward saw it: 2 bits
+    assert "latent" not in a["carry"]["ilkp"]
 
 
 def test_post_hoc_fit_of_another_runs_weights_in_an_eval_only_run(trained, tmp_path):

@@ -105,6 +105,9 @@ class ILKP(Plugin):
         self.err: list[float] = []  # relative L2 reconstruction error of the last fit, per shared layer
         self.err_all = 0.0  # ... and over all shared layers
         self.n_fits = 0
+        self.ste = opt["ilkp_ste"]
+        self.latent: list[torch.Tensor] | None = None  # ilkp_ste: the float weights of the chosen layers ...
+        self.shown: list[torch.Tensor] | None = None  # ... and their stored form the forward last used
 
     def configure_model(self, model: nn.Module) -> nn.Module:
         sets = kernel_sets(model, self.opt)
@@ -130,15 +133,19 @@ class ILKP(Plugin):
             for layer in self.layers:
                 layer.weight.copy_(ilkp_fit.quantize(layer.weight, self.opt["ilkp_qb"]))
 
-    def refit(self) -> None:
-        """Fit every shared layer on its set's references and write alpha R_k + beta into its weights."""
+    def refit(self, keep_index: bool = False) -> None:
+        """Fit every shared layer on its set's references and write alpha R_k + beta into its weights; with
+        keep_index (and always for v2f once fitted) each vector keeps its reference, only alpha, beta refit.
+        `fits` counts the calls without keep_index (the scheduled refits)."""
         o = self.opt
+        scheduled = not keep_index
+        keep_index = (keep_index or self.fixed_index) and bool(self.fits)
         refs = {kset.name: kset.references().clone() for kset in self.sets}
         fits, errs, diff2, norm2 = [], [], 0.0, 0.0
         with torch.no_grad():
             for i, (kset, layer) in enumerate(self.shared()):
                 ref, cur = refs[kset.name], kset.vectors(layer)
-                idx = self.fits[i].idx if self.fixed_index and self.fits else None
+                idx = self.fits[i].idx if keep_index else None
                 f = ilkp_fit.fit(cur, ref, o["ilkp_match"], self.has_beta, o["ilkp_eps_mode"], o["ilkp_eps"], idx)
                 if self.quant_ab:
                     f = f._replace(alpha=ilkp_fit.quantize(f.alpha, o["ilkp_qba"]),
@@ -150,20 +157,53 @@ class ILKP(Plugin):
                 layer.weight.copy_(new.reshape(layer.weight.shape))
                 fits.append(f)
         self.fits, self.err, self.err_all = fits, errs, (diff2 / max(norm2, 1e-30)) ** 0.5
-        self.n_fits += 1
+        self.n_fits += scheduled
+
+    def snap(self, new_index: bool) -> None:
+        """The study's epoch-end work on the current weights: quantize (q versions), then fit (a new index
+        search when new_index, else alpha, beta on the kept indices, if there are any) and write back."""
+        if self.quant_weights:
+            self.quantize_weights()
+        if self.shares and (new_index or self.fits):
+            self.refit(keep_index=not new_index)
 
     def after_load(self) -> None:
         if self.opt["ilkp_fit_on_start"]:
-            if self.quant_weights:
-                self.quantize_weights()
-            if self.shares:
-                self.refit()
+            if self.ste:
+                self.latent = [layer.weight.detach().clone() for layer in self.layers]
+            self.snap(new_index=True)
+            if self.ste:
+                self.shown = [layer.weight.detach().clone() for layer in self.layers]
+
+    def after_step(self, step: int) -> None:
+        """ilkp_ste: move the latent weights by the optimizer's update of the stored form (gradient taken
+        there, applied to the latent weights: straight through), then show the new latent weights' stored
+        form to the next forward (indices kept until the next epoch-end refit)."""
+        if not self.ste:
+            return
+        with torch.no_grad():
+            if self.latent is None or self.shown is None:  # the first step trained the weights themselves
+                self.latent = [layer.weight.detach().clone() for layer in self.layers]
+            else:
+                for w, shown, layer in zip(self.latent, self.shown, self.layers):
+                    w += layer.weight - shown
+                    layer.weight.copy_(w)
+            self.snap(new_index=False)
+            self.shown = [layer.weight.detach().clone() for layer in self.layers]
 
     def on_epoch_end(self, epoch: int) -> bool:
-        if self.quant_weights:
-            self.quantize_weights()
-        if self.shares and epoch % self.opt["ilkp_every"] == 0:
-            self.refit()
+        refit = self.shares and epoch % self.opt["ilkp_every"] == 0
+        if not self.ste:
+            if self.quant_weights:
+                self.quantize_weights()
+            if refit:
+                self.refit()
+        elif refit and self.latent is not None:  # the stored form is kept after every step: only a new search
+            with torch.no_grad():
+                for w, layer in zip(self.latent, self.layers):
+                    layer.weight.copy_(w)
+            self.snap(new_index=True)
+            self.shown = [layer.weight.detach().clone() for layer in self.layers]
         return False
 
     # ---- storage ---------------------------------------------------------------------------------------
@@ -215,8 +255,12 @@ class ILKP(Plugin):
     # ---- state -----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n_fits": self.n_fits, "err": list(self.err), "err_all": self.err_all, "idx": [f.idx for f in self.fits],
-                "alpha": [f.alpha for f in self.fits], "beta": [f.beta for f in self.fits]}
+        state = {"n_fits": self.n_fits, "err": list(self.err), "err_all": self.err_all,
+                 "idx": [f.idx for f in self.fits], "alpha": [f.alpha for f in self.fits],
+                 "beta": [f.beta for f in self.fits]}
+        if self.latent is not None and self.shown is not None:  # ilkp_ste: exact resume needs both
+            state.update(latent=[w.clone() for w in self.latent], shown=[w.clone() for w in self.shown])
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n_shared = len(self.shared())
@@ -226,7 +270,12 @@ class ILKP(Plugin):
         self.err_all = float(state.get("err_all", 0.0))
         self.fits = [ilkp_fit.Fit(*t) for t in zip(state.get("idx", []), state.get("alpha", []),
                                                    state.get("beta", []))]
+        if self.ste and "latent" in state:
+            self.latent, self.shown = list(state["latent"]), list(state["shown"])
 
     def carry_state(self) -> dict[str, Any] | None:
-        """The fit (indices, alpha, beta) carries into a later stage: v2f keeps those indices there."""
-        return self.state_dict() if self.fits else None
+        """The fit (indices, alpha, beta) carries into a later stage: v2f keeps those indices there (the
+        latent weights of ilkp_ste do not: a later stage starts from the stored form)."""
+        if not self.fits:
+            return None
+        return {k: v for k, v in self.state_dict().items() if k not in ("latent", "shown")}

@@ -45,6 +45,12 @@ OPTIONS = {
     "ilkp_pw_stride": ("int", 1, "Stride of the windows over the first pointwise conv's rows that pointwise "
                        "sub-vectors are matched against (the study's pws; the tail window is always included).",
                        None, 1, 1024),
+    "ilkp_ste": ("bool", False,
+                 "Not the study's: a straight-through estimator. The forward uses the chosen layers' stored form "
+                 "(quantized weights; shared vectors as alpha R_k + beta, alpha and beta refit on the last search's "
+                 "indices) of latent float weights, re-derived after every step; the gradient taken there moves the "
+                 "latent weights. Off: the study's loop, which trains the float weights themselves and only "
+                 "quantizes / refits them at epoch ends."),
     "ilkp_fit_on_start": ("bool", True,
                           "Fit once when the run starts from another run's weights (init_from, init_checkpoint): "
                           "the post-hoc use, e.g. an eval_only stage."),
