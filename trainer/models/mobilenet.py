@@ -27,8 +27,9 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1)
     return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
 
 
-def _init(model: nn.Module) -> None:
-    """The study's initialisation: He (fan-out) convs, unit BN, N(0, 0.01) classifier."""
+def ilkp_init(model: nn.Module) -> None:
+    """The ILKP study's initialisation (its MobileNets and VGG): He (fan-out) convs, unit BN, N(0, 0.01)
+    linear layers."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -65,7 +66,7 @@ class MobileNet(nn.Module):
             cin = cout
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, num_classes)
-        _init(self)
+        ilkp_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(self.stem(x))
@@ -116,7 +117,7 @@ class MobileNetV2(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(*_conv_bn(cin, last, 1), nn.ReLU6(inplace=True))
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
-        _init(self)
+        ilkp_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.blocks(self.stem(x)))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from trainer.models import register_model
+from trainer.models.mobilenet import ilkp_init
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
@@ -29,15 +30,7 @@ class VGG(nn.Module):
                 cin = int(v)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(cin, num_classes)
-        for m in self.modules():  # the study's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        ilkp_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.features(x)
