@@ -469,3 +469,18 @@ def test_the_resnet110_chain_expands_with_the_studys_recipe_and_each_run_finds_i
     assert all(c["lr"] == 0.01 and c["init_from"] == "posthoc" for c in retrain)
     upstreams = {c["init_run"] for c in retrain}
     assert len(upstreams) == 11  # each retraining run starts from its own post-hoc run
+
+
+@pytest.mark.parametrize("run,posthoc,retrain", [("digits_chain", 7, 10), ("digits_mobilenetv2_chain", 5, 7)])
+def test_the_digits_chains_retrain_v2qq_with_and_without_ste_from_the_same_post_hoc_run(tmp_path, run, posthoc,
+                                                                                        retrain):
+    import argparse
+    from launcher.selection import select_runs
+    sel = select_runs(argparse.Namespace(grid="ilkp", run=run, only=[], set=[], limit=None, root=str(tmp_path)))
+    stages = [r.config.get("stage") for r in sel.runs]
+    assert (stages.count("base"), stages.count("posthoc"), stages.count("retrain")) == (1, posthoc, retrain)
+    v2qq = [r.config for r in sel.runs if r.config.get("stage") == "retrain" and r.config["ilkp_version"] == "v2qq"]
+    by_bits = {}
+    for c in v2qq:
+        by_bits.setdefault(c["ilkp_qb"], {})[c.get("ilkp_ste", False)] = c["init_run"]
+    assert all(len(pair) == 2 and pair[True] == pair[False] for pair in by_bits.values())
