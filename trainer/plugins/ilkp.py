@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from trainer.plugins import ilkp_fit
+from trainer.plugins.ilkp_options import QUANT_AB_VERSIONS, QUANT_VERSIONS
 from trainer.plugins.base import Plugin, register_plugin
 
 FP_BITS = 32
@@ -94,9 +95,9 @@ class ILKP(Plugin):
     def __init__(self, opt: dict[str, Any]) -> None:
         super().__init__(opt)  # the option ranges are the schema's (ilkp_options.py), checked before a run
         self.version = opt["ilkp_version"]
-        self.quant_weights = self.version in ("v2q", "v2qq", "v2f", "q")
+        self.quant_weights = self.version in QUANT_VERSIONS
         self.shares = self.version != "q"  # q: the linear-quantization baseline, no sharing
-        self.quant_ab = self.version in ("v2qq", "v2f")
+        self.quant_ab = self.version in QUANT_AB_VERSIONS
         self.has_beta = self.version != "v2nb"
         self.fixed_index = self.version == "v2f"
         self.sets: list[KernelSet] = []
