@@ -225,7 +225,8 @@ def test_ste_steps_move_the_latent_weights_and_show_their_stored_form():
         twin.c2.weight.copy_(plugin.latent[1])
     plain = _plugin(twin, ilkp_version="v2qq", ilkp_qb=2, ilkp_every=2)
     plain.on_epoch_end(2)
-    assert plugin.n_fits == 2 and torch.equal(model.c2.weight, twin.c2.weight) and torch.equal(model.c1.weight, twin.c1.weight)
+    assert plugin.n_fits == 2
+    assert torch.equal(model.c2.weight, twin.c2.weight) and torch.equal(model.c1.weight, twin.c1.weight)
 
 
 def test_without_ste_the_steps_train_the_weights_themselves():
@@ -344,7 +345,8 @@ def test_pointwise_options_on_a_model_without_pointwise_convs_are_flagged_at_exp
     assert set(ineffective_keys({"plugins": "ilkp", "arch": "resnet20", "ilkp_pw_len": 4, "ilkp_no_pw": True})) == \
         {"ilkp_pw_len", "ilkp_no_pw"}
     assert ineffective_keys({"plugins": "ilkp", "arch": "mobilenetv2_cifar", "ilkp_pw_len": 4}) == {}
-    assert set(ineffective_keys({"plugins": "ilkp", "arch": "resnet20", "ilkp_version": "v2", "ilkp_qb": 4})) == {"ilkp_qb"}
+    q_bits_without_quantization = {"plugins": "ilkp", "arch": "resnet20", "ilkp_version": "v2", "ilkp_qb": 4}
+    assert set(ineffective_keys(q_bits_without_quantization)) == {"ilkp_qb"}
 
 
 def test_vgg16_shares_every_conv_on_the_first():

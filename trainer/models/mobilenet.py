@@ -87,7 +87,8 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expansion != 1:
             layers += [*_conv_bn(cin, hidden, 1), nn.ReLU6(inplace=True)]
-        layers += [*_conv_bn(hidden, hidden, 3, stride, groups=hidden), nn.ReLU6(inplace=True), *_conv_bn(hidden, cout, 1)]
+        layers += [*_conv_bn(hidden, hidden, 3, stride, groups=hidden), nn.ReLU6(inplace=True),
+                   *_conv_bn(hidden, cout, 1)]
         self.conv = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 

@@ -26,7 +26,8 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             else:
-                layers += [nn.Conv2d(cin, int(v), 3, padding=1, bias=False), nn.BatchNorm2d(int(v)), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(cin, int(v), 3, padding=1, bias=False), nn.BatchNorm2d(int(v)),
+                           nn.ReLU(inplace=True)]
                 cin = int(v)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(cin, num_classes)
