@@ -3,7 +3,8 @@
 Every 3x3 kernel c (a 9-vector) of a shared layer is stored as alpha * R_k + beta, R_k one kernel of the
 reference layer (pointwise convs: sub-vectors of their rows against windows of the reference rows, the same
 math on vectors of another length). For each pair (c, r) the least-squares fit is
-alpha = <c - c_bar, r - r_bar> / |r - r_bar|^2, beta = c_bar - alpha r_bar (no beta: alpha = <c, r> / <r, r>). k is the reference with the smallest L1
+alpha = <c - c_bar, r - r_bar> / |r - r_bar|^2, beta = c_bar - alpha r_bar (no beta: alpha = <c, r> /
+<r, r>). k is the reference with the smallest L1
 residual |alpha r + beta - c|_1 or the largest |Pearson correlation|. All pairs come from one matrix
 product per chunk of kernels; the L1 residuals need the (chunk, refs, 9) differences, so kernels are taken
 in chunks that keep that tensor small.
