@@ -71,7 +71,7 @@ struct Avx2Path {
       const __m256 noise = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(wi, 8)), unit), half);
       __m256 y = _mm256_add_ps(t, noise);
       y = _mm256_min_ps(_mm256_max_ps(y, zero), vlevels);
-      const __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      const __m256i c = _mm256_cvtps_epi32(y);  // rounds half to even (the default mode), as std::nearbyint
       const __m128i c16 = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(c16, c16));
     }

@@ -77,9 +77,15 @@ struct Avx512Path {
   static void minmax(const float* x, int64_t len, float* lo, float* hi) {
     constexpr int64_t kAhead = 4096 / sizeof(float);
     __m512 va = _mm512_set1_ps(x[0]), vb = va;
-    for (int64_t i = 0; i < len; i += 16) {
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16) {
       _mm_prefetch(reinterpret_cast<const char*>(x + i + kAhead), _MM_HINT_T0);
-      const __mmask16 m = len - i >= 16 ? static_cast<__mmask16>(0xFFFF) : tail_mask(len - i);
+      const __m512 v = _mm512_loadu_ps(x + i);
+      va = _mm512_min_ps(va, v);
+      vb = _mm512_max_ps(vb, v);
+    }
+    if (i < len) {
+      const __mmask16 m = tail_mask(len - i);
       const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
       va = _mm512_mask_min_ps(va, m, va, v);
       vb = _mm512_mask_max_ps(vb, m, vb, v);
@@ -98,7 +104,7 @@ struct Avx512Path {
       const __m512 noise = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(wi, 8)), unit), half);
       __m512 y = _mm512_add_ps(t, noise);
       y = _mm512_min_ps(_mm512_max_ps(y, zero), vlevels);
-      y = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      // the conversion rounds half to even (the default rounding mode), as std::nearbyint does
       _mm512_mask_cvtepi32_storeu_epi8(out + i, m, _mm512_cvtps_epi32(y));
     }
   }
