@@ -24,8 +24,11 @@ class Compressor:
     """One layer's quantizer settings and its per-sample bit allocation.
 
     `bits_for(x)` gives each sample's bits: `ibits` everywhere when the budget is met, else the greedy
-    allocation of an average of `avg_bits` from the predicted variances (group ranges x the layer's
-    gradient scale, an EMA(0.5) of the batch-mean squared output-gradient norm recorded in backward)."""
+    allocation of an average of `avg_bits` from the predicted variances s_n C_n (group ranges x gradient
+    scale). With the batch's dataset indices (`index`, set before the forward) s_n is the study's: an
+    EMA(0.5) of sample n's squared output-gradient norm recorded in backward, the batch mean for samples
+    not seen yet; without them one scale for the layer, the EMA of the batch mean (the release's
+    `use_gradient=False`)."""
 
     def __init__(self, group_size: int, pergroup: bool, store: torch.dtype, ibits: int, avg_bits: float,
                  kernel_area: int, allocate: Callable[..., torch.Tensor]) -> None:
@@ -33,27 +36,63 @@ class Compressor:
         self.ibits, self.avg_bits, self.kernel_area = ibits, avg_bits, kernel_area
         self.allocate = allocate
         self.enabled = True
+        self.update_scale = True  # False: the variance protocol's frozen scales
+        self.index: torch.Tensor | None = None  # dataset indices of the current batch (CPU), if known
         self.grad_scale = 0.0  # EMA of mean_n ||dL/d out_n||^2
+        self.scales = torch.zeros(0)  # per dataset index: EMA of ||dL/d out_n||^2 (0: not seen)
         self.last_cost: torch.Tensor | None = None  # s_n C_n of the last forward (for the per-layer allocation)
         self.last_bits: float | None = None  # mean bits of the last allocation
         self.features = 0  # features per sample of the last input
         self.follow: Compressor | None = None  # per-layer allocation: take this one's bits instead
 
+    def sample_scales(self, n: int) -> torch.Tensor | None:
+        """s_n of the current batch's samples (unseen ones: the batch mean, as the study's), or None
+        without indices."""
+        if self.index is None:
+            return None
+        if len(self.index) != n:
+            raise ValueError(f"actnn: a batch of {n} samples was given {len(self.index)} dataset indices; "
+                             "call begin_batch(index) with the indices of each batch before its forward pass")
+        s = self._grown(self.index)[self.index].double()
+        return torch.where(s == 0, s.mean() + 1e-9, s)
+
+    def _grown(self, index: torch.Tensor) -> torch.Tensor:
+        needed = int(index.max()) + 1 if len(index) else 0
+        if needed > len(self.scales):
+            self.scales = torch.cat([self.scales, self.scales.new_zeros(max(needed, 2 * len(self.scales)) - len(self.scales))])
+        return self.scales
+
     def bits_for(self, x: torch.Tensor) -> torch.Tensor:
         cost = variance_cost(x, self.group_size, self.pergroup, self.kernel_area).cpu()
-        self.last_cost = cost * max(self.grad_scale, 0.0)
         n, self.features = x.shape[0], x[0].numel()
+        per_sample = self.sample_scales(n)
+        self.last_cost = cost * (per_sample if per_sample is not None else max(self.grad_scale, 0.0))
         budget = max(n, int(round(self.avg_bits * n)))
-        bits = self.allocate(self.last_cost if self.grad_scale > 0 else cost, self.ibits, budget)
+        known = per_sample is not None or self.grad_scale > 0
+        bits = self.allocate(self.last_cost if known else cost, self.ibits, budget)
         self.last_bits = float(bits.double().mean())
         return bits
 
     def compress(self, x: torch.Tensor) -> Compressed:
         return compress(x, self.bits_for(x), self.group_size, self.pergroup, self.store)
 
-    def record_grad(self, grad_out: torch.Tensor) -> None:
-        scale = float(grad_out.detach().flatten(1).square().sum(1).mean())
+    def record_grad(self, grad_out: torch.Tensor, index: torch.Tensor | None) -> None:
+        """Backward of a batch whose forward saw dataset indices `index` (or None): update the scales."""
+        if not self.update_scale:
+            return
+        norms = grad_out.detach().flatten(1).float().square().sum(1).cpu()
+        scale = float(norms.mean())
         self.grad_scale = scale if self.grad_scale == 0 else 0.5 * self.grad_scale + 0.5 * scale
+        if index is not None:
+            scales = self._grown(index)
+            scales[index] = 0.5 * scales[index] + 0.5 * norms
+
+    def watch(self, out: torch.Tensor) -> torch.Tensor:
+        """Compression off (the variance protocol's exact pass): still record the scales in backward."""
+        if out.requires_grad and self.update_scale:
+            index = self.index
+            out.register_hook(lambda g: self.record_grad(g, index))
+        return out
 
 
 def _save(ctx: Any, c: Compressed, *others: torch.Tensor) -> None:
@@ -69,7 +108,7 @@ def _load(ctx: Any) -> tuple[Compressed, tuple[torch.Tensor, ...]]:
 class _ConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: nn.Conv2d) -> torch.Tensor:
-        ctx.layer, ctx.has_bias = layer, bias is not None
+        ctx.layer, ctx.has_bias, ctx.index = layer, bias is not None, layer.compressor.index
         _save(ctx, layer.compressor.compress(x), weight)
         return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
@@ -77,7 +116,7 @@ class _ConvFn(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
         c, (weight,) = _load(ctx)
         m = ctx.layer
-        m.compressor.record_grad(grad_out)
+        m.compressor.record_grad(grad_out, ctx.index)
         args = (m.stride, m.padding, m.dilation, m.groups)
         gx = torch.nn.grad.conv2d_input(c.shape, weight, grad_out, *args) if ctx.needs_input_grad[0] else None
         gw = torch.nn.grad.conv2d_weight(decompress(c, grad_out.dtype), weight.shape, grad_out, *args)
@@ -88,14 +127,14 @@ class _ConvFn(torch.autograd.Function):
 class _LinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: nn.Linear) -> torch.Tensor:
-        ctx.layer, ctx.has_bias = layer, bias is not None
+        ctx.layer, ctx.has_bias, ctx.index = layer, bias is not None, layer.compressor.index
         _save(ctx, layer.compressor.compress(x), weight)
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
         c, (weight,) = _load(ctx)
-        ctx.layer.compressor.record_grad(grad_out)
+        ctx.layer.compressor.record_grad(grad_out, ctx.index)
         gx = grad_out @ weight if ctx.needs_input_grad[0] else None
         x_hat = decompress(c, grad_out.dtype)
         gw = grad_out.reshape(-1, grad_out.shape[-1]).t() @ x_hat.reshape(-1, x_hat.shape[-1])
@@ -110,14 +149,14 @@ class _BatchNormFn(torch.autograd.Function):
                            _momentum(layer), layer.eps)  # x_hat; updates the running statistics
         var = x.var((0, 2, 3), unbiased=False)
         invstd = torch.rsqrt(var + layer.eps)
-        ctx.layer = layer
+        ctx.layer, ctx.index = layer, layer.compressor.index
         _save(ctx, layer.compressor.compress(out), weight, invstd)
         return out * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
         c, (weight, invstd) = _load(ctx)
-        ctx.layer.compressor.record_grad(grad_out)
+        ctx.layer.compressor.record_grad(grad_out, ctx.index)
         x_hat = decompress(c, grad_out.dtype)
         m = grad_out.numel() / grad_out.shape[1]
         g_sum = grad_out.sum((0, 2, 3))
@@ -149,17 +188,23 @@ class _ReLUFn(torch.autograd.Function):
         return grad_out * mask
 
 
-def _active(m: nn.Module) -> bool:
-    return m.training and torch.is_grad_enabled() and getattr(m, "compressor", None) is not None \
-        and m.compressor.enabled
+def _training(m: nn.Module) -> bool:
+    return m.training and torch.is_grad_enabled() and getattr(m, "compressor", None) is not None
+
+
+def _stock(m: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The stock layer's forward; in training with compression off, its output gradient still updates the
+    gradient scales (the variance protocol's exact pass fills them, as the study's)."""
+    out = forward(x)
+    return m.compressor.watch(out) if _training(m) else out
 
 
 class ActConv2d(nn.Conv2d):
     compressor: Compressor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _active(self) or self.padding_mode != "zeros":
-            return super().forward(x)
+        if not (_training(self) and self.compressor.enabled) or self.padding_mode != "zeros":
+            return _stock(self, super().forward, x)
         return _ConvFn.apply(x, self.weight, self.bias, self)
 
 
@@ -167,15 +212,17 @@ class ActLinear(nn.Linear):
     compressor: Compressor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _LinearFn.apply(x, self.weight, self.bias, self) if _active(self) else super().forward(x)
+        if not (_training(self) and self.compressor.enabled):
+            return _stock(self, super().forward, x)
+        return _LinearFn.apply(x, self.weight, self.bias, self)
 
 
 class ActBatchNorm2d(nn.BatchNorm2d):
     compressor: Compressor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _active(self) or not self.affine or not self.track_running_stats:
-            return super().forward(x)
+        if not (_training(self) and self.compressor.enabled) or not self.affine or not self.track_running_stats:
+            return _stock(self, super().forward, x)
         return _BatchNormFn.apply(x, self.weight, self.bias, self)
 
 
