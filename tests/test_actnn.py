@@ -203,6 +203,22 @@ def test_the_variance_ordering_of_the_study_holds_on_a_small_model():
         assert table[("quantize", cfg)] > table[("qlinear", cfg)], table
 
 
+def test_the_protocol_fills_scales_for_itself_and_leaves_the_plugin_as_it_found_it():
+    """Pass 1 records the measured samples' scales (the compressed passes see them, not the batch-mean
+    fallback), then everything is restored: a later forward allocates as if nothing was measured."""
+    model, plugin = _plugin(_small_bn_net(), actnn_mode="qlinear", actnn_cabits=2, actnn_ibits=8)
+    g = torch.Generator().manual_seed(1)
+    x, y, index = torch.rand(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g), torch.arange(8)
+    seen = []
+    c = plugin.compressors[-1]
+    original = c.bits_for
+    c.bits_for = lambda inp: (seen.append(c.sample_scales(len(inp))), original(inp))[1]
+    measure(model, [(x, y, index)], [m.weight for m in plugin.weight_layers], plugin, 2)
+    assert len(seen) == 2 and all(torch.equal(s, seen[0]) for s in seen)  # frozen: the same in both draws
+    assert float(seen[0].min()) > 1e-6 and len(set(seen[0].tolist())) == 8  # recorded per sample, not unseen
+    assert len(c.scales) == 0 and c.index is None and c.update_scale and c.enabled
+
+
 def test_bad_settings_are_refused_with_one_line_naming_them():
     with pytest.raises(ValueError, match=r"actnn_cabits \(4.0\) <= actnn_ibits \(2\)"):
         _plugin(_net(), actnn_cabits=4, actnn_ibits=2)

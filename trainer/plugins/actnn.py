@@ -6,8 +6,8 @@ Modes: `qlinear` compresses the inputs of conv/linear layers, `quantize` also ba
 input; `actnn_relu_mask` makes ReLU modules keep a 1-bit mask. Bits per sample come from the greedy
 allocation (trainer/plugins/actnn_quant.py), weighted by per-sample gradient scales indexed by the
 samples' dataset indices (`begin_batch`; `actnn_use_gradient: false`: one scale per layer);
-`actnn_perlayer` re-divides the budget across layers after each step. `actnn_var_at` runs the study's variance protocol (trainer/plugins/actnn_var.py) on the last
-training batches and logs `actnn/var`, `actnn/bias`, `actnn/sample_var`. Also logs `actnn/bits`, the
+`actnn_perlayer` re-divides the budget across layers after each step. `actnn_var_at` runs the study's
+variance protocol (trainer/plugins/actnn_var.py) on the last training batches and logs `actnn/var`, `actnn/bias`, `actnn/sample_var`. Also logs `actnn/bits`, the
 average bits of the last allocation. docs/actnn.md.
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ class ActNN(Plugin):
             raise ValueError(f"actnn needs actnn_cabits ({self.cabits}) <= actnn_ibits ({self.ibits})")
         # the study's per-sample gradient scales need each batch's dataset indices before its forward pass
         self.needs_sample_index = self.mode != "off" and bool(opt["actnn_use_gradient"])
+        self.perlayer = self.mode != "off" and bool(opt["actnn_perlayer"])
         self.var_at = set(parse_int_list(opt["actnn_var_at"])) if opt["actnn_var_at"] else set()
         self.batches: deque = deque(maxlen=opt["actnn_var_batches"])
         self.layers: list[nn.Module] = []
@@ -113,9 +114,10 @@ class ActNN(Plugin):
                                   self.opt["actnn_var_draws"])
 
     def allocate_perlayer(self) -> None:
-        """Under actnn_perlayer (else nothing): pool every layer's per-sample predicted variances, weighted by its features per sample, and give
-        each layer the mean bits of its share of the greedy allocation of the total budget."""
-        if not self.opt["actnn_perlayer"] or self.mode == "off":
+        """Under actnn_perlayer (else nothing): pool every layer's per-sample predicted variances, weighted
+        by its features per sample, and give each layer the mean bits of its share of the greedy allocation
+        of the total budget."""
+        if not self.perlayer:
             return
         comps = [c for c in self.compressors if c.last_cost is not None and c.grad_scale > 0 and c.follow is None]
         if len(comps) < 2:

@@ -24,6 +24,8 @@ Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]  # inputs, targ
 class Compression(Protocol):
     """What the protocol switches on the model's compressed layers (the actnn plugin)."""
 
+    perlayer: bool  # bits re-divided across layers (allocate_perlayer) from the last compressed forward
+
     def set_compression(self, on: bool) -> None: ...
 
     def update_scales(self, on: bool) -> None: ...
@@ -60,8 +62,9 @@ def measure(model: nn.Module, batches: Sequence[Batch], weights: list[nn.Paramet
             exact = [grad(*b) for b in batches]  # also fills the scales of these samples
             compression.update_scales(False)
             compression.set_compression(True)
-            grad(*batches[0])
-            compression.allocate_perlayer()
+            if compression.perlayer:
+                grad(*batches[0])
+                compression.allocate_perlayer()
             for b, g in zip(batches, exact):
                 draws_g = torch.stack([grad(*b) for _ in range(draws)])
                 var += float(draws_g.var(0, unbiased=False).sum())
