@@ -7,8 +7,9 @@ input; `actnn_relu_mask` makes ReLU modules keep a 1-bit mask. Bits per sample c
 allocation (trainer/plugins/actnn_quant.py), weighted by per-sample gradient scales indexed by the
 samples' dataset indices (`begin_batch`; `actnn_use_gradient: false`: one scale per layer);
 `actnn_perlayer` re-divides the budget across layers after each step. `actnn_var_at` runs the study's
-variance protocol (trainer/plugins/actnn_var.py) on the last training batches and logs `actnn/var`, `actnn/bias`, `actnn/sample_var`. Also logs `actnn/bits`, the
-average bits of the last allocation. docs/actnn.md.
+variance protocol (trainer/plugins/actnn_var.py) on the last training batches and logs `actnn/var`,
+`actnn/bias`, `actnn/sample_var`. Also logs `actnn/bits`, the average bits of the last allocation.
+docs/actnn.md.
 """
 from __future__ import annotations
 
