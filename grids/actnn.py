@@ -9,9 +9,13 @@ qlinear, quantize, plus the uncompressed `fanin` baseline (plugin off: the same 
   compressed backward passes (actnn/var, actnn/bias, actnn/sample_var in results.json `final`). The 10
   epochs run at lr 0.1: the 200-epoch cosine is above 0.0995 until epoch 10, and a 10-epoch run with
   `lr_schedule: cosine` would anneal to 0 instead.
-- `digits`: the same table on the 8x8 digits with preact_resnet20, a few minutes on two CPU cores:
+- `digits`: the same table on the 8x8 digits with preact_resnet20, each configuration trained 60 steps
+  with its own compression then measured (~25 minutes on two CPU cores):
   `launch --grid actnn --run digits --cluster local --max-parallel 2`, then
-  `launch aggregate --grid actnn --run digits --metric actnn/var,actnn/sample_var,Vacc`.
+  `launch aggregate --grid actnn --run digits --metric actnn/var,actnn/bias,actnn/sample_var,Vacc --by run`.
+- `digits_var`: the study's protocol proper: every configuration measured on the same weights (one
+  full-precision run of 60 steps, stage `fp`) and the same 10 batches (stage `var`: lr 0 for the 10
+  steps that collect them, same seed), so the rows differ only by the compression (~6 minutes).
 """
 from __future__ import annotations
 
@@ -73,3 +77,17 @@ def digits() -> GridRun:
             "plugins": Cond("actnn", Product({"actnn_var_at": 60, "actnn_var_batches": 5,
                                                "actnn_mode": ["qlinear", "quantize"]}, TABLE))}
     return GridRun(grid, "actnn_digits", KEYS)
+
+
+@register
+def digits_var() -> GridRun:
+    """1 + 10 runs: preact_resnet20 trained 60 steps at full precision, then the table x modes measured
+    on those weights and the same 10 batches (lr 0, so the weights stay those of the fp run)."""
+    base = {"dataset": "digits", "arch": "preact_resnet20", "batch_size": 32}
+    grid = [{"stage": "fp", **base, "lr": 0.05, "niters": 60, "chkpt_iter": 60, "log_interval": 30,
+             "tblog_interval": 30},
+            {"stage": "var", "init_from": "fp", **base, "lr": 0.0, "niters": 10, "chkpt_iter": 10, "log_interval": 10,
+             "tblog_interval": 10,
+             "plugins": Cond("actnn", Product({"actnn_var_at": 10, "actnn_var_batches": 10,
+                                                "actnn_mode": ["qlinear", "quantize"]}, TABLE))}]
+    return GridRun(grid, "actnn_digits_var", KEYS + ("init_from",))
