@@ -260,3 +260,27 @@ def test_relu_with_a_one_bit_mask_gives_the_exact_gradient():
     g = torch.randn(4, 3, 5, 5)
     got = torch.autograd.grad(relu(x), x, g)[0]
     assert type(relu).__name__ == "ActReLU" and torch.equal(got, g * (x > 0))
+
+
+def _expand(run, root):
+    import argparse
+    from launcher.selection import select_runs
+    sel = select_runs(argparse.Namespace(grid="actnn", run=run, only=[], set=[], limit=None, root=str(root)))
+    return [r.config for r in sel.runs]
+
+
+def test_the_cifar_grids_use_the_studys_recipe_and_measure_every_row_on_one_checkpoint(tmp_path):
+    """cifar10: cosine, lr 0.1, momentum 0.9, wd 1e-4 not on BN, 200 epochs, batch 128; cifar10_var: one
+    fp run of 10 epochs, and 10 rows from its weights at lr 0 (the weights the protocol measures stay the
+    fp run's)."""
+    train = _expand("cifar10", tmp_path)
+    assert len(train) == 11 and all(
+        (c["lr_schedule"], c["lr"], c["momentum"], c["weight_decay"], c["wd_norm"], c["epochs"], c["batch_size"])
+        == ("cosine", 0.1, 0.9, 1e-4, False, 200, 128) and "lr_decay_epoch" not in c for c in train)
+    var = _expand("cifar10_var", tmp_path)
+    fp, rows = var[0], var[1:]
+    assert fp["stage"] == "fp" and "plugins" not in fp and fp["niters"] == 10 * (50000 // 128)
+    assert len(rows) == 10 and {(c["init_from"], c["lr"], c["niters"], c["actnn_var_at"]) for c in rows} == \
+        {("fp", 0.0, 10, "10")}  # intlist values are normalised to their text
+    assert len({(c["actnn_mode"], c["actnn_cabits"], c["actnn_ibits"], c["actnn_pergroup"], c["actnn_perlayer"])
+                for c in rows}) == 10
