@@ -1,5 +1,6 @@
 """The `bsq` plugin (docs/bsq.md): bit representation, pruning, compression, the group Lasso, and the
 plugin in the real loop (optimizer rebuild at a pruning epoch, exact resume, the stage chain's forms)."""
+import argparse
 import sys
 from pathlib import Path
 
@@ -95,6 +96,49 @@ def test_the_straight_through_gradient_of_a_bit_is_scale_times_its_place():
     place = torch.tensor([8.0, 4, 2, 1]).view(4, 1, 1)
     assert torch.allclose(layer.pos.grad, layer.scale.detach() * place / 15 * upstream, rtol=1e-6)
     assert torch.allclose(layer.neg.grad, -layer.pos.grad)
+
+
+def _sgd_steps(params, weight_of, target, steps=3):
+    """Momentum SGD with weight decay on ((w - target)^2).sum(), as the study's optimizer."""
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((weight_of() - target) ** 2).sum().backward()
+        opt.step()
+
+
+def _study_weight(signed, scale, nbits):
+    """The study's renormalised layer: s' * BitSTE(sum_b signed_b 2^(N-1-b) / (2^N - 1)), identity gradient."""
+    top = 2 ** nbits - 1
+    v = (signed * (2.0 ** torch.arange(nbits - 1, -1, -1.0)).view(nbits, 1, 1)).sum(0) / top
+    return scale * (v + (torch.round(v.clamp(-1, 1) * top) / top - v).detach())
+
+
+def test_a_pruned_layer_steps_as_the_studys_renormalised_layer():
+    """After pruning 8 -> 2 top bits (c = denom / (2^N - 1) = 85) SGD moves our scale c times the study's
+    s' = scale / c, and our planes as the study's; fine-tuned values v move as the study's v' = c v."""
+    layer = BitLayer(_linear(20, 10), 8)
+    layer.set_levels(torch.randint(-3, 4, (20, 10)).float(), 8)
+    layer.requantize_and_prune(0.0)
+    c = float(layer.denom) / 3
+    assert layer.nbits == 2 and c == 85
+    target = torch.randn(20, 10) * float(layer.scale.detach()) / 100
+    pos, neg = layer.pos.detach().clone().requires_grad_(), layer.neg.detach().clone().requires_grad_()
+    s = (layer.scale.detach() / c).requires_grad_()
+    _sgd_steps([layer.pos, layer.neg, layer.scale], layer.weight, target)
+    _sgd_steps([pos, neg, s], lambda: _study_weight(pos - neg, s, 2), target)
+    assert torch.allclose(layer.scale.detach(), c * s.detach(), rtol=1e-5)
+    assert torch.allclose(layer.pos.detach(), pos.detach(), atol=1e-6)
+    assert torch.allclose(layer.neg.detach(), neg.detach(), atol=1e-6)
+
+    ft = BitLayer(_linear(20, 10), 8, VALUE)
+    levels = torch.randint(-3, 4, (20, 10)).float()
+    ft.set_levels(levels, 2)  # denom stays 255: the fine-tuned form of the pruned layer above
+    v, s = (levels / 3).requires_grad_(), (ft.scale.detach() / c).requires_grad_()
+    _sgd_steps([ft.value, ft.scale], ft.weight, target)
+    _sgd_steps([v, s], lambda: s * (v + (torch.round(v.clamp(-1, 1) * 3) / 3 - v).detach()), target)
+    assert torch.allclose(c * ft.value.detach(), v.detach(), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(ft.scale.detach(), c * s.detach(), rtol=1e-5)
 
 
 # ---- options and the chain's conversions -------------------------------------------------------------------
@@ -211,3 +255,28 @@ def test_activation_quantization_is_k_bit_max_abs_with_a_straight_through_gradie
     assert torch.allclose(steps, steps.round(), atol=1e-5) and (out.detach() - a).abs().max() <= a.max() / 30 + 1e-7
     out.sum().backward()
     assert torch.equal(x.grad, ((x.detach() > 0) & (x.detach() < 6)).float())
+
+
+# ---- the grid -------------------------------------------------------------------------------------------------
+
+def test_the_cifar10_chain_dry_run_names_what_it_would_submit_with_the_studys_recipe(launch, tmp_path):
+    """CIFAR-10 cannot train here (no data, CPU only): its dry run expands, validates and writes the scripts."""
+    from launcher.selection import select_runs
+    code, out, err = launch("--grid", "bsq", "--run", "cifar10_resnet20", "--dry-run", "--root", tmp_path / "runs",
+                            "--jobs-dir", tmp_path / "jobs")
+    assert code == 0, err
+    assert "10 of 10 runs" in out and "stages pretrain -> convert -> bsq -> finetune" in out
+    assert len(list((tmp_path / "jobs").glob("bsq_cifar10_resnet20_*.sh"))) == 10
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("status.json"))  # runs nothing
+    sel = select_runs(argparse.Namespace(grid="bsq", run="cifar10_resnet20", only=[], set=[], limit=None,
+                                         root=str(tmp_path / "runs"), stage=None))
+    by_stage: dict[str, list] = {}
+    for run in sel.runs:
+        by_stage.setdefault(run.config["stage"], []).append(run)
+    assert {k: len(v) for k, v in by_stage.items()} == {"pretrain": 1, "convert": 1, "bsq": 4, "finetune": 4}
+    bsq = {r.config["bsq_alpha"]: r for r in by_stage["bsq"]}
+    assert sorted(bsq) == [0.0, 0.003, 0.01, 0.03] and all(
+        (r.config["epochs"], r.config["lr"], r.config["bsq_interval"]) == (350, 0.1, 50) for r in bsq.values())
+    for ft in by_stage["finetune"]:  # each fine-tuning run starts from the bsq run of its alpha
+        assert ft.config["init_run"] == bsq[ft.config["bsq_alpha"]].name
+        assert (ft.config["epochs"], ft.config["lr"], ft.config["bsq_mode"]) == (250, 1e-4, "finetune")

@@ -24,9 +24,9 @@ def _layer(n, m, seed=0):
 
 
 def _lstsq(c, r, beta=True):
-    """Brute-force least squares of one kernel on one reference (float64)."""
+    """Brute-force least squares of one kernel (or sub-vector) on one reference (float64)."""
     c, r = c.detach(), r.detach()
-    design = torch.stack([r.double(), torch.ones(9, dtype=torch.float64)], 1) if beta else r.double()[:, None]
+    design = torch.stack([r.double(), torch.ones(len(r), dtype=torch.float64)], 1) if beta else r.double()[:, None]
     sol = torch.linalg.lstsq(design, c.double()[:, None]).solution[:, 0]
     return float(sol[0]), float(sol[1]) if beta else 0.0
 
@@ -187,6 +187,176 @@ def test_the_q_baseline_quantizes_without_sharing():
     assert len(torch.unique(model.c2.weight)) <= 4 and len(torch.unique(model.c2.weight.reshape(-1, 9), dim=0)) > 2
 
 
+# ---- ilkp_ste: the straight-through variant ------------------------------------------------------------
+
+def test_ste_steps_move_the_latent_weights_and_show_their_stored_form():
+    torch.manual_seed(0)
+    model = Tiny()
+    plugin = _plugin(model, ilkp_version="v2qq", ilkp_qb=2, ilkp_ste=True, ilkp_every=2)
+    start = [layer.weight.detach().clone() for layer in plugin.layers]
+    plugin.after_load()  # the post-hoc fit: latent = the upstream's float weights, shown = their stored form
+    assert all(torch.equal(w, s) for w, s in zip(plugin.latent, start)) and plugin.n_fits == 1
+    idx = plugin.fits[0].idx.clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(5)
+    for step in (1, 2):
+        latent, shown = [w.clone() for w in plugin.latent], [w.clone() for w in plugin.shown]
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        optimizer.step()
+        update = [layer.weight.detach() - s for layer, s in zip(plugin.layers, shown)]
+        plugin.after_step(step)
+        # the update the optimizer made to the shown weights moved the latent weights, exactly
+        assert all(torch.allclose(w, w0 + u) for w, w0, u in zip(plugin.latent, latent, update))
+        # the forward sees the latent weights' stored form: a 2-bit reference, shared kernels on it with the
+        # indices of the last search and alpha, beta refit on them
+        ref = model.c1.weight.detach().reshape(-1, 9)
+        assert torch.equal(ref, ilkp_fit.quantize(plugin.latent[0], 2).reshape(-1, 9))
+        f = plugin.fits[0]
+        assert torch.equal(f.idx, idx) and plugin.n_fits == 1
+        assert torch.allclose(model.c2.weight.reshape(-1, 9), f.alpha[:, None] * ref[f.idx] + f.beta[:, None])
+        assert all(torch.equal(layer.weight, s) for layer, s in zip(plugin.layers, plugin.shown))
+    plugin.on_epoch_end(1)  # not a refit epoch: the shown weights stay
+    assert all(torch.equal(layer.weight, s) for layer, s in zip(plugin.layers, plugin.shown))
+    plugin.on_epoch_end(2)  # a refit epoch: a new search on the latent weights, as the study's loop would do
+    twin = Tiny()
+    with torch.no_grad():
+        twin.c1.weight.copy_(plugin.latent[0])
+        twin.c2.weight.copy_(plugin.latent[1])
+    plain = _plugin(twin, ilkp_version="v2qq", ilkp_qb=2, ilkp_every=2)
+    plain.on_epoch_end(2)
+    assert plugin.n_fits == 2
+    assert torch.equal(model.c2.weight, twin.c2.weight) and torch.equal(model.c1.weight, twin.c1.weight)
+
+
+def test_without_ste_the_steps_train_the_weights_themselves():
+    torch.manual_seed(0)
+    model = Tiny()
+    plugin = _plugin(model, ilkp_version="v2qq", ilkp_qb=2)
+    plugin.after_load()
+    with torch.no_grad():
+        model.c2.weight.add_(1.0)
+    snapshot = model.c2.weight.detach().clone()
+    plugin.after_step(1)
+    assert torch.equal(model.c2.weight, snapshot) and plugin.latent is None and "latent" not in plugin.state_dict()
+
+
+# ---- MobileNets: depthwise kernels and pointwise sub-vectors ---------------------------------------------
+
+def _small_mobilenet(pw_blocks=((16, 1), (16, 2)), stem=8):
+    from trainer.models.mobilenet import MobileNet
+    torch.manual_seed(0)
+    return MobileNet(pw_blocks, 10, 1, stem=stem)
+
+
+def _brute_windows(rows, length, stride):
+    """The study's reference slices, built the slow way: windows at 0, stride, ... and the tail window."""
+    starts = list(range(0, rows.shape[1] - length + 1, stride))
+    if (rows.shape[1] - length) % stride:
+        starts.append(rows.shape[1] - length)
+    return torch.stack([row[s:s + length] for row in rows for s in starts])
+
+
+@pytest.mark.parametrize("length,stride", [(8, 1), (4, 3), (4, 1), (5, 2), (10, 4)])
+def test_pointwise_references_are_every_window_of_the_reference_rows(length, stride):
+    rows = torch.randn(3, 10, generator=torch.Generator().manual_seed(length))
+    assert torch.equal(ilkp_fit.windows(rows, length, stride), _brute_windows(rows, length, stride))
+
+
+def test_pointwise_alpha_beta_are_the_closed_form_least_squares_fit():
+    g = torch.Generator().manual_seed(4)
+    cur, ref = torch.randn(5, 8, generator=g), torch.randn(6, 8, generator=g)
+    alpha, beta = ilkp_fit.pair_fits(cur, ref)
+    for i in range(5):
+        for j in range(6):
+            a, b = _lstsq(cur[i], ref[j])
+            assert alpha[i, j] == pytest.approx(a, abs=TOL) and beta[i, j] == pytest.approx(b, abs=TOL)
+
+
+@pytest.mark.parametrize("match", ["l1", "abs_pcc"])
+def test_a_pointwise_refit_picks_the_best_window_by_brute_force(match):
+    model = _small_mobilenet()
+    plugin = _plugin(model, arch="mobilenet_cifar", ilkp_version="v2", ilkp_pw_len=4, ilkp_pw_stride=3,
+                     ilkp_match=match)
+    dw, pw = model.separable_convs()
+    assert [s.layers for s in plugin.sets] == [dw, pw]
+    before = pw[1].weight.detach().reshape(-1, 4).clone()  # 16 rows of 16 inputs: 64 sub-vectors
+    windows = _brute_windows(pw[0].weight.detach().reshape(16, 8), 4, 3)  # 16 rows x windows at 0, 3, 4
+    plugin.refit()
+    f = plugin.fits[-1]
+    assert f.idx.shape == (64,) and windows.shape == (48, 4)
+    for i in range(64):
+        fits = [_lstsq(before[i], w) for w in windows]
+        if match == "l1":
+            scores = [float((a * w.double() + b - before[i].double()).abs().sum()) for (a, b), w in zip(fits, windows)]
+            assert scores[int(f.idx[i])] <= min(scores) + TOL
+        else:
+            scores = [abs(float(torch.corrcoef(torch.stack([before[i], w]))[0, 1])) for w in windows]
+            assert scores[int(f.idx[i])] >= max(scores) - TOL
+        a, b = fits[int(f.idx[i])]
+        assert float(f.alpha[i]) == pytest.approx(a, abs=TOL) and float(f.beta[i]) == pytest.approx(b, abs=TOL)
+    rebuilt = f.alpha[:, None] * windows[f.idx] + f.beta[:, None]
+    assert torch.allclose(pw[1].weight.detach().reshape(-1, 4), rebuilt)
+    assert set(plugin.scalars()) >= {"err_L1", "err_pw_L1", "compression_depthwise", "compression_pw"}
+
+
+@pytest.mark.parametrize("options,pw_refs_bits", [({}, 7), ({"ilkp_pw_stride": 3}, 6), ({"ilkp_no_pw": True}, None)])
+def test_compression_ratio_by_hand_for_a_small_mobilenet(options, pw_refs_bits):
+    # stem 1->8; block 1: depthwise 8 (reference, 8 kernels), pointwise 8->16 (reference, 16 rows of 8);
+    # block 2: depthwise 16 (16 kernels, 3-bit index), pointwise 16->16 (64 sub-vectors of 4)
+    model = _small_mobilenet()
+    plugin = _plugin(model, arch="mobilenet_cifar", ilkp_version="v2qq", ilkp_qb=4, ilkp_qba=5, ilkp_qbb=6,
+                     ilkp_pw_len=4, **options)
+    dw_original, dw_stored = (72 + 144) * 32, 72 * 4 + 32 + 16 * (3 + 5 + 6) + 2 * 32
+    assert plugin.set_bits(plugin.sets[0]) == (dw_original, dw_stored)
+    original, stored = dw_original, dw_stored
+    if pw_refs_bits is not None:
+        # windows of 4 per reference row of 8: stride 1 -> 5 (80 references, 7 bits); stride 3 -> 0, 3 and the
+        # tail 4 (48 references, 6 bits)
+        pw_original, pw_stored = (128 + 256) * 32, 128 * 4 + 32 + 64 * (pw_refs_bits + 5 + 6) + 2 * 32
+        assert plugin.set_bits(plugin.sets[1]) == (pw_original, pw_stored)
+        original, stored = original + pw_original, stored + pw_stored
+    assert plugin.storage_bits() == (original, stored)
+    total = sum(p.numel() for p in model.parameters()) * 32
+    s = plugin.scalars()
+    assert s["compression"] == pytest.approx(original / stored)
+    assert s["compression_model"] == pytest.approx(total / (total - original + stored))
+
+
+def test_pointwise_rows_not_a_multiple_of_the_sub_vector_length_are_refused():
+    model = _small_mobilenet(pw_blocks=((12, 1), (16, 1)))  # the second pointwise conv has 12 inputs
+    with pytest.raises(ValueError, match=r"pw layer 1 has rows of 12 weights, not a multiple of .* 8"):
+        _plugin(model, arch="mobilenet_cifar")
+    assert len(_plugin(model, arch="mobilenet_cifar", ilkp_pw_len=4).sets) == 2
+    assert len(_plugin(model, arch="mobilenet_cifar", ilkp_no_pw=True).sets) == 1
+
+
+def test_the_pointwise_archs_of_the_options_are_the_models_with_separable_convs():
+    from trainer.models import create_model
+    from trainer.names import MODELS
+    from trainer.plugins.ilkp_options import PW_ARCHS
+    shapes = {"linear": (50,)}
+    with_pw = {a for a in MODELS if hasattr(create_model(a, 10, shapes.get(a, (1, 8, 8))), "separable_convs")}
+    assert with_pw == set(PW_ARCHS)
+
+
+def test_pointwise_options_on_a_model_without_pointwise_convs_are_flagged_at_expansion():
+    from trainer.options import ineffective_keys
+    assert set(ineffective_keys({"plugins": "ilkp", "arch": "resnet20", "ilkp_pw_len": 4, "ilkp_no_pw": True})) == \
+        {"ilkp_pw_len", "ilkp_no_pw"}
+    assert ineffective_keys({"plugins": "ilkp", "arch": "mobilenetv2_cifar", "ilkp_pw_len": 4}) == {}
+    q_bits_without_quantization = {"plugins": "ilkp", "arch": "resnet20", "ilkp_version": "v2", "ilkp_qb": 4}
+    assert set(ineffective_keys(q_bits_without_quantization)) == {"ilkp_qb"}
+
+
+def test_vgg16_shares_every_conv_on_the_first():
+    from trainer.models import create_model
+    model = create_model("vgg16_bn", 10, (3, 32, 32))
+    plugin = _plugin(model, arch="vgg16_bn", ilkp_version="v2")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 13 and plugin.layers == convs and plugin.sets[0].references().shape == (192, 9)
+
+
 # ---- through the training loop on the digits ----------------------------------------------------------
 
 RUN = {"dataset": "digits", "arch": "digits_cnn", "niters": 20, "batch_size": 32, "epoch_iters": 5,
@@ -224,6 +394,21 @@ def test_interrupt_and_resume_across_a_refit_epoch_is_exact(trained, tmp_path):
     b = torch.load(tmp_path / runfiles.CHECKPOINT, weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["plugins"]["ilkp"]["idx"], b["plugins"]["ilkp"]["idx"]))
+
+
+def test_interrupt_and_resume_with_ste_is_exact(tmp_path):
+    run = {**RUN, "ilkp_ste": True, "ilkp_qb": 2}
+    full = loop.run(run, tmp_path / "full")
+    with pytest.raises(loop.Interrupted):
+        loop.run(run, tmp_path / "cut", on_iteration=_stop_at(13))
+    resumed = loop.run(run, tmp_path / "cut")
+    assert resumed["final"] == full["final"] and _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    a = torch.load(tmp_path / "full" / runfiles.CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "cut" / runfiles.CHECKPOINT, weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for x, y in zip(a["plugins"]["ilkp"]["latent"], b["plugins"]["ilkp"]["latent"]))
+    assert len(torch.unique(a["model"]["conv1.weight"])) <= 4  # the reference as the forward saw it: 2 bits
+    assert "latent" not in a["carry"]["ilkp"]
 
 
 def test_post_hoc_fit_of_another_runs_weights_in_an_eval_only_run(trained, tmp_path):
@@ -287,3 +472,18 @@ def test_the_resnet110_chain_expands_with_the_studys_recipe_and_each_run_finds_i
     assert all(c["lr"] == 0.01 and c["init_from"] == "posthoc" for c in retrain)
     upstreams = {c["init_run"] for c in retrain}
     assert len(upstreams) == 11  # each retraining run starts from its own post-hoc run
+
+
+@pytest.mark.parametrize("run,posthoc,retrain", [("digits_chain", 7, 10), ("digits_mobilenetv2_chain", 5, 7)])
+def test_the_digits_chains_retrain_v2qq_with_and_without_ste_from_the_same_post_hoc_run(tmp_path, run, posthoc,
+                                                                                        retrain):
+    import argparse
+    from launcher.selection import select_runs
+    sel = select_runs(argparse.Namespace(grid="ilkp", run=run, only=[], set=[], limit=None, root=str(tmp_path)))
+    stages = [r.config.get("stage") for r in sel.runs]
+    assert (stages.count("base"), stages.count("posthoc"), stages.count("retrain")) == (1, posthoc, retrain)
+    v2qq = [r.config for r in sel.runs if r.config.get("stage") == "retrain" and r.config["ilkp_version"] == "v2qq"]
+    by_bits = {}
+    for c in v2qq:
+        by_bits.setdefault(c["ilkp_qb"], {})[c.get("ilkp_ste", False)] = c["init_run"]
+    assert all(len(pair) == 2 and pair[True] == pair[False] for pair in by_bits.values())

@@ -33,6 +33,28 @@ def test_wide_and_imagenet_counts():
     assert _count(create_model("resnet50", 1000, (3, 224, 224))) == 25_557_032
 
 
+# the ILKP study's CIFAR variants: MobileNet (3.2M) and MobileNetV2 (2.24M) as in the common CIFAR ports of
+# those models; VGG-16-BN: the 14.73M of the CIFAR VGG-16 with conv biases less its 4,224 conv biases
+# (64*2 + 128*2 + 256*3 + 512*6 channels), as the study's convs have none
+STUDY_COUNTS = {"mobilenet_cifar": 3_217_226, "mobilenetv2_cifar": 2_236_682, "vgg16_bn": 14_728_266 - 4_224}
+
+
+@pytest.mark.parametrize("arch,count", sorted(STUDY_COUNTS.items()))
+def test_ilkp_study_cifar_model_counts(arch, count):
+    assert _count(create_model(arch, 10, (3, 32, 32))) == count
+
+
+def test_mobilenets_list_their_depthwise_and_pointwise_convs():
+    dw, pw = create_model("mobilenet_cifar", 10, (3, 32, 32)).separable_convs()
+    assert len(dw) == len(pw) == 13 and all(c.groups == c.in_channels == c.out_channels for c in dw)
+    assert (dw[0].in_channels, pw[0].out_channels, pw[-1].out_channels) == (32, 64, 1024)
+    dw, pw = create_model("mobilenetv2_cifar", 10, (3, 32, 32)).separable_convs()
+    # 17 blocks: the first (expansion 1) has only the projection, the others an expansion and a projection
+    assert len(dw) == 17 and len(pw) == 1 + 2 * 16 and all(c.kernel_size == (1, 1) for c in pw)
+    assert (pw[0].in_channels, pw[0].out_channels, pw[-1].out_channels) == (32, 16, 320)
+    assert [c.stride[0] for c in dw].count(2) == 2  # CIFAR: only the 64- and 160-channel stages downsample
+
+
 # one instance of each parametrised family, at a small size
 FAMILY_EXAMPLES = {"wrn<depth>-<k>": "wrn10-1"}
 IMAGENET = {"resnet18", "resnet34", "resnet50"}

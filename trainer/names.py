@@ -9,7 +9,8 @@ LR_SCHEDULES = ("step", "cosine")
 MODELS = ("linear", "mlp", "digits_mlp", "cnn", "digits_cnn", "resnet8", "resnet20", "resnet32", "resnet44",
           "resnet56", "resnet110", "preact_resnet20", "preact_resnet56",
           "preact_resnet110", "resnet18", "resnet34", "resnet50",
-          "resnet20_mcts", "resnet20_mcts_small", "bsq_resnet8", "bsq_resnet20")
+          "resnet20_mcts", "resnet20_mcts_small", "bsq_resnet8", "bsq_resnet20", "mobilenet_cifar",
+          "mobilenetv2_cifar", "vgg16_bn")
 MODEL_PATTERNS = (("wrn<depth>-<k>", r"wrn(\d+)-(\d+)"),)  # (as users write it, the regex its groups come from)
 
 

@@ -106,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mark", action="store_true", help="do not mark the best value per column")
 
 
-def _names(text: str | None) -> list[str]:
+def names_of(text: str | None) -> list[str]:
+    """The names of a comma list option ('Vacc, est_var' -> ['Vacc', 'est_var']; None -> [])."""
     return [m.strip() for m in (text or "").split(",") if m.strip()]
 
 
@@ -117,12 +118,12 @@ def main(args: argparse.Namespace) -> int:
 
     selection = select_runs(args)
     require_results_dir(selection)
-    metrics = None if args.metric is None else _names(args.metric)
+    metrics = None if args.metric is None else names_of(args.metric)
     title = title_of(selection.meta.grid, selection.meta.run)
     try:
         table, warnings = make_table(((r.name, r.dir, r.config) for r in selection.runs), run_state,
                                      selection.varying_keys, metrics, args.at, args.by, args.pivot,
-                                     not args.no_mark, title, _names(args.upstream))
+                                     not args.no_mark, title, names_of(args.upstream))
     except TableError as err:
         raise UsageError(str(err)) from None
     for warning in warnings:

@@ -1,4 +1,6 @@
-"""Plot metric curves of a grid's runs: one line per group with a band over seeds, or bars of final values.
+"""Plot a grid's runs: curves (a line per group, a band over seeds), bars, or a metric against another.
+
+The kinds (--kind) are the KINDS registry: line and bar here, xy in launcher/results/plot_xy.py.
 
 Figures are built with matplotlib's object API (no pyplot, no display), so they render headless on a
 cluster login node, and are written as PNG and PDF. Like the table, only done runs are drawn; the others
@@ -7,8 +9,6 @@ are listed, never averaged in.
 from __future__ import annotations
 
 import argparse
-import io
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +19,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from launcher.errors import UsageError
+from launcher.results.aggregate import names_of
 from launcher.results.metrics_io import Series
+from launcher.results.plot_style import decorate, file_stem, is_log_metric, metric_label, save_figure
+from launcher.results.plot_xy import xy_figures
 from launcher.results.table import implied_keys, parse_by, title_of
 from launcher.results.table_points import (DONE, At, RunRecord, TableError, available_metrics, default_metrics,
                                    load_records, parse_at, point_values)
-from trainer import runfiles
 from trainer.options import method_label
-
-FILE_TYPES = ("png", "pdf")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,6 @@ X_AXES: dict[str, XAxis] = {
     "niters": XAxis("iteration", lambda s, start: s.steps.astype(float)),
     "wall": XAxis("wall-clock time (s)", lambda s, start: s.walls - start),
 }
-KINDS = ("line", "bar")
 
 
 def group_runs(records: Sequence[RunRecord], by: Sequence[str] | None) -> dict[tuple, list[RunRecord]]:
@@ -52,27 +51,6 @@ def group_runs(records: Sequence[RunRecord], by: Sequence[str] | None) -> dict[t
 
 
 METHOD_KEYS = ("g_estim", "nuq_method")
-# Axis labels for the metrics the trainer logs (estim/gvar.py, trainer/evaluate.py); others show their tag.
-METRIC_LABELS = {
-    "Vacc": "validation accuracy (%)", "Vloss": "validation loss", "Tacc": "training accuracy (%)",
-    "Tloss": "training loss", "loss": "training loss (minibatch)", "lr": "learning rate",
-    "est_var": "gradient estimate variance", "est_nvar": "gradient estimate variance / |g|²",
-    "sgd_var": "SGD gradient variance", "sgd_nvar": "SGD gradient variance / |g|²",
-    "est_snr": "gradient estimate signal-to-noise ratio", "grad_bias": "gradient estimate bias",
-    "bits": "bits per coordinate",
-}
-VARIANCE_METRICS = ("est_var", "est_nvar", "sgd_var", "sgd_nvar")
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def is_log_metric(metric: str) -> bool:
-    """Variances span decades and are positive: drawn on a log axis with bands in log space."""
-    return metric in VARIANCE_METRICS
-
-
 def group_labels(by: Sequence[str] | None, keys: Sequence[tuple],
                  configs: Sequence[dict] | None = None) -> list[str]:
     """Legend labels of groups, as a researcher names them: the method ('SGD', 'QSGD', 'AMQ-N', from a
@@ -175,7 +153,7 @@ def plot_lines(records: Sequence[RunRecord], metric: str, by: Sequence[str] | No
         if (n > 1).any():
             ax.fill_between(grid, low, high, where=n > 1, color=line.get_color(), alpha=0.2, linewidth=0)
     band_note = "band: ±1 std over seeds" + (" in log space" if log else "")
-    _decorate(fig, ax, x_axis.label, metric_label(metric), log, title, legend_title=band_note)
+    decorate(fig, ax, x_axis.label, metric_label(metric), log, title, legend_title=band_note)
     return fig
 
 
@@ -204,67 +182,22 @@ def plot_bars(records: Sequence[RunRecord], metric: str, by: Sequence[str] | Non
     positions = np.arange(len(labels))
     ax.bar(positions, means, yerr=[lows, highs], capsize=4, color=[f"C{i % 10}" for i in positions])
     ax.set_xticks(positions, labels)
-    _decorate(fig, ax, "", f"{metric_label(metric)}, {at}", log, title, legend=False)
+    decorate(fig, ax, "", f"{metric_label(metric)}, {at}", log, title, legend=False)
     return fig
 
 
-def _decorate(fig: Figure, ax, xlabel: str, ylabel: str, logy: bool, title: str, legend: bool = True,
-              legend_title: str | None = None) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if legend and ax.get_lines():  # outside the axes, so it never covers a curve
-        fig.legend(loc="outside right upper", fontsize="small", title=legend_title, title_fontsize="small")
-
-
-def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write fig as <stem>.png and <stem>.pdf in out_dir (atomically); returns the paths."""
-    paths = []
-    for ext in FILE_TYPES:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=ext, dpi=150)
-        path = Path(out_dir) / f"{stem}.{ext}"
-        runfiles.atomic_write_bytes(path, buffer.getvalue())
-        paths.append(path)
-    return paths
-
-
-def file_stem(run: str, metric: str, kind: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{run}_{metric}")
-    return name if kind == "line" else f"{name}_bar"
-
-
 # ---------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from launcher.selection import add_selection_arguments, positive_int
-
-    add_selection_arguments(parser)
-    parser.add_argument("--metric", default=None, metavar="M1,M2",
-                        help="logged metrics to plot, one figure each (default: Vacc and est_var when logged)")
-    parser.add_argument("--x", default="niters", choices=sorted(X_AXES), help="x axis (default niters)")
-    parser.add_argument("--by", default=None, metavar="K1,K2",
-                        help="one line per value of these keys, band over the rest (default: every varying "
-                             "key but seed; 'run': one line per run; 'all': one line)")
-    parser.add_argument("--smooth", type=positive_int, default=1, metavar="K",
-                        help="trailing moving average over K points before averaging (default 1: none)")
-    parser.add_argument("--kind", default="line", choices=KINDS, help="line: curves; bar: values at --at")
-    parser.add_argument("--at", default="final", help="for --kind bar: final | best:<metric> | iter=<N>")
-    parser.add_argument("--logy", action="store_true", help="log-scale y axis (e.g. for variances)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="folder for the PNG and PDF files (default <root>/<results folder>/plots)")
+Figures = tuple[list[tuple[str, Figure]], str]  # (file stem, figure) pairs and the line printed after them
 
 
-def _metrics(asked: list[str] | None, kind: str, records: Sequence[RunRecord],
+def _metrics(asked: list[str] | None, series_only: bool, records: Sequence[RunRecord],
              read_all: Callable[[], list[RunRecord]]) -> list[str]:
-    """The metrics to plot: `asked`, checked against what the runs logged, else the table's defaults.
-    `read_all` re-reads every tag, only to list them when an asked one is missing."""
+    """The metrics to plot: `asked`, checked against what the runs logged (`series_only`: as curves; else
+    also results.json values), else the table's defaults. `read_all` re-reads every tag, only to list them
+    when an asked one is missing."""
     def usable(recs: Sequence[RunRecord]) -> set[str]:
         logged = {tag for r in recs for tag in r.metrics.series}
-        return logged if kind == "line" else logged | set(available_metrics(recs))
+        return logged if series_only else logged | set(available_metrics(recs))
 
     if asked is None:
         chosen = [m for m in default_metrics(records) if m in usable(records)]
@@ -279,34 +212,103 @@ def _metrics(asked: list[str] | None, kind: str, records: Sequence[RunRecord],
     return asked
 
 
-def main(args: argparse.Namespace) -> int:
-    from launcher.selection import select_runs
-    from launcher.state import run_state
+def _line(records: Sequence[RunRecord], metric: str, by: list[str] | None, at: At,
+          args: argparse.Namespace, title: str) -> Figure:
+    x = args.x or "niters"
+    if x not in X_AXES:
+        raise UsageError(f"--x {x!r} is not an x axis of --kind line; use {' or '.join(sorted(X_AXES))} "
+                         "(or --kind xy to put a metric on x)")
+    return plot_lines(records, metric, by, x, args.smooth, args.logy, title)
 
+
+def _bar(records: Sequence[RunRecord], metric: str, by: list[str] | None, at: At,
+         args: argparse.Namespace, title: str) -> Figure:
+    return plot_bars(records, metric, by, at, args.logy, title)
+
+
+def _per_group(draw: Callable[..., Figure], series_only: bool, kind: str) -> Callable[..., Figures]:
+    """A kind drawing each metric from the runs' records (line, bar): `draw(records, metric, by, at, args, title)`."""
+    def figures(args: argparse.Namespace, selection, title: str) -> Figures:
+        from launcher.state import run_state
+
+        try:
+            at = parse_at(args.at)
+            by = parse_by(args.by, selection.varying_keys)
+        except TableError as err:
+            raise UsageError(str(err)) from None
+        runs = [(r.name, r.dir, r.config) for r in selection.runs]
+        asked = None if args.metric is None else names_of(args.metric)
+        records = load_records(runs, run_state,
+                               None if asked is None else [*asked, *([at.metric] if at.metric else [])])
+        for rec in records:
+            for warning in rec.metrics.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        metrics = _metrics(asked, series_only, records, lambda: load_records(runs, run_state))
+        out = [(file_stem(selection.meta.run, m, kind), draw(records, m, by, at, args, title)) for m in metrics]
+        not_done = [r for r in records if r.state != DONE]
+        note = (f"{len(records) - len(not_done)} of {len(records)} runs drawn (done runs only)"
+                + (": not drawn " + ", ".join(f"{r.name} ({r.state})" for r in not_done[:12])
+                   + (" ..." if len(not_done) > 12 else "") if not_done else ""))
+        return out, note
+    return figures
+
+
+@dataclass(frozen=True)
+class PlotKind:
+    """A --kind: its figures for the parsed arguments, the selection and the title, and its help."""
+
+    figures: Callable[[argparse.Namespace, object, str], Figures]
+    help: str
+    upstream: bool = False  # takes --upstream
+
+
+KINDS: dict[str, PlotKind] = {
+    "line": PlotKind(_per_group(_line, True, "line"), "curves over --x (niters or wall), a band over seeds"),
+    "bar": PlotKind(_per_group(_bar, False, "bar"), "one bar per group at --at"),
+    "xy": PlotKind(xy_figures, "one point per row of `launch aggregate`'s table: --metric at --at against "
+                               "--x (a metric), e.g. accuracy against compression across an alpha sweep", upstream=True),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from launcher.selection import add_selection_arguments, positive_int
+
+    add_selection_arguments(parser)
+    parser.add_argument("--metric", default=None, metavar="M1,M2",
+                        help="metrics to plot, one figure each (default: Vacc and est_var when logged)")
+    parser.add_argument("--x", default=None, metavar="AXIS",
+                        help=f"x axis: {' | '.join(sorted(X_AXES))} for --kind line (default niters); a metric "
+                             "(or config key) for --kind xy")
+    parser.add_argument("--by", default=None, metavar="K1,K2",
+                        help="one line (xy: point) per value of these keys, band (xy: error bars) over the rest "
+                             "(default: every varying key but seed; 'run': one per run; 'all': one)")
+    parser.add_argument("--smooth", type=positive_int, default=1, metavar="K",
+                        help="trailing moving average over K points before averaging (default 1: none)")
+    parser.add_argument("--kind", default="line", choices=list(KINDS),
+                        help="; ".join(f"{name}: {kind.help}" for name, kind in KINDS.items()))
+    parser.add_argument("--at", default="final", help="for --kind bar and xy: final | best:<metric> | iter=<N>")
+    parser.add_argument("--upstream", default=None, metavar="M1,M2",
+                        help="for --kind xy: also draw these metrics as each run's upstream run had them (as "
+                             "`launch aggregate --upstream`), e.g. --stage finetune --upstream Vacc")
+    parser.add_argument("--logy", action="store_true", help="log-scale y axis (e.g. for variances)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for the PNG and PDF files (default <root>/<results folder>/plots)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from launcher.elsewhere import require_results_dir
+    from launcher.selection import select_runs
+
+    kind = KINDS[args.kind]
+    if args.upstream and not kind.upstream:
+        takes = ", ".join(name for name, k in KINDS.items() if k.upstream)
+        raise UsageError(f"--upstream is not an option of --kind {args.kind}; use --kind {takes}")
     selection = select_runs(args)
-    try:
-        at = parse_at(args.at)
-        by = parse_by(args.by, selection.varying_keys)
-    except TableError as err:
-        raise UsageError(str(err)) from None
-    runs = [(r.name, r.dir, r.config) for r in selection.runs]
-    asked = None if args.metric is None else [m.strip() for m in args.metric.split(",") if m.strip()]
-    records = load_records(runs, run_state, None if asked is None else [*asked, *([at.metric] if at.metric else [])])
-    for rec in records:
-        for warning in rec.metrics.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-    metrics = _metrics(asked, args.kind, records, lambda: load_records(runs, run_state))
+    require_results_dir(selection)
+    figures, note = kind.figures(args, selection, title_of(selection.meta.grid, selection.meta.run))
     out_dir = Path(args.out) if args.out else selection.meta.results_dir / "plots"
-    title = title_of(selection.meta.grid, selection.meta.run)
-    for metric in metrics:
-        if args.kind == "line":
-            fig = plot_lines(records, metric, by, args.x, args.smooth, args.logy, title)
-        else:
-            fig = plot_bars(records, metric, by, at, args.logy, title)
-        for path in save_figure(fig, out_dir, file_stem(selection.meta.run, metric, args.kind)):
+    for stem, fig in figures:
+        for path in save_figure(fig, out_dir, stem):
             print(path)
-    not_done = [r for r in records if r.state != DONE]
-    print(f"{len(records) - len(not_done)} of {len(records)} runs drawn (done runs only)"
-          + (": not drawn " + ", ".join(f"{r.name} ({r.state})" for r in not_done[:12])
-             + (" ..." if len(not_done) > 12 else "") if not_done else ""))
+    print(note)
     return 0

@@ -57,5 +57,5 @@ def create_model(arch: str, num_classes: int, in_shape: Sequence[int]) -> nn.Mod
 
 
 # importing the modules registers their models
-from trainer.models import (bsq_resnet, cifar_resnet, imagenet_resnet, preact_resnet, resnet_mcts, small,  # noqa: E402,F401
-                            wide_resnet)
+from trainer.models import (bsq_resnet, cifar_resnet, imagenet_resnet, mobilenet, preact_resnet,  # noqa: E402,F401
+                            resnet_mcts, small, vgg, wide_resnet)

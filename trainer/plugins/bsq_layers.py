@@ -11,6 +11,11 @@ the integer levels and adjusts `denom` instead of renormalising the scale (dropp
 `denom`, dropping the bottom plane halves levels and `denom`), so the effective weights stay bit-identical
 and the bit parameters' gradients are the study's. In `value` form (fine-tuning, the scheme fixed) the
 layer trains v = u / denom directly and computes w = scale * (RoundSTE(v * denom) / denom).
+
+The study's renormalised parameters are s' = scale / c and v' = c v with c = denom / (2^N - 1) (1 until a
+pruning); GradScale gives `scale` the gradient c^2 dL/dscale and `value` dL/dv / c^2, so that SGD moves
+every parameter as it moves the study's (a layer pruned from 8 to 1 top bit has c = 255: without this its
+scale would move 255^2 times slower than the study's and its fine-tuned levels 255^2 times faster).
 """
 from __future__ import annotations
 
@@ -31,6 +36,20 @@ class RoundSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         return grad, None
+
+
+class GradScale(torch.autograd.Function):
+    """Identity forward; the gradient times `factor` backward (a step in another parametrization's units)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(factor)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None
 
 
 def places(nbits: int, like: torch.Tensor) -> torch.Tensor:
@@ -114,8 +133,15 @@ class BitLayer(nn.Module):
         """Zero parameters of precision `nbits` (the values are loaded next, e.g. from a checkpoint)."""
         self.set_levels(torch.zeros(self.shape, dtype=self.scale.dtype, device=self.scale.device), nbits)
 
+    def renorm(self) -> torch.Tensor:
+        """c = denom / (2^N - 1): how much larger `scale` is than the study's renormalised scale."""
+        return self.denom / self.limit
+
     def weight(self) -> torch.Tensor:
-        return self.scale * (RoundSTE.apply(self.raw_levels(), self.limit) / self.denom)
+        """scale * RoundSTE(u) / denom, with the study's parameter steps (GradScale, the module docstring)."""
+        c2 = self.renorm() ** 2
+        levels = self.raw_levels() if self.form == BITS else GradScale.apply(self.value, 1 / c2) * self.denom
+        return GradScale.apply(self.scale, c2) * (RoundSTE.apply(levels, self.limit) / self.denom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_args is None:

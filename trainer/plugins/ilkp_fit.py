@@ -1,8 +1,10 @@
 """The math of inter-layer kernel sharing (ILKP), vectorised: no Python loop over kernels.
 
 Every 3x3 kernel c (a 9-vector) of a shared layer is stored as alpha * R_k + beta, R_k one kernel of the
-reference layer. For each pair (c, r) the least-squares fit is alpha = <c - c_bar, r - r_bar> / |r - r_bar|^2,
-beta = c_bar - alpha r_bar (no beta: alpha = <c, r> / <r, r>). k is the reference with the smallest L1
+reference layer (pointwise convs: sub-vectors of their rows against windows of the reference rows, the same
+math on vectors of another length). For each pair (c, r) the least-squares fit is
+alpha = <c - c_bar, r - r_bar> / |r - r_bar|^2, beta = c_bar - alpha r_bar (no beta: alpha = <c, r> /
+<r, r>). k is the reference with the smallest L1
 residual |alpha r + beta - c|_1 or the largest |Pearson correlation|. All pairs come from one matrix
 product per chunk of kernels; the L1 residuals need the (chunk, refs, 9) differences, so kernels are taken
 in chunks that keep that tensor small.
@@ -102,6 +104,20 @@ def pair_fits_rows(cur: torch.Tensor, chosen: torch.Tensor, beta: bool, eps_mode
     rc = chosen - r_bar[:, None]
     alpha = _safe_div(((cur - c_bar[:, None]) * rc).sum(1), (rc * rc).sum(1), eps_mode, eps)
     return alpha, c_bar - alpha * r_bar
+
+
+def windows(rows: torch.Tensor, length: int, stride: int = 1) -> torch.Tensor:
+    """Every window of `length` consecutive entries of every row of rows [r, c], `stride` apart, plus the
+    tail window ending at the last entry when the stride skips it: [r * #windows, length], row by row (the
+    study's reference set for pointwise convs)."""
+    if not 1 <= length <= rows.shape[1]:
+        raise ValueError(f"window length {length}: expected 1..{rows.shape[1]} (the reference rows' length)")
+    if stride < 1:
+        raise ValueError(f"window stride {stride}: expected >= 1")
+    out = rows.unfold(1, length, stride)  # [r, n, length]
+    if (rows.shape[1] - length) % stride:
+        out = torch.cat([out, rows[:, None, -length:]], 1)
+    return out.reshape(-1, length)
 
 
 def reconstruct(ref: torch.Tensor, f: Fit) -> torch.Tensor:
