@@ -52,7 +52,8 @@ class GradientEstimator:
         grads = torch.autograd.grad(loss, self.params())
         return [g.detach() for g in grads], float(loss.detach())
 
-    def batch_loss(self, forward: Callable[[torch.Tensor], torch.Tensor], batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def batch_loss(self, forward: Callable[[torch.Tensor], torch.Tensor],
+                   batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The objective of one batch (inputs, targets[, dataset indices]) through `forward`; the indices,
         when the stream carries them, reach the plugins before the forward pass (per-sample state)."""
         x, y, *index = batch

@@ -59,7 +59,8 @@ class Compressor:
     def _grown(self, index: torch.Tensor) -> torch.Tensor:
         needed = int(index.max()) + 1 if len(index) else 0
         if needed > len(self.scales):
-            self.scales = torch.cat([self.scales, self.scales.new_zeros(max(needed, 2 * len(self.scales)) - len(self.scales))])
+            grow = max(needed, 2 * len(self.scales)) - len(self.scales)  # doubling: a few copies per epoch
+            self.scales = torch.cat([self.scales, self.scales.new_zeros(grow)])
         return self.scales
 
     def bits_for(self, x: torch.Tensor) -> torch.Tensor:
