@@ -46,8 +46,8 @@ class GradientEstimator:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def minibatch_grad(self, stream: BatchStream) -> tuple[list[torch.Tensor], float]:
-        """Gradient and loss of one minibatch drawn from `stream`: the one place every estimator
-        evaluates the loss, so each differentiates the same objective."""
+        """Gradient and loss of one minibatch drawn from `stream`; every estimator evaluates the loss
+        through `batch_loss`, so each differentiates the same objective."""
         loss = self.batch_loss(self.model, stream.next())
         grads = torch.autograd.grad(loss, self.params())
         return [g.detach() for g in grads], float(loss.detach())
