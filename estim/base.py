@@ -25,6 +25,8 @@ class BatchStream(Protocol):
 
 # (output, target) -> loss; given the indices too, (output, target, index), when the stream carries them.
 # The trainer passes its objective: task loss + trainer plugins' extra terms (trainer/plugins/enabled.py).
+# A stream carries indices only when a plugin asked for them, and then the loss is the trainer's objective,
+# whose `begin_batch(index)` tells the plugins the batch's samples before the forward pass.
 LossFn = Callable[..., torch.Tensor]
 
 
@@ -44,12 +46,20 @@ class GradientEstimator:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def minibatch_grad(self, stream: BatchStream) -> tuple[list[torch.Tensor], float]:
-        """Gradient and loss of one minibatch drawn from `stream`: the one place every estimator
-        evaluates the loss, so each differentiates the same objective."""
-        x, y, *index = stream.next()
-        loss = self.loss_fn(self.model(x), y, *index)
+        """Gradient and loss of one minibatch drawn from `stream`; every estimator evaluates the loss
+        through `batch_loss`, so each differentiates the same objective."""
+        loss = self.batch_loss(self.model, stream.next())
         grads = torch.autograd.grad(loss, self.params())
         return [g.detach() for g in grads], float(loss.detach())
+
+    def batch_loss(self, forward: Callable[[torch.Tensor], torch.Tensor],
+                   batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The objective of one batch (inputs, targets[, dataset indices]) through `forward`; the indices,
+        when the stream carries them, reach the plugins before the forward pass (per-sample state)."""
+        x, y, *index = batch
+        if index:
+            self.loss_fn.begin_batch(index[0])  # type: ignore[attr-defined]
+        return self.loss_fn(forward(x), y, *index)
 
     def grad(self, stream: BatchStream | None = None) -> tuple[list[torch.Tensor], float]:
         """The gradient the optimizer steps with (one tensor per parameter) and the training loss."""

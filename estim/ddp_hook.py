@@ -131,11 +131,11 @@ class DDPHookEstimator(GradientEstimator):
         return flag.item() > 0
 
     def grad(self, stream: BatchStream | None = None) -> tuple[list[torch.Tensor], float]:
-        x, y = (stream or self.train_stream).next()
+        batch = (stream or self.train_stream).next()
         params = self.params()
         for p in params:
             p.grad = None
-        loss = self.loss_fn(self.ddp(x), y)
+        loss = self.batch_loss(self.ddp, batch)
         t0 = time.perf_counter()
         with count_allreduce_bytes(self.counter):
             loss.backward()  # DDP waits for every bucket's hook future before it returns

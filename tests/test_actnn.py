@@ -124,6 +124,38 @@ def test_interrupt_and_resume_of_an_actnn_run_is_exact(tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_per_sample_scales_follow_dataset_indices_and_weight_the_bits():
+    """s_n is the EMA(0.5) of sample n's squared output-gradient norm, kept by dataset index; unseen samples
+    get the batch mean; at equal ranges the sample with the larger scale gets more bits."""
+    model, plugin = _plugin(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), actnn_mode="qlinear", actnn_cabits=2,
+                            actnn_ibits=8)
+    c = plugin.compressors[0]
+    x = torch.linspace(-1, 1, 16).repeat(4, 1)  # four samples with the same ranges
+    index = torch.tensor([5, 9, 2, 7])
+    plugin.begin_batch(index)
+    out = model(x)
+    grad_out = torch.tensor([[3.0, 0.0], [1.0, 0.0], [0.1, 0.0], [0.0, 0.0]])
+    out.backward(grad_out)
+    assert torch.equal(c.scales[index], 0.5 * grad_out.square().sum(1))  # 0.5 * 0 + 0.5 * ||g_n||^2
+    plugin.begin_batch(torch.tensor([5, 9, 2, 11]))  # 11 never seen: the batch mean
+    s = c.sample_scales(4)
+    assert torch.allclose(s, torch.tensor([4.5, 0.5, 0.005, (4.5 + 0.5 + 0.005) / 4], dtype=torch.float64))
+    bits = c.bits_for(x)
+    assert bits[0] > bits[1] > bits[2] and int(bits.sum()) == 8, bits
+    with pytest.raises(ValueError, match="a batch of 3 samples was given 4 dataset indices"):
+        c.bits_for(x[:3])
+
+
+def test_a_run_gives_the_plugin_each_batch_s_indices_before_its_forward(tmp_path):
+    """8 steps of 32 samples without repetition: exactly 256 samples have a scale in every layer; with
+    actnn_use_gradient false the batches carry no indices and no sample has one."""
+    for use_gradient, seen in ((True, 256), (False, 0)):
+        loop.run({**DIGITS, "actnn_use_gradient": use_gradient}, tmp_path / str(use_gradient))
+        state = torch.load(tmp_path / str(use_gradient) / runfiles.CHECKPOINT, weights_only=True)
+        counts = [int((layer["scales"] > 0).sum()) for layer in state["plugins"]["actnn"]["layers"]]
+        assert len(counts) == 4 and set(counts) == {seen}, counts  # digits_cnn: 2 conv + 2 linear
+
+
 def _small_bn_net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
@@ -135,22 +167,45 @@ def _variance(mode, cabits, ibits, pergroup, perlayer):
     model, plugin = _plugin(_small_bn_net(), actnn_mode=mode, actnn_cabits=cabits, actnn_ibits=ibits,
                             actnn_pergroup=pergroup, actnn_perlayer=perlayer, actnn_store="bfloat16")
     g = torch.Generator().manual_seed(7)
-    batches = [(torch.rand(16, 1, 8, 8, generator=g) * torch.rand(16, 1, 1, 1, generator=g) * 4,
-                torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
-    nn.functional.cross_entropy(model(batches[0][0]), batches[0][1]).backward()  # gradient scales
-    plugin.after_step(0)
-    return measure(model, batches, [m.weight for m in plugin.weight_layers], plugin.set_compression, 3)["var"]
+    # each sample scaled by a log-normal factor: ranges (and gradient norms) differ across samples by
+    # orders of magnitude, as real data's do, which is what per-sample bits exploit
+    batches = [(torch.rand(16, 1, 8, 8, generator=g) * torch.randn(16, 1, 1, 1, generator=g).mul(1.5).exp(),
+                torch.randint(0, 10, (16,), generator=g), torch.arange(16 * i, 16 * (i + 1))) for i in range(3)]
+    torch.manual_seed(7)  # the same rounding noise stream for every configuration
+    return measure(model, batches, [m.weight for m in plugin.weight_layers], plugin, 3)["var"]
 
 
 def test_the_variance_ordering_of_the_study_holds_on_a_small_model():
-    """2-bit per-tensor >> 2-bit per-group, 4-bit per-tensor below 2-bit per-tensor; quantize > qlinear."""
-    configs = ((2, 2, False, False), (2, 2, True, False), (4, 4, False, False))
+    """The study's table: 2-bit per-tensor >> 2-bit per-group > 2/8 per-group (per-sample bits from
+    ranges x per-sample gradient scales) > 2/8 per-group + per-layer; 4-bit per-tensor << 2-bit per-tensor;
+    quantize > qlinear row by row. Margins: the >> steps are 4-bit levels (15 vs 3 levels: up to 25x less
+    variance) and per-group vs one range for samples whose scales differ ~100x, so 3x is far inside them;
+    the > steps need 1.2x: each var is a sum over ~970 weights of a 3-draw population variance (relative
+    sampling error ~ sqrt(2/2 / 970) ~ 3% per batch), well below 20%. Seeds 7..10 give the same order."""
+    configs = ((4, 4, False, False), (2, 2, False, False), (2, 2, True, False), (2, 8, True, False), (2, 8, True, True))
     table = {(mode, cfg): _variance(mode, *cfg) for mode in ("qlinear", "quantize") for cfg in configs}
     for mode in ("qlinear", "quantize"):
-        per_tensor, per_group, four = (table[(mode, c)] for c in configs)
+        four, per_tensor, per_group, per_sample, per_layer = (table[(mode, c)] for c in configs)
         assert per_tensor > 3 * per_group and per_tensor > 3 * four, table
+        assert per_group > 1.2 * per_sample > 1.2 ** 2 * per_layer, table
     for cfg in configs:
         assert table[("quantize", cfg)] > table[("qlinear", cfg)], table
+
+
+def test_the_protocol_fills_scales_for_itself_and_leaves_the_plugin_as_it_found_it():
+    """Pass 1 records the measured samples' scales (the compressed passes see them, not the batch-mean
+    fallback), then everything is restored: a later forward allocates as if nothing was measured."""
+    model, plugin = _plugin(_small_bn_net(), actnn_mode="qlinear", actnn_cabits=2, actnn_ibits=8)
+    g = torch.Generator().manual_seed(1)
+    x, y, index = torch.rand(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g), torch.arange(8)
+    seen = []
+    c = plugin.compressors[-1]
+    original = c.bits_for
+    c.bits_for = lambda inp: (seen.append(c.sample_scales(len(inp))), original(inp))[1]
+    measure(model, [(x, y, index)], [m.weight for m in plugin.weight_layers], plugin, 2)
+    assert len(seen) == 2 and all(torch.equal(s, seen[0]) for s in seen)  # frozen: the same in both draws
+    assert float(seen[0].min()) > 1e-6 and len(set(seen[0].tolist())) == 8  # recorded per sample, not unseen
+    assert len(c.scales) == 0 and c.index is None and c.update_scale and c.enabled
 
 
 def test_bad_settings_are_refused_with_one_line_naming_them():
@@ -229,3 +284,27 @@ def test_batch_norm_backward_is_the_formula_on_the_dequantized_x_hat(monkeypatch
     assert torch.allclose(xi.grad, w * invstd * (g - mean(g) - x_hat * mean(g * x_hat)), atol=1e-5)
     assert torch.allclose(bn.weight.grad, (g * x_hat).sum((0, 2, 3)), atol=1e-4)
     assert torch.allclose(bn.bias.grad, g.sum((0, 2, 3)), atol=1e-4)
+
+
+def _expand(run, root):
+    import argparse
+    from launcher.selection import select_runs
+    sel = select_runs(argparse.Namespace(grid="actnn", run=run, only=[], set=[], limit=None, root=str(root)))
+    return [r.config for r in sel.runs]
+
+
+def test_the_cifar_grids_use_the_studys_recipe_and_measure_every_row_on_one_checkpoint(tmp_path):
+    """cifar10: cosine, lr 0.1, momentum 0.9, wd 1e-4 not on BN, 200 epochs, batch 128; cifar10_var: one
+    fp run of 10 epochs, and 10 rows from its weights at lr 0 (the weights the protocol measures stay the
+    fp run's)."""
+    train = _expand("cifar10", tmp_path)
+    assert len(train) == 11 and all(
+        (c["lr_schedule"], c["lr"], c["momentum"], c["weight_decay"], c["wd_norm"], c["epochs"], c["batch_size"])
+        == ("cosine", 0.1, 0.9, 1e-4, False, 200, 128) and "lr_decay_epoch" not in c for c in train)
+    var = _expand("cifar10_var", tmp_path)
+    fp, rows = var[0], var[1:]
+    assert fp["stage"] == "fp" and "plugins" not in fp and fp["niters"] == 10 * (50000 // 128)
+    assert len(rows) == 10 and {(c["init_from"], c["lr"], c["niters"], c["actnn_var_at"]) for c in rows} == \
+        {("fp", 0.0, 10, "10")}  # intlist values are normalised to their text
+    assert len({(c["actnn_mode"], c["actnn_cabits"], c["actnn_ibits"], c["actnn_pergroup"], c["actnn_perlayer"])
+                for c in rows}) == 10

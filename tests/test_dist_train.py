@@ -111,3 +111,16 @@ def test_an_estimator_without_exchange_is_refused_on_several_processes(tmp_path)
     assert "does not exchange gradients" in json.loads((config.parent / "status.json").read_text())["error"]
     check_config({"g_estim": "sgd"}, 1)
     check_config({"g_estim": "nuq_dist"}, 4)
+
+
+def test_ddp_hook_ranks_give_a_plugin_its_sample_indices_before_the_forward(tmp_path):
+    # actnn's per-sample gradient scales need each batch's dataset indices: g_estim=ddp_hook's batches
+    # carry them through the same objective as every estimator (it used to unpack (x, y) and fail)
+    config = _write_config(tmp_path / "run", g_estim="ddp_hook", plugins="actnn", actnn_mode="qlinear",
+                           actnn_cabits=2, niters=10, chkpt_iter=10)
+    run_local(config, 2, timeout_s=60, grace_s=5, target=TARGET)
+    run_dir = config.parent
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "done"
+    states = [torch.load(run_dir / f"rank{r}.pt") for r in range(2)]
+    for key, value in states[0]["model"].items():
+        assert torch.equal(value, states[1]["model"][key]), key

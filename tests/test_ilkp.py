@@ -460,11 +460,12 @@ def test_the_resnet110_chain_expands_with_the_studys_recipe_and_each_run_finds_i
     assert (base["nesterov"], base["momentum"], base["weight_decay"], base["lr"], base["epochs"]) == \
         (True, 0.9, 5e-4, 0.1, 200)
     # lr 0.1 x 0.98^epoch: one decay by 0.98 per epoch of epoch_iters iterations
+    from trainer.options import full_config
     from trainer.schedule import lr_at
     e = base["epoch_iters"]
     assert e == 50000 // 128
     for it, epoch in [(0, 0), (e - 1, 0), (e, 1), (7 * e + 5, 7), (200 * e - 1, 199)]:
-        assert lr_at(it, base["lr"], base["lr_decay_epoch"], base["lr_decay_rate"]) == pytest.approx(0.1 * 0.98 ** epoch)
+        assert lr_at(it, full_config(base), e, 200 * e) == pytest.approx(0.1 * 0.98 ** epoch)
     assert all(c["eval_only"] and c["init_from"] == "base" for c in by_stage["posthoc"])
     assert sorted(c.get("ilkp_qb", 0) for c in by_stage["posthoc"] if c["ilkp_version"] == "v2qq") == [2, 3, 4, 6, 8]
     retrain = by_stage["retrain"]

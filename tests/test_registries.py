@@ -13,10 +13,11 @@ import nuq.levels
 import trainer.data
 import trainer.models
 import trainer.optim
+import trainer.schedule
 from estim.names import ESTIMATORS
 from nuq.adaptive import METHODS as ADAPTIVE_FITS
 from nuq.names import ADAPTIVE, METHODS
-from trainer.names import DATASETS, MODEL_PATTERNS, MODELS, OPTIMIZERS
+from trainer.names import DATASETS, LR_SCHEDULES, MODEL_PATTERNS, MODELS, OPTIMIZERS
 from trainer.options import OPTIONS
 
 
@@ -27,6 +28,7 @@ def test_option_choices_are_the_registries():
     assert set(ADAPTIVE_FITS) == set(ADAPTIVE) == {m for m, v in nuq.levels.METHODS.items() if v.adaptive}
     assert set(trainer.data.list_datasets()) == set(DATASETS) == set(OPTIONS["dataset"].choices)
     assert set(trainer.optim.registered()) == set(OPTIMIZERS) == set(OPTIONS["optim"].choices)
+    assert set(trainer.schedule.registered()) == set(LR_SCHEDULES) == set(OPTIONS["lr_schedule"].choices)
     assert set(trainer.models.list_models()) == set(MODELS) | {shown for shown, _ in MODEL_PATTERNS}
 
 
@@ -62,7 +64,7 @@ def test_a_name_outside_the_schema_table_is_refused(register, table):
 
 def test_unknown_optimizer_is_an_error_not_adam():
     model = torch.nn.Linear(3, 2)
-    opt = {"optim": "rmsprop", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+    opt = {"optim": "rmsprop", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "wd_norm": True}
     with pytest.raises(ValueError, match="unknown optim 'rmsprop'; registered: adam, sgd"):
         trainer.optim.make_optimizer(opt, model)
     assert isinstance(trainer.optim.make_optimizer(dict(opt, optim="adam"), model), torch.optim.Adam)

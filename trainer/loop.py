@@ -118,6 +118,7 @@ class Training:
         self.niters = opt["niters"] or opt["epochs"] * self.epoch_iters
         if self.niters <= 0:
             raise ValueError(f"nothing to train: niters {opt['niters']}, epochs {opt['epochs']}; set niters > 0")
+        lr_at(0, opt, self.epoch_iters, self.niters)  # a schedule that cannot run is refused before anything runs
         self.objective = self.plugins.objective(F.cross_entropy, self.model)
         self.build_optimizer_and_estimator()
         self.progress = Progress()
@@ -176,7 +177,7 @@ class Training:
     # ---- one step and the periodic work ---------------------------------------------------------------
 
     def step(self, it: int) -> float:
-        lr = lr_at(it, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])
+        lr = lr_at(it, self.opt, self.epoch_iters, self.niters)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.estimator.agree_on_stop(stop_signalled()):  # a rank got SIGTERM/SIGUSR2
@@ -212,7 +213,7 @@ class Training:
     def log_scalars(self, logger: RunLogger, it: int) -> None:
         p = self.progress
         values = {"loss": p.loss_sum / max(p.loss_n, 1), "epoch": it / self.epoch_iters, "niters": float(it),
-                  "lr": lr_at(it - 1, self.opt["lr"], self.opt["lr_decay_epoch"], self.opt["lr_decay_rate"])}
+                  "lr": lr_at(it - 1, self.opt, self.epoch_iters, self.niters)}
         values.update(self.estimator.scalars())
         values.update(self.plugins.scalars())
         logger.scalars(values, it)

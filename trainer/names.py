@@ -1,10 +1,11 @@
-"""The names of the trainer's datasets (`dataset`), optimizers (`optim`) and models (`arch`), torch-free so
-the option schema (trainer/options.py) offers exactly these: `@register_dataset` (trainer/data),
-`@register_optimizer` (trainer/optim.py) and `@register_model`/`@register_pattern` (trainer/models) refuse a
-name not here; tests/test_registries.py checks that every name here is registered."""
+"""The names of the trainer's datasets (`dataset`), optimizers (`optim`), learning-rate schedules
+(`lr_schedule`) and models (`arch`), torch-free so the option schema (trainer/options.py) offers exactly
+these: `@register_dataset` (trainer/data), `@register_optimizer` (trainer/optim.py), trainer/schedule.py's
+registry and `@register_model`/`@register_pattern` (trainer/models) refuse a name not here; tests/test_registries.py checks that every name here is registered."""
 
 DATASETS = ("digits", "cifar10", "cifar100", "mnist", "svhn", "imagenet", "logreg", "5class", "10class")
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")
 MODELS = ("linear", "mlp", "digits_mlp", "cnn", "digits_cnn", "resnet8", "resnet20", "resnet32", "resnet44",
           "resnet56", "resnet110", "preact_resnet20", "preact_resnet56",
           "preact_resnet110", "resnet18", "resnet34", "resnet50",

@@ -13,7 +13,7 @@ from estim.names import DDP_HOOKS, ESTIMATORS
 from nuq.limits import MAX_BUCKET_SIZE
 from nuq.names import METHODS as NUQ_METHODS
 from nuq.schedule import parse_int_list  # noqa: F401  (part of this module's interface; torch-free)
-from trainer.names import DATASETS, OPTIMIZERS
+from trainer.names import DATASETS, LR_SCHEDULES, OPTIMIZERS
 
 # Value kinds. "milestones" is an int (decay every N) or a comma list of ints ("40000,60000");
 # "intlist" is a comma list of ints ("100,2000,10000") or a single int; "names" is a comma list of names
@@ -88,11 +88,17 @@ _OPTIONS = [
     Option("momentum", "float", 0.9, "SGD momentum.", min=0),
     Option("nesterov", "bool", False, "Nesterov momentum."),
     Option("weight_decay", "float", 5e-4, "L2 weight decay.", min=0),
+    Option("wd_norm", "bool", True, "Weight decay on normalization layers' parameters too (false: none on them, "
+           "as ActNN's recipe's no-bn-weight-decay)."),
     Option("niters", "int", 0, "Training iterations (0: epochs x epoch_iters).", min=0),
     Option("epochs", "int", 10, "Epochs, used when niters is 0.", min=0),
     Option("epoch_iters", "int", 0, "Iterations per epoch (0: dataset size / batch size).", min=0),
     Option("lr_decay_epoch", "milestones", "", "Decay lr x lr_decay_rate every N iterations, or at a comma list of iterations."),
     Option("lr_decay_rate", "float", 0.1, "Learning-rate decay factor.", min=0, open_min=True),
+    Option("lr_schedule", "str", "step", "step: lr_decay_epoch/lr_decay_rate; cosine: per-epoch cosine from lr to 0 "
+           "over the epochs after the warmup (lr_decay_epoch must be empty).", LR_SCHEDULES),
+    Option("lr_warmup_epochs", "int", 0, "Epochs of linear warmup, lr (e + 1) / W in epoch e < W, before either "
+           "schedule.", min=0),
     Option("seed", "int", 1, "Random seed; a CPU run is bit-for-bit repeatable for a seed.", min=0),
     Option("no_cuda", "bool", False, "Force CPU even when CUDA is available."),
     # logging and checkpoints
@@ -267,6 +273,9 @@ def validate_config(config: Mapping[str, Any], run: str = "<config>") -> dict[st
     identity is what the grid wrote.
     """
     out = {key: validate_value(key, value, run) for key, value in config.items()}
+    if out.get("lr_schedule") == "cosine" and out.get("lr_decay_epoch") not in (None, ""):
+        raise ConfigError(f"run {run}: lr_decay_epoch {out['lr_decay_epoch']!r} is a step-decay setting but "
+                          "lr_schedule is 'cosine'; drop lr_decay_epoch or use lr_schedule 'step'")
     enabled = parse_names(out.get("plugins", ""))
     for key in out:
         owner = PLUGIN_OF.get(key)

@@ -4,10 +4,12 @@ The tensors autograd saves for backward are kept as bit-packed stochastic-rounde
 holds is the packed bytes), so the weight gradients stay unbiased; the forward pass is full precision.
 Modes: `qlinear` compresses the inputs of conv/linear layers, `quantize` also batch norm's normalised
 input; `actnn_relu_mask` makes ReLU modules keep a 1-bit mask. Bits per sample come from the greedy
-allocation (trainer/plugins/actnn_quant.py); `actnn_perlayer` re-divides the budget across layers after
-each step. `actnn_var_at` runs the study's variance protocol (trainer/plugins/actnn_var.py) on the last
-training batches and logs `actnn/var`, `actnn/bias`, `actnn/sample_var`. Also logs `actnn/bits`, the
-average bits of the last allocation. docs/actnn.md.
+allocation (trainer/plugins/actnn_quant.py), weighted by per-sample gradient scales indexed by the
+samples' dataset indices (`begin_batch`; `actnn_use_gradient: false`: one scale per layer);
+`actnn_perlayer` re-divides the budget across layers after each step. `actnn_var_at` runs the study's
+variance protocol (trainer/plugins/actnn_var.py) on the last training batches and logs `actnn/var`,
+`actnn/bias`, `actnn/sample_var`. Also logs `actnn/bits`, the average bits of the last allocation.
+docs/actnn.md.
 """
 from __future__ import annotations
 
@@ -35,12 +37,16 @@ class ActNN(Plugin):
         self.mode, self.cabits, self.ibits = opt["actnn_mode"], opt["actnn_cabits"], opt["actnn_ibits"]
         if self.cabits > self.ibits:  # each key's own range (1..8) is the schema's, checked at expansion
             raise ValueError(f"actnn needs actnn_cabits ({self.cabits}) <= actnn_ibits ({self.ibits})")
+        # the study's per-sample gradient scales need each batch's dataset indices before its forward pass
+        self.needs_sample_index = self.mode != "off" and bool(opt["actnn_use_gradient"])
+        self.perlayer = self.mode != "off" and bool(opt["actnn_perlayer"])
         self.var_at = set(parse_int_list(opt["actnn_var_at"])) if opt["actnn_var_at"] else set()
         self.batches: deque = deque(maxlen=opt["actnn_var_batches"])
         self.layers: list[nn.Module] = []
         self.weight_layers: list[nn.Module] = []  # the conv/linear layers whose weight gradients the protocol measures
         self.result: dict[str, float] = {}
         self._input: torch.Tensor | None = None
+        self._index: torch.Tensor | None = None
         self.model: nn.Module | None = None
 
     def configure_model(self, model: nn.Module) -> nn.Module:
@@ -76,11 +82,23 @@ class ActNN(Plugin):
         if module.training and torch.is_grad_enabled():
             self._input = args[0].detach()
 
-    def extra_loss(self, model: nn.Module, output: torch.Tensor, target: torch.Tensor) -> None:
+    def begin_batch(self, index: torch.Tensor | None) -> None:
+        """The dataset indices of the batch about to go forward (None: not known, one scale per layer)."""
+        self._index = None if index is None else index.detach().cpu()
+        for c in self.compressors:
+            c.index = self._index
+
+    def extra_loss(self, model: nn.Module, output: torch.Tensor, target: torch.Tensor,
+                   index: torch.Tensor | None = None) -> None:
         if self.var_at and self._input is not None:
-            self.batches.append((self._input, target.detach()))
+            self.batches.append((self._input, target.detach(), self._index))
             self._input = None
         return None
+
+    def update_scales(self, on: bool) -> None:
+        """Whether backward passes update the gradient scales (the variance protocol freezes them)."""
+        for c in self.compressors:
+            c.update_scale = on
 
     def set_compression(self, on: bool) -> None:
         for m in self.layers:
@@ -90,16 +108,18 @@ class ActNN(Plugin):
                 m.enabled = on
 
     def after_step(self, step: int) -> None:
-        if self.opt["actnn_perlayer"] and self.mode != "off":
-            self.allocate_perlayer()
+        self.allocate_perlayer()
         if step + 1 in self.var_at:
             self._input = None
-            self.result = measure(self.model, list(self.batches), [m.weight for m in self.weight_layers],
-                                  self.set_compression, self.opt["actnn_var_draws"])
+            self.result = measure(self.model, list(self.batches), [m.weight for m in self.weight_layers], self,
+                                  self.opt["actnn_var_draws"])
 
     def allocate_perlayer(self) -> None:
-        """Pool every layer's per-sample predicted variances, weighted by its features per sample, and give
-        each layer the mean bits of its share of the greedy allocation of the total budget."""
+        """Under actnn_perlayer (else nothing): pool every layer's per-sample predicted variances, weighted
+        by its features per sample, and give each layer the mean bits of its share of the greedy allocation
+        of the total budget."""
+        if not self.perlayer:
+            return
         comps = [c for c in self.compressors if c.last_cost is not None and c.grad_scale > 0 and c.follow is None]
         if len(comps) < 2:
             return
@@ -120,14 +140,21 @@ class ActNN(Plugin):
             out["bits"] = sum(avg) / len(avg)
         return out
 
+    def layer_state(self) -> list[dict[str, Any]]:
+        """Each compressor's learned state: scales and allocation (copies)."""
+        return [{"grad_scale": c.grad_scale, "scales": c.scales.clone(), "avg_bits": c.avg_bits, "ibits": c.ibits,
+                 "last_cost": c.last_cost} for c in self.compressors]
+
+    def load_layer_state(self, layers: list[dict[str, Any]]) -> None:
+        for c, s in zip(self.compressors, layers):
+            c.grad_scale, c.avg_bits, c.ibits, c.last_cost = s["grad_scale"], s["avg_bits"], s["ibits"], s["last_cost"]
+            c.scales = s.get("scales", torch.zeros(0)).clone()  # checkpoints before per-sample scales had none
+
     def state_dict(self) -> dict[str, Any]:
-        return {"layers": [{"grad_scale": c.grad_scale, "avg_bits": c.avg_bits, "ibits": c.ibits,
-                            "last_cost": c.last_cost} for c in self.compressors],
-                "batches": [list(b) for b in self.batches], "result": dict(self.result)}
+        return {"layers": self.layer_state(), "batches": [list(b) for b in self.batches], "result": dict(self.result)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for c, s in zip(self.compressors, state["layers"]):
-            c.grad_scale, c.avg_bits, c.ibits, c.last_cost = s["grad_scale"], s["avg_bits"], s["ibits"], s["last_cost"]
-        self.batches.extend(tuple(b) for b in state["batches"])
+        self.load_layer_state(state["layers"])
+        self.batches.extend((*b, None)[:3] for b in state["batches"])  # older checkpoints: no indices
         self.result = dict(state["result"])
 

@@ -15,6 +15,9 @@ OPTIONS = {
     "actnn_ibits": ("int", 8, "Starting (and highest) bits per sample of the greedy allocation.", None, 1, 8),
     "actnn_pergroup": ("bool", True, "Range per (sample, group) instead of one min/max for the whole tensor."),
     "actnn_perlayer": ("bool", True, "Re-allocate the bit budget across layers after each step."),
+    "actnn_use_gradient": ("bool", True, "Weight each sample's predicted variance by its own gradient scale, an "
+                           "EMA of its output-gradient norm indexed by dataset index (the study's); false: one "
+                           "scale per layer (the release's use_gradient=False)."),
     "actnn_group_size": ("int", 64, "Features per quantization group of each sample.", None, 1,
                          MAX_GROUP_SIZE),
     "actnn_store": ("str", "bfloat16", "dtype of the stored min and scale (float32: exactly unbiased round trip).",

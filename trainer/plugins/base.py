@@ -19,7 +19,7 @@ class Plugin:
     """Base class: each hook does nothing until a plugin overrides it."""
 
     name = ""  # the registered name, set by register_plugin; also the prefix of its options and scalars
-    needs_sample_index = False  # True: batches carry each sample's dataset index, passed to extra_loss as index=
+    needs_sample_index = False  # True: batches carry each sample's dataset index (begin_batch, extra_loss's index=)
 
     def __init__(self, opt: dict[str, Any]) -> None:
         self.opt = opt
@@ -27,6 +27,10 @@ class Plugin:
     def configure_model(self, model: nn.Module) -> nn.Module:
         """After the model is built, before the optimizer: replace or wrap modules; return the model."""
         return model
+
+    def begin_batch(self, index: torch.Tensor) -> None:
+        """Before the forward pass of each batch, for a plugin with `needs_sample_index`: the int64 dataset
+        indices of its samples (e.g. per-sample state the forward needs)."""
 
     def extra_loss(self, model: nn.Module, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
         """A term added to the task loss before backward (every g_estim differentiates the sum), or None.

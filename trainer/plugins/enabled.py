@@ -27,6 +27,12 @@ class Objective:
     def __init__(self, task_loss: TaskLoss, model: nn.Module, plugins: list[Plugin]) -> None:
         self.task_loss, self.model, self.plugins = task_loss, model, plugins
 
+    def begin_batch(self, index: torch.Tensor) -> None:
+        """Before the forward pass of a batch whose stream carries indices: each plugin's begin_batch."""
+        for plugin in self.plugins:
+            if plugin.needs_sample_index:
+                plugin.begin_batch(index)
+
     def __call__(self, output: torch.Tensor, target: torch.Tensor,
                  index: torch.Tensor | None = None) -> torch.Tensor:
         loss = self.task_loss(output, target)
