@@ -232,16 +232,7 @@ void run_buckets(const BucketJob& job, int64_t first, int64_t last) {
 }
 
 void decode_buckets(const DecodeJob& job, int64_t first, int64_t last, uint32_t* max_index) {
-  switch (job.bits) {
-    case 1: return decode_bits<1>(job, first, last, max_index);
-    case 2: return decode_bits<2>(job, first, last, max_index);
-    case 3: return decode_bits<3>(job, first, last, max_index);
-    case 4: return decode_bits<4>(job, first, last, max_index);
-    case 5: return decode_bits<5>(job, first, last, max_index);
-    case 6: return decode_bits<6>(job, first, last, max_index);
-    case 7: return decode_bits<7>(job, first, last, max_index);
-    default: return decode_bits<8>(job, first, last, max_index);
-  }
+  bitpack::with_bits(job.bits, [&](auto b) { decode_bits<b()>(job, first, last, max_index); });
 }
 
 }  // namespace avx2
